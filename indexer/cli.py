@@ -1,0 +1,100 @@
+"""`imgidx build`: parse options -> Settings -> build the parts -> ingest() -> report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import console
+from .compose import build_lock, make_embedder
+from .config import Settings
+from .errors import ConfigError
+from .fetch import Fetcher
+from .licenses import parse_license_ids
+from .pipeline import ingest
+from .records import Photo
+from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FlickrSource, FolderSource
+from .store import Store
+
+
+@console.handle_errors
+def build(
+    ctx: typer.Context,
+    queries: Annotated[list[str] | None, typer.Argument(help="Flickr search texts, one collection each.")] = None,
+    from_dir: Annotated[Path | None, typer.Option("--from-dir", help="Index a local folder instead of Flickr; "
+                                                  "first-level sub-folders become collections.")] = None,
+    as_name: Annotated[str | None, typer.Option("--as", help="Collection name (one query, or a folder's top "
+                                                "level files).")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", help="Photos per query (Flickr serves at most 4,000).")] = 100,
+    sort: Annotated[str, typer.Option(help=f"Flickr order: {'|'.join(SORTS)}.")] = "relevance",
+    license: Annotated[str | None, typer.Option("--license", help="Comma-separated Flickr licence ids, e.g. "
+                                                "4,5,9,10 (see README).")] = None,
+    size: Annotated[str, typer.Option(help=f"Flickr size to fetch: {' '.join(SIZE_LETTERS)} (z = 640 px; falls "
+                                      "back to the nearest larger, else the largest).")] = "z",
+    layer: Annotated[str, typer.Option(help="fc2 (4096-d) or block5_pool (512-d, averaged).")] = "fc2",
+    weights: Annotated[str | None, typer.Option(help="imagenet | random[:SEED] (tests only) | PATH. "
+                                                "Env IMGIDX_WEIGHTS.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Photos per model call.")] = 32,
+    workers: Annotated[int, typer.Option(help="Concurrent downloads (folders: decode threads).")] = 16,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry photos that failed with a "
+                                               "retryable error (network, timeouts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
+    settings: Settings = ctx.obj
+    if bool(queries) == bool(from_dir):
+        raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
+    if as_name and queries and len(queries) > 1:
+        raise ConfigError("--as names one collection: use it with a single query")
+    embedder = make_embedder(settings, layer, weights or settings.weights, batch_size=batch_size)
+    with build_lock(settings.home), Store(settings.home) as store:
+        store.ensure_stamp(embedder.stamp)
+        if embedder.weights.path:
+            store.set_meta("weights_source", str(embedder.weights.path.resolve()))
+        photos = _folder_photos(from_dir, as_name) if from_dir else _flickr_photos(
+            settings, queries or [], as_name, count, sort, license, size)
+        ids = store.add_photos(photos)
+        fetcher = Fetcher(workers=workers)
+        with console.progress("embedding", len(store.pending(ids, retry_failed=retry_failed))) as advance:
+            report = ingest(store, ids, embedder, fetcher, retry_failed=retry_failed,
+                            workers=workers if not from_dir else min(workers, 4), on_progress=advance)
+        counts = store.counts()
+    if as_json:
+        console.print_json({**report.as_dict(), "index": counts})
+        return
+    for pid, source_id, reason in report.skipped[:20]:
+        console.err.print(f"skipping {source_id} (id {pid}): {reason}", markup=False, highlight=False)
+    if len(report.skipped) > 20:
+        console.err.print(f"... and {len(report.skipped) - 20} more: see `imgidx info --failures`")
+    d = report.as_dict()
+    console.print_table("build", ["what", "count"], [
+        ("photos requested", d["requested"]), ("already indexed", d["already_indexed"]),
+        ("newly embedded", d["embedded"]), ("reused (identical bytes)", d["reused"]),
+        ("skipped (see info --failures)", d["skipped"]), ("seconds", d["seconds"]),
+        ("photos/s", d["photos_per_second"]), ("index size", counts["photos"]),
+    ])
+
+
+def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:
+    photos = list(FolderSource(root, as_name).photos())
+    if not photos:
+        raise ConfigError(f"no image files (.jpg .png .gif .webp .bmp .tif) under {root}")
+    return photos
+
+
+def _flickr_photos(settings: Settings, queries: list[str], as_name: str | None, count: int, sort: str,
+                   license: str | None, size: str) -> list[Photo]:
+    try:
+        licenses = tuple(parse_license_ids(license)) if license else ()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    source = FlickrSource(settings.flickr_key, settings.flickr_secret, settings.flickr_rest_url)
+    photos: list[Photo] = []
+    for text in queries:
+        q = FlickrQuery(text, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or text)
+        found = list(source.search(q))
+        console.err.print(f"flickr: {len(found)} photos for {text!r} (sort {sort})", highlight=False)
+        photos += found
+    return photos

@@ -1,0 +1,70 @@
+"""Composition helpers shared by the commands: build the heavy parts once and hand them in."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import Settings
+from .embed import Embedder
+from .errors import ConfigError, LockedError, StampMismatch
+from .store import Store, stamp_mismatch_message
+from .weights import resolve
+
+
+def make_embedder(settings: Settings, layer: str, weights: str, *, precision: str = "fp32",
+                  batch_size: int = 32) -> Embedder:
+    spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir)
+    return Embedder(layer, spec, precision=precision, batch_size=batch_size)
+
+
+def embedder_for_index(store: Store, settings: Settings, *, layer: str | None = None, weights: str | None = None,
+                       batch_size: int = 32) -> Embedder:
+    """An embedder that reproduces the index's own stamp; options, when given, must agree with it."""
+    stamp = store.stamp
+    if stamp is None:
+        raise ConfigError(f"the index in {store.home} is empty; build it first with `imgidx build`")
+    layer = layer or stamp.layer
+    if weights is None:
+        candidates = [c for c in (store.meta("weights_source"), settings.weights) if c]
+        if stamp.weights.startswith("random:"):
+            candidates = [stamp.weights]
+    else:
+        candidates = [weights]
+    last_error: Exception | None = None
+    for cand in dict.fromkeys(candidates):
+        try:
+            emb = make_embedder(settings, layer, cand, precision=stamp.precision, batch_size=batch_size)
+        except ConfigError as e:
+            last_error = e
+            continue
+        if emb.stamp == stamp:
+            return emb
+        last_error = StampMismatch(stamp_mismatch_message(stamp, emb.stamp, store.home))
+    if weights is not None or layer != stamp.layer:
+        raise last_error or StampMismatch(f"options disagree with the index in {store.home}")
+    raise ConfigError(f"the index in {store.home} was built with weights {stamp.weights[:23]}…, which are not "
+                      f"available here ({last_error}); pass --weights PATH to that weights file")
+
+
+@contextmanager
+def build_lock(home: Path) -> Iterator[None]:
+    """One build per data home: a second one is refused with a clear message instead of interleaving writes."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "build.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(f"another imgidx build (pid {holder}) is writing to {home}; wait for it to finish "
+                              "or use another IMGIDX_HOME") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

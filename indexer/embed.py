@@ -1,0 +1,131 @@
+"""VGG16 embedder: the only module that touches the model (and the GPU).
+
+fc2 (4096-d) as in seed 003 §9.5, or block5_pool global-average-pooled (512-d) as in seeds 000/004. Input is
+uint8 RGB 224x224 from images.prepare; Keras' caffe preprocess_input (RGB->BGR, ImageNet mean) runs on a float
+copy because it works in place. Outputs are float32, L2-normalised, so inner product = cosine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ConfigError
+from .records import Stamp
+from .weights import LAYERS, WeightsSpec
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class Embedder:
+    def __init__(self, layer: str, weights: WeightsSpec, *, precision: str = "fp32", batch_size: int = 32):
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {list(LAYERS)}; received {layer!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; received {precision!r}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0; received {batch_size}")
+        self.layer, self.weights, self.precision, self.batch_size = layer, weights, precision, batch_size
+        self.dim = LAYERS[layer]
+        self._model = None
+        self._call = None
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(model="vgg16", layer=self.layer, weights=self.weights.fingerprint, dim=self.dim,
+                     precision=self.precision)
+
+    def load(self) -> Embedder:
+        """Build the graph and load the weights (seconds); called lazily by embed()."""
+        if self._model is None:
+            self._model = build_model(self.layer, self.weights, self.precision)
+            self._call = _compiled_call(self._model)
+        return self
+
+    def embed(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """(n, 224, 224, 3) uint8 RGB -> (n, dim) float32 unit vectors, in batches of batch_size."""
+        if images.ndim != 4 or images.shape[1:] != (224, 224, 3):
+            raise TypeError(f"images must have shape (n, 224, 224, 3); received {images.shape}")
+        self.load()
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            out[start : start + len(chunk)] = self._raw(chunk)
+        return l2_normalize(out)
+
+    def _raw(self, chunk: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        x = preprocess(chunk)
+        y = self._call(x)
+        return np.asarray(y, dtype=np.float32)  # cast before normalising: bf16 norms lose digits
+
+
+def import_keras():
+    """Import Keras (and TensorFlow) without the C++ start-up chatter on stderr; replay it if the import fails."""
+    import os
+    import sys
+    import tempfile
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import keras
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return keras
+
+
+def preprocess(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """Keras caffe preprocessing on a copy (preprocess_input modifies float input in place)."""
+    return import_keras().applications.vgg16.preprocess_input(images.astype(np.float32, copy=True))
+
+
+def l2_normalize(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def build_model(layer: str, weights: WeightsSpec, precision: str = "fp32"):
+    """VGG16 cut at `layer`, with the requested weights. Random init only when asked for explicitly."""
+    keras = import_keras()
+
+    policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        if weights.kind == "random":
+            keras.utils.set_random_seed(weights.seed)
+        base = keras.applications.VGG16(include_top=weights.has_top or layer == "fc2", weights=None)
+        if weights.kind == "file":
+            try:
+                base.load_weights(str(weights.path))
+            except (ValueError, OSError, KeyError) as e:
+                raise ConfigError(f"cannot load weights from {weights.path}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    if layer == "fc2":
+        out = base.get_layer("fc2").output
+    else:
+        out = keras.layers.GlobalAveragePooling2D(name="block5_gap")(base.get_layer("block5_pool").output)
+    return keras.Model(base.input, out, name=f"vgg16_{layer}")
+
+
+def _compiled_call(model):
+    """A compiled inference call: tf.function on TensorFlow (faster than predict), the jitted predict elsewhere."""
+    keras = import_keras()
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return lambda x: fn(tf.constant(x)).numpy()
+    return model.predict_on_batch

@@ -1,0 +1,353 @@
+"""Store: SQLite (metadata, collections, states, raw vectors: the source of truth) + a FAISS index (derived).
+
+Crash safety: a vector and its photo's state commit in one SQLite transaction; the FAISS file is written to a
+temporary file and renamed. On open, the index catches up with every committed vector it lacks (and drops any it
+holds that SQLite does not), so an interrupted build never leaves vectors without metadata or the reverse.
+FAISS ids equal photos.id, so a vector and its metadata cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import StampMismatch, StoreError
+from .records import Hit, Photo, Stamp
+from .schema import SCHEMA, SCHEMA_VERSION
+
+DB_NAME = "imgidx.sqlite"
+INDEX_NAME = "index/faiss.index"
+PHOTO_FIELDS = ("url", "title", "owner", "owner_name", "license", "page_url", "tags", "date_upload", "date_taken",
+                "width", "height")
+
+
+class Store:
+    def __init__(self, home: Path, *, readonly: bool = False):
+        self.home = Path(home)
+        self.readonly = readonly
+        self.db_path = self.home / DB_NAME
+        self.index_path = self.home / INDEX_NAME
+        if readonly and not self.db_path.exists():
+            raise StoreError(f"no index in {self.home}; build one first with `imgidx build` (or set IMGIDX_HOME)")
+        if not readonly:
+            self.home.mkdir(parents=True, exist_ok=True)
+        self.db = self._connect()
+        self._index = None
+        self._dirty = False
+
+    # ---- connection and schema -------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+            else:
+                db = sqlite3.connect(self.db_path, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys=ON")
+            self._ensure_schema(db)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open {self.db_path}: {e}; run `imgidx verify` or move it aside") from None
+        return db
+
+    def _ensure_schema(self, db: sqlite3.Connection) -> None:
+        has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        version = int(db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) if has_meta else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); "
+                             "upgrade imgidx")
+        if version == 0 and not self.readonly:
+            with db:
+                db.executescript(SCHEMA)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- stamp -----------------------------------------------------------------------------------------------
+    @property
+    def stamp(self) -> Stamp | None:
+        value = self.meta("stamp")
+        return Stamp.from_dict(json.loads(value)) if value else None
+
+    def ensure_stamp(self, stamp: Stamp) -> None:
+        """Adopt `stamp` for an empty store, or refuse when it differs from the one the vectors were made with."""
+        current = self.stamp
+        if current is None:
+            self.set_meta("stamp", json.dumps(stamp.as_dict()))
+        elif current != stamp:
+            raise StampMismatch(stamp_mismatch_message(current, stamp, self.home))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ---- photos and collections ------------------------------------------------------------------------------
+    def add_photos(self, photos: Iterable[Photo]) -> list[int]:
+        """Insert or refresh photos (deduplicated by source identity) and their collection membership."""
+        ids = []
+        now = time.time()
+        with self.db:
+            for rank, p in enumerate(photos):
+                values = {f: getattr(p, f) for f in PHOTO_FIELDS}
+                values["tags"] = " ".join(p.tags)
+                row = self.db.execute(
+                    f"""INSERT INTO photos (source, origin, source_id, path, state, added_at, updated_at,
+                            {", ".join(PHOTO_FIELDS)})
+                        VALUES (?, ?, ?, ?, 'found', ?, ?, {", ".join("?" * len(PHOTO_FIELDS))})
+                        ON CONFLICT (source, origin, source_id) DO UPDATE SET
+                            {", ".join(f"{f}=excluded.{f}" for f in PHOTO_FIELDS)},
+                            path=COALESCE(photos.path, excluded.path), updated_at=excluded.updated_at
+                        RETURNING id""",
+                    (p.source, p.origin, p.source_id, p.path, now, now, *values.values()),
+                ).fetchone()
+                ids.append(row[0])
+                self.db.execute(
+                    "INSERT OR IGNORE INTO collections (name, photo_id, query, rank, added_at) VALUES (?, ?, ?, ?, ?)",
+                    (p.collection, row[0], p.query, rank, now),
+                )
+        return ids
+
+    def pending(self, ids: Sequence[int], *, retry_failed: bool = False) -> list[sqlite3.Row]:
+        """Rows among `ids` that still need work (not yet embedded; failed ones only when asked to retry)."""
+        states = ("found", "downloaded", "failed") if retry_failed else ("found", "downloaded")
+        rows = []
+        for chunk in _chunks(ids, 900):
+            rows += self.db.execute(
+                f"SELECT * FROM photos WHERE id IN ({','.join('?' * len(chunk))}) AND state IN "
+                f"({','.join('?' * len(states))})",
+                (*chunk, *states),
+            ).fetchall()
+        if retry_failed:
+            rows = [r for r in rows if r["state"] != "failed" or r["retryable"]]
+        return sorted(rows, key=lambda r: r["id"])
+
+    def mark_downloaded(self, photo_id: int, path: str, sha256: str) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE photos SET state='downloaded', path=?, sha256=?, error=NULL, updated_at=? "
+                "WHERE id=? AND state IN ('found','failed')",
+                (path, sha256, time.time(), photo_id),
+            )
+
+    def mark_failed(self, failures: Iterable[tuple[int, str, bool]]) -> None:
+        with self.db:
+            self.db.executemany(
+                "UPDATE photos SET state='failed', error=?, retryable=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                [(reason, int(retryable), time.time(), pid) for pid, reason, retryable in failures],
+            )
+
+    def vector_for_sha256(self, sha256: str) -> npt.NDArray[np.float32] | None:
+        """A stored vector of a photo with identical bytes (the same file under two names is embedded once)."""
+        row = self.db.execute(
+            "SELECT v.vec FROM vectors v JOIN photos p ON p.id = v.photo_id WHERE p.sha256=? LIMIT 1", (sha256,)
+        ).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    # ---- vectors ---------------------------------------------------------------------------------------------
+    def add_vectors(self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]) -> None:
+        """Commit vectors with their photos' path/sha256 in one transaction, then add them to the in-memory index.
+
+        items: (photo_id, path, sha256) aligned with the rows of `vectors`."""
+        vectors = _check_vectors(vectors, self.stamp.dim if self.stamp else vectors.shape[1])
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} photos but {len(vectors)} vectors")
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors (photo_id, vec) VALUES (?, ?)",
+                [(pid, vec.tobytes()) for (pid, _, _), vec in zip(items, vectors, strict=True)],
+            )
+            self.db.executemany(
+                "UPDATE photos SET state='embedded', path=?, sha256=?, error=NULL, updated_at=? WHERE id=?",
+                [(path, sha, now, pid) for pid, path, sha in items],
+            )
+        index = self.index
+        ids = np.array([pid for pid, _, _ in items], dtype=np.int64)
+        index.remove_ids(ids)  # a re-embedded photo replaces its old vector
+        index.add_with_ids(vectors, ids)
+        self._dirty = True
+
+    def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Exact stored vectors for `ids`, in that order (never the approximate index)."""
+        dim = self.stamp.dim if self.stamp else 0
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        pos = {pid: i for i, pid in enumerate(ids)}
+        found = 0
+        for chunk in _chunks(list(ids), 900):
+            for pid, blob in self.db.execute(
+                f"SELECT photo_id, vec FROM vectors WHERE photo_id IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[pos[pid]] = np.frombuffer(blob, dtype=np.float32)
+                found += 1
+        if found != len(pos):
+            raise StoreError(f"{len(pos) - found} of the requested photos have no stored vector")
+        return out
+
+    def vector_ids(self, collection: str | None = None, *, include_flagged: bool = True) -> list[int]:
+        sql = "SELECT v.photo_id FROM vectors v"
+        args: list = []
+        if collection is not None:
+            sql += " JOIN collections c ON c.photo_id = v.photo_id AND c.name = ?"
+            args.append(collection)
+        if not include_flagged:
+            sql += " JOIN photos p ON p.id = v.photo_id AND p.flagged = 0"
+        return [r[0] for r in self.db.execute(sql + " ORDER BY v.photo_id", args)]
+
+    # ---- FAISS index -----------------------------------------------------------------------------------------
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def _load_index(self):
+        import faiss
+
+        dim = self.stamp.dim if self.stamp else None
+        index = None
+        if self.index_path.exists():
+            try:
+                index = faiss.read_index(str(self.index_path))
+            except RuntimeError:
+                index = None  # unreadable: rebuilt from the stored vectors below
+        if index is None or (dim and index.d != dim):
+            if dim is None:
+                return None
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._sync_index(index)
+        return index
+
+    def _sync_index(self, index) -> None:
+        """Make the index hold exactly the committed vectors (catch up after a crash between commit and save)."""
+        import faiss
+
+        in_index = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+        in_db = set(self.vector_ids())
+        extra = np.array(sorted(in_index - in_db), dtype=np.int64)
+        missing = sorted(in_db - in_index)
+        if len(extra):
+            index.remove_ids(extra)
+        if missing:
+            for chunk in _chunks(missing, 4096):
+                index.add_with_ids(self.vectors(chunk), np.array(chunk, dtype=np.int64))
+        self._dirty = bool(len(extra) or missing)
+
+    def save_index(self) -> None:
+        """Atomic write (temp file + fsync + rename), then record which photos the file holds."""
+        import faiss
+
+        if self.readonly or self._index is None:
+            return
+        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
+        try:
+            faiss.write_index(self._index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.index_path)
+        except (RuntimeError, OSError) as e:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"could not write {self.index_path} ({e}); free some disk space and run the build "
+                             "again: nothing committed is lost") from None
+        with self.db:
+            self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
+        self._dirty = False
+
+    def search(self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
+               ) -> list[list[Hit]]:
+        """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids."""
+        import faiss
+
+        index = self.index
+        if index is None or index.ntotal == 0:
+            return [[] for _ in range(len(queries))]
+        queries = _check_vectors(queries, index.d)
+        params = None
+        if allowed is not None:
+            if not len(allowed):
+                return [[] for _ in range(len(queries))]
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+        scores, ids = index.search(queries, min(k, index.ntotal), params=params)
+        return [[Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1]
+                for srow, irow in zip(scores, ids, strict=True)]
+
+    # ---- reading metadata ------------------------------------------------------------------------------------
+    def photo_rows(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+        rows = {}
+        for chunk in _chunks(list(ids), 900):
+            for r in self.db.execute(f"SELECT * FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                rows[r["id"]] = r
+        return rows
+
+    def collections_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {i: [] for i in ids}
+        for chunk in _chunks(list(ids), 900):
+            for pid, name in self.db.execute(
+                f"SELECT photo_id, name FROM collections WHERE photo_id IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY name", chunk
+            ):
+                out[pid].append(name)
+        return out
+
+    def collection_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
+
+    def counts(self) -> dict:
+        q = self.db.execute
+        per_collection = {
+            name: n for name, n in q(
+                "SELECT c.name, COUNT(v.photo_id) FROM collections c LEFT JOIN vectors v ON v.photo_id = c.photo_id "
+                "GROUP BY c.name ORDER BY c.name")
+        }
+        states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
+        return {
+            "photos": q("SELECT COUNT(*) FROM vectors").fetchone()[0],
+            "collections": per_collection,
+            "states": states,
+            "failures": states.get("failed", 0),
+        }
+
+    def failures(self, limit: int = 1000) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT id, source, source_id, error, retryable, attempts FROM photos WHERE state='failed' "
+            "ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def find_by_source_id(self, source_id: str) -> int | None:
+        row = self.db.execute("SELECT id FROM photos WHERE source_id=? ORDER BY id LIMIT 1", (source_id,)).fetchone()
+        return row[0] if row else None
+
+
+def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
+    diffs = [f"{k} {getattr(have, k)!s} vs {getattr(want, k)!s}" for k in have.as_dict() if getattr(have, k) !=
+             getattr(want, k)]
+    return (f"the index in {home} was built with {have.describe()}, not {want.describe()} ({'; '.join(diffs)}); "
+            "use the index's own settings (omit --layer/--weights), or build into another IMGIDX_HOME")
+
+
+def _check_vectors(v: npt.NDArray, dim: int) -> npt.NDArray[np.float32]:
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise TypeError(f"vectors must have shape (n, {dim}); received {v.shape}")
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def _chunks(seq: Sequence, n: int):
+    for i in range(0, len(seq), n):
+        yield list(seq[i : i + n])

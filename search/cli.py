@@ -1,0 +1,141 @@
+"""The `imgidx` command. Thin commands: parse options, call the library, print a table or --json.
+
+Commands that need no model (info, ...) never import TensorFlow, so they start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from indexer import console
+from indexer.cli import build
+from indexer.compose import embedder_for_index
+from indexer.config import Settings
+from indexer.errors import ConfigError, ImageError
+from indexer.images import prepare
+from indexer.store import Store
+
+from .knn import nearest
+
+app = typer.Typer(name="imgidx", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  help="Image-embedding index: Flickr or a folder -> VGG16 fc2 -> FAISS + SQLite.")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option("--home", help="Data home (env IMGIDX_HOME, default ./data).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens to stderr.")] = False,
+) -> None:
+    console.setup_logging(verbose)
+    ctx.obj = Settings.from_env().with_options(home=home)
+
+
+app.command()(build)
+
+
+@app.command()
+@console.handle_errors
+def similar(
+    ctx: typer.Context,
+    photo: Annotated[Path | None, typer.Argument(help="A photo file to find neighbours of.")] = None,
+    photo_id: Annotated[int | None, typer.Option("--id", help="Use an indexed photo (its integer id).")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
+    collection: Annotated[str | None, typer.Option("--in", help="Only this collection.")] = None,
+    include_flagged: Annotated[bool, typer.Option("--include-flagged", help="Also return photos that "
+                                                  "`clean --apply` flagged.")] = False,
+    layer: Annotated[str | None, typer.Option(help="Must match the index (default: the index's own).")] = None,
+    weights: Annotated[str | None, typer.Option(help="Must match the index (default: the index's own).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Nearest neighbours of a photo, with cosine score and attribution."""
+    settings: Settings = ctx.obj
+    if (photo is None) == (photo_id is None):
+        raise ConfigError("give a photo file or --id N (not both)")
+    with Store(settings.home, readonly=True) as store:
+        if photo_id is not None:
+            if layer or weights:
+                embedder_for_index(store, settings, layer=layer, weights=weights)  # only to check they agree
+            if not store.photo_rows([photo_id]) or photo_id not in set(store.vector_ids()):
+                raise ConfigError(f"no indexed photo with id {photo_id}; see `imgidx info` or a --json listing")
+            query = store.vectors([photo_id])[0]
+        else:
+            query = _embed_file(store, settings, photo, layer, weights)
+        hits = nearest(store, query, k, collection=collection, include_flagged=include_flagged)
+    if as_json:
+        console.print_json({"hits": hits})
+        return
+    console.print_table(f"{len(hits)} nearest to {photo or f'id {photo_id}'}",
+                        ["#", "id", "score", "collections", "title", "owner", "license", "page", "path"],
+                        [(i + 1, h["id"], f"{h['score']:.4f}", ",".join(h["collections"]), h["title"][:40],
+                          h["owner"], h["license"], h["page_url"], h["path"]) for i, h in enumerate(hits)])
+
+
+def _embed_file(store: Store, settings: Settings, photo: Path, layer: str | None, weights: str | None):
+    try:
+        data = photo.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {photo}: {e.strerror or e}") from None
+    try:
+        pixels = prepare(data)
+    except ImageError as e:
+        raise ConfigError(f"{photo} cannot be used: {e.reason}") from None
+    embedder = embedder_for_index(store, settings, layer=layer, weights=weights, batch_size=1)
+    return embedder.embed(pixels[None])[0]
+
+
+@app.command()
+@console.handle_errors
+def info(
+    ctx: typer.Context,
+    failures: Annotated[bool, typer.Option("--failures", help="List photos that were skipped, with reasons.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Collections and counts, the model stamp, the index kind and size, failures."""
+    settings: Settings = ctx.obj
+    with Store(settings.home, readonly=True) as store:
+        counts = store.counts()
+        stamp = store.stamp
+        index = store.index
+        report = {
+            "home": str(settings.home), "photos": counts["photos"], "collections": counts["collections"],
+            "stamp": stamp.as_dict() if stamp else None,
+            "index": {"kind": index_kind(index), "size": int(index.ntotal) if index is not None else 0},
+            "states": counts["states"], "failures": counts["failures"],
+        }
+        if failures:
+            report["failed"] = [dict(r) for r in store.failures()]
+    if as_json:
+        console.print_json(report)
+        return
+    console.print_table(f"imgidx index in {settings.home}", ["what", "value"], [
+        ("photos (with vectors)", report["photos"]),
+        ("model", stamp.describe() if stamp else "none yet"),
+        ("index", f"{report['index']['kind']} with {report['index']['size']} vectors"),
+        ("failures", report["failures"]),
+    ])
+    console.print_table("collections", ["collection", "count"], sorted(report["collections"].items()))
+    if failures:
+        console.print_table("failures", ["id", "source_id", "reason", "retryable"],
+                            [(r["id"], r["source_id"], r["error"], "yes" if r["retryable"] else "no")
+                             for r in report["failed"]])
+
+
+def index_kind(index) -> str:
+    if index is None:
+        return "none"
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    return {"IndexFlatIP": "flat-ip", "IndexFlatL2": "flat-l2"}.get(type(inner).__name__, type(inner).__name__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

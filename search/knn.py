@@ -1,0 +1,46 @@
+"""Nearest neighbours with their attribution metadata (read-only use of the store)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from indexer.errors import ConfigError
+from indexer.licenses import license_name
+from indexer.store import Store
+
+
+def nearest(store: Store, query: npt.NDArray[np.float32], k: int, *, collection: str | None = None,
+            include_flagged: bool = False) -> list[dict]:
+    """The k best hits for one query vector, best first, each with score and metadata (the --json contract)."""
+    if k <= 0:
+        raise ConfigError(f"-k must be > 0; received {k}")
+    allowed = None
+    if collection is not None:
+        if collection not in store.collection_names():
+            known = ", ".join(store.collection_names()) or "none yet"
+            raise ConfigError(f"no collection {collection!r} in the index (collections: {known})")
+        allowed = store.vector_ids(collection, include_flagged=include_flagged)
+    elif not include_flagged:
+        flagged = store.db.execute("SELECT COUNT(*) FROM photos WHERE flagged=1").fetchone()[0]
+        allowed = store.vector_ids(include_flagged=False) if flagged else None
+    hits = store.search(query.reshape(1, -1), k, allowed=allowed)[0]
+    return describe(store, [(h.photo_id, h.score) for h in hits])
+
+
+def describe(store: Store, scored: list[tuple[int, float]]) -> list[dict]:
+    ids = [pid for pid, _ in scored]
+    rows = store.photo_rows(ids)
+    colls = store.collections_of(ids)
+    out = []
+    for pid, score in scored:
+        r = rows[pid]
+        path = r["path"] or ""
+        if path and r["source"] != "folder":
+            path = str(store.home / path)
+        out.append({
+            "id": pid, "source_id": r["source_id"], "score": round(float(score), 6), "collections": colls[pid],
+            "title": r["title"], "owner": r["owner_name"] or r["owner"], "license": license_name(r["license"]),
+            "page_url": r["page_url"], "path": path,
+        })
+    return out

@@ -1,0 +1,182 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from search.cleanup import CleanResult, clean_ranking, robust_z
+
+DIM = 64
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _centres(seed: int, count: int) -> np.ndarray:
+    c = np.random.default_rng(seed).normal(size=(count, DIM))
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def _cluster(rng: np.random.Generator, centre: np.ndarray, n: int, spread: float = 0.08) -> np.ndarray:
+    return _unit(centre + spread * rng.normal(size=(n, DIM)))
+
+
+@pytest.fixture(scope="module")
+def cats_with_planted_dogs() -> np.ndarray:
+    """200 unit vectors around one centre, then 10 from another cluster (rows 200..209)."""
+    rng = np.random.default_rng(0)
+    cat, dog = _centres(42, 2)
+    return np.concatenate([_cluster(rng, cat, 200), _cluster(rng, dog, 10)])
+
+
+def _line(*xs: float) -> np.ndarray:
+    """Points on a line, so distances can be checked by hand."""
+    return np.array([[x, 0.0] for x in xs])
+
+
+def test_planted_outliers_are_flagged_and_nothing_else(cats_with_planted_dogs):
+    result = clean_ranking(cats_with_planted_dogs)
+    assert np.flatnonzero(result.flagged).tolist() == list(range(200, 210))
+    assert sorted(result.order[-10:].tolist()) == list(range(200, 210))
+    assert sorted(result.outliers.tolist()) == list(range(200, 210))
+    assert result.distances[result.outliers[0]] == result.distances.max()
+    assert (result.z[200:] > 3.0).all() and (result.z[:200] <= 3.0).all()
+    assert result.first_flagged.tolist() == [0] * 200 + [1] * 10
+    # The centroid is the mean of the inliers only, and the distances are measured to it.
+    np.testing.assert_allclose(result.centroid, cats_with_planted_dogs[:200].astype(np.float64).mean(axis=0))
+    np.testing.assert_allclose(
+        result.distances, np.linalg.norm(cats_with_planted_dogs - result.centroid, axis=1), rtol=1e-6
+    )
+
+
+def test_drop_flags_exactly_the_n_farthest(cats_with_planted_dogs):
+    result = clean_ranking(cats_with_planted_dogs, drop=5)
+    farthest = np.argsort(result.distances)[-5:]
+    assert np.flatnonzero(result.flagged).tolist() == sorted(farthest.tolist()) == [200, 201, 203, 208, 209]
+    assert result.cutoff == result.distances[~result.flagged].max()
+    assert clean_ranking(cats_with_planted_dogs, drop=10).flagged.nonzero()[0].tolist() == list(range(200, 210))
+    assert not clean_ranking(cats_with_planted_dogs, drop=0).flagged.any()
+
+
+def test_auto_cut_flags_a_masked_outlier_on_the_second_pass():
+    # Pass 1: mean 40/7, distances 18.29 17.29 1.71 8.71 9.71 6.71 8.71; median 8.71, MAD 2 → cutoff 17.61: 24 only.
+    # Pass 2: mean 16/6 without 24; median 5.67, MAD 1 → cutoff 10.12: 24 and 23.
+    # Pass 3: mean -1.4 without both; median 2.6, MAD 2.2 → cutoff 2.6 + 3·1.4826·2.2; same flags, so it stops.
+    result = clean_ranking(_line(24, 23, 4, -3, -4, -1, -3), iterations=10)
+    assert result.flagged.tolist() == [True, True, False, False, False, False, False]
+    assert result.first_flagged.tolist() == [1, 2, 0, 0, 0, 0, 0]
+    assert result.iterations_run == 3
+    assert result.cutoff == pytest.approx(2.6 + 3 * 1.4826 * 2.2)
+    np.testing.assert_allclose(result.centroid, [-1.4, 0.0])
+    np.testing.assert_allclose(result.distances, [25.4, 24.4, 5.4, 1.6, 2.6, 0.4, 1.6])
+    assert result.order.tolist() == [5, 3, 6, 4, 2, 1, 0]
+
+
+def test_threshold_stops_early_once_the_flags_stop_changing():
+    # 12 pulls the first centroid towards 3.5, hiding it; without 12 the centroid is 3.5/6 and 3.5 is 2.92 away.
+    points = _line(0, 0, 0, 0, 0, 3.5, 12)
+    result = clean_ranking(points, threshold=2.5, iterations=50)
+    assert result.flagged.tolist() == [False] * 5 + [True, True]
+    assert result.first_flagged.tolist() == [0] * 5 + [2, 1]
+    assert result.iterations_run == 3
+    assert result.cutoff == 2.5
+    capped = clean_ranking(points, threshold=2.5, iterations=2)
+    assert capped.iterations_run == 2
+    assert capped.first_flagged.tolist() == [0] * 5 + [2, 1]
+    np.testing.assert_allclose(capped.centroid, [3.5 / 6, 0.0])
+
+
+def test_photo_cleared_once_the_centroid_moves_is_not_flagged():
+    # -2.3 is flagged on pass 1 (the mean is dragged to 1.67 by 14) and cleared on pass 2.
+    result = clean_ranking(_line(0, 0, 0, 0, 0, -2.3, 14), threshold=2.5)
+    assert result.flagged.tolist() == [False] * 6 + [True]
+    assert result.first_flagged.tolist() == [0] * 6 + [1]
+    assert result.iterations_run == 3
+
+
+def test_first_flagged_counts_only_the_final_uninterrupted_run():
+    points = np.array([[-2, 1], [3, 7], [4, 10], [3, 6], [1, 11], [-8, -3], [-4, 7]], dtype=np.float64)
+    # Row 0 is flagged on pass 1, cleared on pass 2 and flagged again from pass 3 on.
+    result = clean_ranking(points, drop=4, iterations=10)
+    assert result.iterations_run == 4
+    assert result.flagged.tolist() == [True, False, False, False, True, True, True]
+    assert result.first_flagged.tolist() == [3, 0, 0, 0, 1, 1, 1]
+
+
+def test_early_stop_gives_the_same_result_as_the_needed_passes(cats_with_planted_dogs):
+    long = clean_ranking(cats_with_planted_dogs, iterations=50)
+    short = clean_ranking(cats_with_planted_dogs, iterations=2)
+    assert long.iterations_run == 2
+    np.testing.assert_array_equal(long.distances, short.distances)
+    np.testing.assert_array_equal(long.flagged, short.flagged)
+
+
+def test_reference_measures_distances_to_the_other_collections_robust_centroid():
+    rng = np.random.default_rng(7)
+    cat, dog = _centres(42, 2)
+    curated_cats = np.concatenate([_cluster(rng, cat, 120), _cluster(rng, dog, 6)])
+    maybe_cats = np.concatenate([_cluster(rng, cat, 50), _cluster(rng, dog, 4), _cluster(rng, cat, 30)])
+    result = clean_ranking(maybe_cats, reference=curated_cats)
+    np.testing.assert_array_equal(result.centroid, clean_ranking(curated_cats).centroid)
+    assert np.flatnonzero(result.flagged).tolist() == [50, 51, 52, 53]
+    assert result.first_flagged.tolist() == [0] * 50 + [1] * 4 + [0] * 30
+    assert result.iterations_run == 1
+    dogs = clean_ranking(_cluster(rng, dog, 20), reference=curated_cats)
+    assert dogs.flagged.all()
+    assert clean_ranking(maybe_cats, reference=curated_cats, drop=3).flagged.sum() == 3
+
+
+def test_reference_with_other_dimension_is_a_type_error(cats_with_planted_dogs):
+    with pytest.raises(TypeError, match="reference must have 64 dimensions like vectors; received 3"):
+        clean_ranking(cats_with_planted_dogs, reference=np.zeros((4, 3)))
+
+
+def test_one_and_two_photos_and_identical_vectors_flag_nothing():
+    one = clean_ranking(np.ones((1, 8), dtype=np.float32))
+    assert one.order.tolist() == [0] and one.distances.tolist() == [0.0] and one.z.tolist() == [0.0]
+    assert not one.flagged.any() and one.iterations_run == 1
+    two = clean_ranking(_line(0, 1))
+    assert not two.flagged.any() and two.z.tolist() == [0.0, 0.0]
+    assert two.distances.tolist() == [0.5, 0.5]
+    assert clean_ranking(_line(0, 1), drop=1).flagged.tolist() == [False, True]
+    same = clean_ranking(np.tile(np.float32([0.1, 0.2, 0.3]), (50, 1)))
+    assert not same.flagged.any() and not same.z.any() and same.iterations_run == 1
+
+
+def test_ties_beyond_half_use_the_mean_deviation_instead_of_a_zero_mad():
+    points = np.concatenate([np.tile([1.0, 0.0], (20, 1)), [[-1.0, 0.0]]])
+    result = clean_ranking(points)
+    assert result.flagged.tolist() == [False] * 20 + [True]
+    assert np.isfinite(result.z).all() and result.z[:20].tolist() == [0.0] * 20
+
+
+def test_robust_z_uses_scaled_mad():
+    np.testing.assert_allclose(robust_z(np.array([1.0, 2, 3, 4, 100])), (np.array([1.0, 2, 3, 4, 100]) - 3) / 1.4826)
+
+
+def test_bad_input_raises_clear_errors(cats_with_planted_dogs):
+    with pytest.raises(ValueError, match="vectors is empty: there are no photos to rank"):
+        clean_ranking(np.zeros((0, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"drop must be < number of photos \(210\); received 210"):
+        clean_ranking(cats_with_planted_dogs, drop=210)
+    with pytest.raises(TypeError, match="2-D"):
+        clean_ranking(np.zeros(4, dtype=np.float32))
+    with pytest.raises(TypeError, match="must hold floats; received dtype int64"):
+        clean_ranking(np.zeros((3, 4), dtype=np.int64))
+    with pytest.raises(TypeError, match="received list"):
+        clean_ranking([[0.0, 1.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        clean_ranking(np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="either drop or threshold"):
+        clean_ranking(cats_with_planted_dogs, drop=2, threshold=0.5)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1; received 0"):
+        clean_ranking(cats_with_planted_dogs, iterations=0)
+    with pytest.raises(ValueError, match="threshold"):
+        clean_ranking(cats_with_planted_dogs, threshold="median")
+
+
+def test_result_is_frozen(cats_with_planted_dogs):
+    result = clean_ranking(cats_with_planted_dogs)
+    assert isinstance(result, CleanResult)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.cutoff = 0.0
