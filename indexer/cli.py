@@ -23,23 +23,37 @@ from .store import Store
 def build(
     ctx: typer.Context,
     queries: Annotated[list[str] | None, typer.Argument(help="Flickr search texts, one collection each.")] = None,
-    from_dir: Annotated[Path | None, typer.Option("--from-dir", help="Index a local folder instead of Flickr; "
-                                                  "first-level sub-folders become collections.")] = None,
-    as_name: Annotated[str | None, typer.Option("--as", help="Collection name (one query, or a folder's top "
-                                                "level files).")] = None,
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-dir", help="Index a local folder instead of Flickr; first-level sub-folders become collections."
+        ),
+    ] = None,
+    as_name: Annotated[
+        str | None, typer.Option("--as", help="Collection name (one query, or a folder's top level files).")
+    ] = None,
     count: Annotated[int, typer.Option("--count", "-n", help="Photos per query (Flickr serves at most 4,000).")] = 100,
     sort: Annotated[str, typer.Option(help=f"Flickr order: {'|'.join(SORTS)}.")] = "relevance",
-    license: Annotated[str | None, typer.Option("--license", help="Comma-separated Flickr licence ids, e.g. "
-                                                "4,5,9,10 (see README).")] = None,
-    size: Annotated[str, typer.Option(help=f"Flickr size to fetch: {' '.join(SIZE_LETTERS)} (z = 640 px; falls "
-                                      "back to the nearest larger, else the largest).")] = "z",
+    license: Annotated[
+        str | None, typer.Option("--license", help="Comma-separated Flickr licence ids, e.g. 4,5,9,10 (see README).")
+    ] = None,
+    size: Annotated[
+        str,
+        typer.Option(
+            help=f"Flickr size to fetch: {' '.join(SIZE_LETTERS)} (z = 640 px; falls "
+            "back to the nearest larger, else the largest)."
+        ),
+    ] = "z",
     layer: Annotated[str, typer.Option(help="fc2 (4096-d) or block5_pool (512-d, averaged).")] = "fc2",
-    weights: Annotated[str | None, typer.Option(help="imagenet | random[:SEED] (tests only) | PATH. "
-                                                "Env IMGIDX_WEIGHTS.")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="imagenet | random[:SEED] (tests only) | PATH. Env IMGIDX_WEIGHTS.")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Photos per model call.")] = 32,
     workers: Annotated[int, typer.Option(help="Concurrent downloads (folders: decode threads).")] = 16,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry photos that failed with a "
-                                               "retryable error (network, timeouts).")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Retry photos that failed with a retryable error (network, timeouts)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
@@ -53,13 +67,23 @@ def build(
         store.ensure_stamp(embedder.stamp)
         if embedder.weights.path:
             store.set_meta("weights_source", str(embedder.weights.path.resolve()))
-        photos = _folder_photos(from_dir, as_name) if from_dir else _flickr_photos(
-            settings, queries or [], as_name, count, sort, license, size)
+        photos = (
+            _folder_photos(from_dir, as_name)
+            if from_dir
+            else _flickr_photos(settings, queries or [], as_name, count, sort, license, size)
+        )
         ids = store.add_photos(photos)
         fetcher = Fetcher(workers=workers)
         with console.progress("embedding", len(store.pending(ids, retry_failed=retry_failed))) as advance:
-            report = ingest(store, ids, embedder, fetcher, retry_failed=retry_failed,
-                            workers=workers if not from_dir else min(workers, 4), on_progress=advance)
+            report = ingest(
+                store,
+                ids,
+                embedder,
+                fetcher,
+                retry_failed=retry_failed,
+                workers=workers if not from_dir else min(workers, 4),
+                on_progress=advance,
+            )
         counts = store.counts()
     if as_json:
         console.print_json({**report.as_dict(), "index": counts})
@@ -69,12 +93,21 @@ def build(
     if len(report.skipped) > 20:
         console.err.print(f"... and {len(report.skipped) - 20} more: see `imgidx info --failures`")
     d = report.as_dict()
-    console.print_table("build", ["what", "count"], [
-        ("photos requested", d["requested"]), ("already indexed", d["already_indexed"]),
-        ("newly embedded", d["embedded"]), ("reused (identical bytes)", d["reused"]),
-        ("skipped (see info --failures)", d["skipped"]), ("seconds", d["seconds"]),
-        ("photos/s", d["photos_per_second"]), ("index size", counts["photos"]),
-    ])
+    console.print_table(
+        "build",
+        ["what", "count"],
+        [
+            ("photos requested", d["requested"]),
+            ("already indexed", d["already_indexed"]),
+            ("failed before (--retry-failed retries)", d["failed_before"]),
+            ("newly embedded", d["embedded"]),
+            ("reused (identical bytes)", d["reused"]),
+            ("skipped (see info --failures)", d["skipped"]),
+            ("seconds", d["seconds"]),
+            ("photos/s", d["photos_per_second"]),
+            ("index size", counts["photos"]),
+        ],
+    )
 
 
 def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:
@@ -84,8 +117,9 @@ def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:
     return photos
 
 
-def _flickr_photos(settings: Settings, queries: list[str], as_name: str | None, count: int, sort: str,
-                   license: str | None, size: str) -> list[Photo]:
+def _flickr_photos(
+    settings: Settings, queries: list[str], as_name: str | None, count: int, sort: str, license: str | None, size: str
+) -> list[Photo]:
     try:
         licenses = tuple(parse_license_ids(license)) if license else ()
     except ValueError as e:

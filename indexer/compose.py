@@ -15,14 +15,16 @@ from .store import Store, stamp_mismatch_message
 from .weights import resolve
 
 
-def make_embedder(settings: Settings, layer: str, weights: str, *, precision: str = "fp32",
-                  batch_size: int = 32) -> Embedder:
+def make_embedder(
+    settings: Settings, layer: str, weights: str, *, precision: str = "fp32", batch_size: int = 32
+) -> Embedder:
     spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir)
     return Embedder(layer, spec, precision=precision, batch_size=batch_size)
 
 
-def embedder_for_index(store: Store, settings: Settings, *, layer: str | None = None, weights: str | None = None,
-                       batch_size: int = 32) -> Embedder:
+def embedder_for_index(
+    store: Store, settings: Settings, *, layer: str | None = None, weights: str | None = None, batch_size: int = 32
+) -> Embedder:
     """An embedder that reproduces the index's own stamp; options, when given, must agree with it."""
     stamp = store.stamp
     if stamp is None:
@@ -46,8 +48,10 @@ def embedder_for_index(store: Store, settings: Settings, *, layer: str | None = 
         last_error = StampMismatch(stamp_mismatch_message(stamp, emb.stamp, store.home))
     if weights is not None or layer != stamp.layer:
         raise last_error or StampMismatch(f"options disagree with the index in {store.home}")
-    raise ConfigError(f"the index in {store.home} was built with weights {stamp.weights[:23]}…, which are not "
-                      f"available here ({last_error}); pass --weights PATH to that weights file")
+    raise ConfigError(
+        f"the index in {store.home} was built with weights {stamp.weights[:23]}…, which are not "
+        f"available here ({last_error}); pass --weights PATH to that weights file"
+    )
 
 
 @contextmanager
@@ -61,8 +65,10 @@ def build_lock(home: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(f"another imgidx build (pid {holder}) is writing to {home}; wait for it to finish "
-                              "or use another IMGIDX_HOME") from None
+            raise LockedError(
+                f"another imgidx build (pid {holder}) is writing to {home}; wait for it to finish "
+                "or use another IMGIDX_HOME"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -43,6 +43,10 @@ def print_json(obj: object) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A table for people; columns that are empty in every row are left out (folder photos have no owner)."""
+    keep = [i for i in range(len(columns)) if not rows or any(r[i] not in (None, "") for r in rows)]
+    columns = [columns[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
     table = Table(title=title, title_justify="left", show_lines=False)
     for c in columns:
         table.add_column(c, overflow="fold", justify="right" if c in ("#", "id", "score", "count", "n") else "left")
@@ -57,13 +61,20 @@ def progress(description: str, total: int, enabled: bool = True) -> Iterator[Cal
     if not enabled or total == 0:
         yield lambda n: None
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=err, transient=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
+    )

@@ -7,6 +7,11 @@ copy because it works in place. Outputs are float32, L2-normalised, so inner pro
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+
 import numpy as np
 import numpy.typing as npt
 
@@ -32,14 +37,16 @@ class Embedder:
 
     @property
     def stamp(self) -> Stamp:
-        return Stamp(model="vgg16", layer=self.layer, weights=self.weights.fingerprint, dim=self.dim,
-                     precision=self.precision)
+        return Stamp(
+            model="vgg16", layer=self.layer, weights=self.weights.fingerprint, dim=self.dim, precision=self.precision
+        )
 
     def load(self) -> Embedder:
         """Build the graph and load the weights (seconds); called lazily by embed()."""
         if self._model is None:
-            self._model = build_model(self.layer, self.weights, self.precision)
-            self._call = _compiled_call(self._model)
+            with quiet_stderr():
+                self._model = build_model(self.layer, self.weights, self.precision)
+                self._call = _compiled_call(self._model)
         return self
 
     def embed(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -59,21 +66,15 @@ class Embedder:
         return np.asarray(y, dtype=np.float32)  # cast before normalising: bf16 norms lose digits
 
 
-def import_keras():
-    """Import Keras (and TensorFlow) without the C++ start-up chatter on stderr; replay it if the import fails."""
-    import os
-    import sys
-    import tempfile
-
-    if "keras" in sys.modules:
-        return sys.modules["keras"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@contextlib.contextmanager
+def quiet_stderr():
+    """Hide TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) on stderr; replay it if the block fails."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            import keras
+            yield
         except BaseException:
             os.dup2(saved, 2)
             capture.seek(0)
@@ -82,7 +83,14 @@ def import_keras():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-    return keras
+
+
+def import_keras():
+    if "keras" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with quiet_stderr():
+            import keras  # noqa: F401
+    return sys.modules["keras"]
 
 
 def preprocess(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -126,6 +134,8 @@ def _compiled_call(model):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # one trace for every batch size (a short last batch would otherwise re-trace the whole graph)
+        spec = tf.TensorSpec([None, 224, 224, 3], tf.float32)
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         return lambda x: fn(tf.constant(x)).numpy()
     return model.predict_on_batch

@@ -33,9 +33,20 @@ class Download:
 
 
 class Fetcher:
-    def __init__(self, *, workers: int = 16, connect_timeout: float = 10.0, read_timeout: float = 20.0,
-                 deadline: float = 60.0, retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
-                 max_bytes: int = MAX_BYTES, max_redirects: int = 5, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        workers: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 20.0,
+        deadline: float = 60.0,
+        retries: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        max_bytes: int = MAX_BYTES,
+        max_redirects: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if workers <= 0:
             raise ValueError(f"workers must be > 0; received {workers}")
         self.workers, self.retries, self.backoff, self.max_backoff = workers, retries, backoff, max_backoff
@@ -82,8 +93,9 @@ class Fetcher:
                 if r.status_code != 200:
                     return Download(None, f"HTTP {r.status_code}", False, final), None
                 if is_placeholder(final):
-                    return Download(None, "photo unavailable on Flickr (redirected to the placeholder image)",
-                                    False, final), None
+                    return Download(
+                        None, "photo unavailable on Flickr (redirected to the placeholder image)", False, final
+                    ), None
                 ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype.startswith("text/"):
                     return Download(None, f"not an image (server sent {ctype})", False, final), None

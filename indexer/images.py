@@ -7,6 +7,7 @@ and moves on from. JPEGs larger than needed are decoded at 1/2, 1/4 or 1/8 scale
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
@@ -42,7 +43,10 @@ def decode(data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(f"too many pixels ({w}x{h} = {w * h / 1e6:.0f} Mpx; limit {max_pixels / 1e6:.0f} Mpx)")
+                raise ImageError(
+                    f"too many pixels ({w}x{h} = {w * h / 1e6:.0f} Mpx; limit {max_pixels / 1e6:.0f} Mpx): "
+                    "decompression bomb refused"
+                )
             if min(w, h) < MIN_SIDE:
                 raise ImageError(f"image too small ({w}x{h} px; need at least {MIN_SIDE} px per side)")
             if draft_size and img.format == "JPEG" and min(w, h) >= 2 * draft_size:
@@ -52,7 +56,7 @@ def decode(data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"decompression bomb refused ({e})") from None
+        raise ImageError(f"too many pixels: decompression bomb refused ({_short(e)})") from None
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as e:
@@ -62,10 +66,8 @@ def decode(data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS)
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """EXIF orientation, ICC profile to sRGB, any mode to RGB (transparency onto white)."""
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose an otherwise good photo
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose an otherwise good photo
-        pass
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         img = _high_depth_to_l(img)
     if img.mode == "P" and "transparency" in img.info or img.mode in ("PA", "LA", "RGBa", "La"):

@@ -54,6 +54,7 @@ class Loaded:
 class IngestReport:
     requested: int = 0
     already: int = 0  # embedded by an earlier run: nothing to do
+    failed_before: int = 0  # failed in an earlier run and not retried (see --retry-failed)
     embedded: int = 0
     reused: int = 0  # identical bytes seen before: vector copied, not recomputed
     downloaded: int = 0
@@ -62,8 +63,13 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return {
-            "requested": self.requested, "already_indexed": self.already, "embedded": self.embedded,
-            "reused": self.reused, "downloaded": self.downloaded, "skipped": len(self.skipped),
+            "requested": self.requested,
+            "already_indexed": self.already,
+            "failed_before": self.failed_before,
+            "embedded": self.embedded,
+            "reused": self.reused,
+            "downloaded": self.downloaded,
+            "skipped": len(self.skipped),
             "failures": [{"id": i, "source_id": s, "reason": r} for i, s, r in self.skipped],
             "seconds": round(self.seconds, 2),
             "photos_per_second": round((self.embedded + self.reused) / self.seconds, 2) if self.seconds else None,
@@ -132,21 +138,33 @@ def write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
-def ingest(store: Store, photo_ids: Sequence[int], embedder: Embedder, fetcher: Fetcher, *,
-           workers: int | None = None, retry_failed: bool = False, save_every: float = 60.0,
-           on_progress: Callable[[int], None] | None = None) -> IngestReport:
+def ingest(
+    store: Store,
+    photo_ids: Sequence[int],
+    embedder: Embedder,
+    fetcher: Fetcher,
+    *,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    save_every: float = 60.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestReport:
     """Download, decode, embed and index the given photos; skip what an earlier run finished."""
     start = time.monotonic()
     store.ensure_stamp(embedder.stamp)
     rows = store.pending(photo_ids, retry_failed=retry_failed)
-    report = IngestReport(requested=len(set(photo_ids)))
-    report.already = report.requested - len(rows)
+    states = store.states(photo_ids)
+    report = IngestReport(requested=len(states))
+    report.already = sum(1 for st in states.values() if st in ("embedded", "indexed"))
+    report.failed_before = len(states) - report.already - len(rows)
     jobs = [Job(r["id"], r["source"], r["source_id"], r["url"], r["path"]) for r in rows]
     loader = Loader(store.home, fetcher)
     last_save = time.monotonic()
     batch: list[Loaded] = []
-    for item in _background(bounded_map(loader, jobs, workers or fetcher.workers, window=4 * embedder.batch_size),
-                            maxsize=2 * embedder.batch_size):
+    for item in _background(
+        bounded_map(loader, jobs, workers or fetcher.workers, window=4 * embedder.batch_size),
+        maxsize=2 * embedder.batch_size,
+    ):
         if item.error is not None:
             store.mark_failed([(item.job.id, item.error, item.retryable)])
             report.skipped.append((item.job.id, item.job.source_id, item.error))

@@ -26,9 +26,19 @@ REACHABLE_MAX = 4000
 SORTS = {"relevance": "relevance", "recent": "date-posted-desc", "interesting": "interestingness-desc"}
 # (URL suffix the user names, extras key, longest edge in px); ordered by size.
 SIZES: list[tuple[str, str, int]] = [
-    ("s", "url_sq", 75), ("t", "url_t", 100), ("q", "url_q", 150), ("m", "url_s", 240), ("n", "url_n", 320),
-    ("w", "url_w", 400), ("-", "url_m", 500), ("z", "url_z", 640), ("c", "url_c", 800), ("b", "url_l", 1024),
-    ("h", "url_h", 1600), ("k", "url_k", 2048), ("o", "url_o", 10**6),
+    ("s", "url_sq", 75),
+    ("t", "url_t", 100),
+    ("q", "url_q", 150),
+    ("m", "url_s", 240),
+    ("n", "url_n", 320),
+    ("w", "url_w", 400),
+    ("-", "url_m", 500),
+    ("z", "url_z", 640),
+    ("c", "url_c", 800),
+    ("b", "url_l", 1024),
+    ("h", "url_h", 1600),
+    ("k", "url_k", 2048),
+    ("o", "url_o", 10**6),
 ]
 SIZE_LETTERS = [s[0] for s in SIZES]
 RETRYABLE_CODES = {0, 10, 105, 201}  # Flickr's "service unavailable" family; None = HTTP 429/5xx
@@ -56,11 +66,22 @@ class FlickrQuery:
 class FlickrSource:
     """Pages through flickr.photos.search by hand (flickrapi's walk() needs etree and ignores the 4,000 cap)."""
 
-    def __init__(self, key: str | None, secret: str | None, rest_url: str, *, timeout: float = 30.0,
-                 retries: int = 5, backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        key: str | None,
+        secret: str | None,
+        rest_url: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if not key or not secret:
-            raise ConfigError("no Flickr API key: set FLICKR_API_KEY and FLICKR_API_SECRET (get a key at "
-                              "https://www.flickr.com/services/apps/create), or index a folder with --from-dir")
+            raise ConfigError(
+                "no Flickr API key: set FLICKR_API_KEY and FLICKR_API_SECRET (get a key at "
+                "https://www.flickr.com/services/apps/create), or index a folder with --from-dir"
+            )
         import flickrapi
 
         self._flickr = flickrapi.FlickrAPI(key, secret, format="parsed-json", store_token=False, timeout=timeout)
@@ -99,16 +120,21 @@ class FlickrSource:
 
     def _call_search(self, q: FlickrQuery, page: int, per_page: int) -> dict:
         params = {
-            "text": q.text, "sort": SORTS[q.sort], "per_page": str(per_page), "page": str(page),
-            "media": "photos", "extras": extras_for(q.size),
+            "text": q.text,
+            "sort": SORTS[q.sort],
+            "per_page": str(per_page),
+            "page": str(page),
+            "media": "photos",
+            "extras": extras_for(q.size),
         }
         if q.licenses:
             params["license"] = ",".join(map(str, q.licenses))
         reply = self._call("flickr.photos.search", params)
         body = reply.get("photos")
         if not isinstance(body, dict):
-            raise ImgidxError(f"Flickr answered flickr.photos.search without a photos list: {str(reply)[:120]}; "
-                              "try again later")
+            raise ImgidxError(
+                f"Flickr answered flickr.photos.search without a photos list: {str(reply)[:120]}; try again later"
+            )
         return body
 
     def _call(self, method: str, params: dict) -> dict:
@@ -126,8 +152,9 @@ class FlickrSource:
                 last = f"unexpected reply {str(reply)[:80]}"
             except flickrapi.FlickrError as e:
                 if e.code == 100:
-                    raise ConfigError(f"Flickr rejected the API key ({self._clean(e)}); check FLICKR_API_KEY "
-                                      "and FLICKR_API_SECRET") from None
+                    raise ConfigError(
+                        f"Flickr rejected the API key ({self._clean(e)}); check FLICKR_API_KEY and FLICKR_API_SECRET"
+                    ) from None
                 if e.code is not None and e.code not in RETRYABLE_CODES:
                     raise ImgidxError(f"Flickr refused {method}: {self._clean(e)}") from None
                 last = self._clean(e)
@@ -139,8 +166,10 @@ class FlickrSource:
                 delay = self.backoff * 2**attempt * (0.5 + random.random())
                 log.warning("Flickr %s failed (%s); retrying in %.1f s", method, last, delay)
                 self._sleep(delay)
-        raise ImgidxError(f"Flickr {method} kept failing after {self.retries + 1} tries ({last}); "
-                          "check your connection or try again later")
+        raise ImgidxError(
+            f"Flickr {method} kept failing after {self.retries + 1} tries ({last}); "
+            "check your connection or try again later"
+        )
 
     def _clean(self, e: BaseException) -> str:
         """Error text with the API secret removed, whatever the library put in it."""
@@ -171,11 +200,21 @@ def photo_from_flickr(raw: dict, q: FlickrQuery) -> Photo:
     url, w, h = choose_url(raw, q.size)
     tags = raw.get("tags") or ""
     return Photo(
-        source="flickr", source_id=pid, collection=q.collection or q.text, url=url,
-        title=str(raw.get("title") or ""), owner=owner, owner_name=str(raw.get("ownername") or ""),
-        license=_int(raw.get("license"), None), page_url=f"https://www.flickr.com/photos/{owner}/{pid}/",
-        tags=tuple(str(tags).split()), date_upload=str(raw.get("dateupload") or ""),
-        date_taken=str(raw.get("datetaken") or ""), width=w, height=h, query=q.text,
+        source="flickr",
+        source_id=pid,
+        collection=q.collection or q.text,
+        url=url,
+        title=str(raw.get("title") or ""),
+        owner=owner,
+        owner_name=str(raw.get("ownername") or ""),
+        license=_int(raw.get("license"), None),
+        page_url=f"https://www.flickr.com/photos/{owner}/{pid}/",
+        tags=tuple(str(tags).split()),
+        date_upload=str(raw.get("dateupload") or ""),
+        date_taken=str(raw.get("datetaken") or ""),
+        width=w,
+        height=h,
+        query=q.text,
     )
 
 
@@ -194,8 +233,14 @@ class FolderSource:
                 continue
             rel = path.relative_to(self.root)
             collection = rel.parts[0] if len(rel.parts) > 1 else self.collection
-            yield Photo(source="folder", source_id=rel.as_posix(), collection=collection, origin=str(self.root),
-                        path=str(path), title=path.stem)
+            yield Photo(
+                source="folder",
+                source_id=rel.as_posix(),
+                collection=collection,
+                origin=str(self.root),
+                path=str(path),
+                title=path.stem,
+            )
 
 
 def _int(v: object, default: int | None) -> int | None:

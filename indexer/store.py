@@ -24,8 +24,19 @@ from .schema import SCHEMA, SCHEMA_VERSION
 
 DB_NAME = "imgidx.sqlite"
 INDEX_NAME = "index/faiss.index"
-PHOTO_FIELDS = ("url", "title", "owner", "owner_name", "license", "page_url", "tags", "date_upload", "date_taken",
-                "width", "height")
+PHOTO_FIELDS = (
+    "url",
+    "title",
+    "owner",
+    "owner_name",
+    "license",
+    "page_url",
+    "tags",
+    "date_upload",
+    "date_taken",
+    "width",
+    "height",
+)
 
 
 class Store:
@@ -61,8 +72,10 @@ class Store:
         has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         version = int(db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) if has_meta else 0
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); "
-                             "upgrade imgidx")
+            raise StoreError(
+                f"{self.db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); "
+                "upgrade imgidx"
+            )
         if version == 0 and not self.readonly:
             with db:
                 db.executescript(SCHEMA)
@@ -138,6 +151,13 @@ class Store:
         if retry_failed:
             rows = [r for r in rows if r["state"] != "failed" or r["retryable"]]
         return sorted(rows, key=lambda r: r["id"])
+
+    def states(self, ids: Sequence[int]) -> dict[int, str]:
+        out = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 900):
+            q = f"SELECT id, state FROM photos WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update(dict(self.db.execute(q, chunk).fetchall()))
+        return out
 
     def mark_downloaded(self, photo_id: int, path: str, sha256: str) -> None:
         with self.db:
@@ -265,14 +285,17 @@ class Store:
             os.replace(tmp, self.index_path)
         except (RuntimeError, OSError) as e:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"could not write {self.index_path} ({e}); free some disk space and run the build "
-                             "again: nothing committed is lost") from None
+            raise StoreError(
+                f"could not write {self.index_path} ({e}); free some disk space and run the build "
+                "again: nothing committed is lost"
+            ) from None
         with self.db:
             self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
         self._dirty = False
 
-    def search(self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
-               ) -> list[list[Hit]]:
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
+    ) -> list[list[Hit]]:
         """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids."""
         import faiss
 
@@ -286,8 +309,10 @@ class Store:
                 return [[] for _ in range(len(queries))]
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
         scores, ids = index.search(queries, min(k, index.ntotal), params=params)
-        return [[Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1]
-                for srow, irow in zip(scores, ids, strict=True)]
+        return [
+            [Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1]
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
 
     # ---- reading metadata ------------------------------------------------------------------------------------
     def photo_rows(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
@@ -302,7 +327,8 @@ class Store:
         for chunk in _chunks(list(ids), 900):
             for pid, name in self.db.execute(
                 f"SELECT photo_id, name FROM collections WHERE photo_id IN ({','.join('?' * len(chunk))}) "
-                "ORDER BY name", chunk
+                "ORDER BY name",
+                chunk,
             ):
                 out[pid].append(name)
         return out
@@ -313,9 +339,11 @@ class Store:
     def counts(self) -> dict:
         q = self.db.execute
         per_collection = {
-            name: n for name, n in q(
+            name: n
+            for name, n in q(
                 "SELECT c.name, COUNT(v.photo_id) FROM collections c LEFT JOIN vectors v ON v.photo_id = c.photo_id "
-                "GROUP BY c.name ORDER BY c.name")
+                "GROUP BY c.name ORDER BY c.name"
+            )
         }
         states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
         return {
@@ -328,7 +356,9 @@ class Store:
     def failures(self, limit: int = 1000) -> list[sqlite3.Row]:
         return self.db.execute(
             "SELECT id, source, source_id, error, retryable, attempts FROM photos WHERE state='failed' "
-            "ORDER BY id LIMIT ?", (limit,)).fetchall()
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
 
     def find_by_source_id(self, source_id: str) -> int | None:
         row = self.db.execute("SELECT id FROM photos WHERE source_id=? ORDER BY id LIMIT 1", (source_id,)).fetchone()
@@ -336,10 +366,15 @@ class Store:
 
 
 def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
-    diffs = [f"{k} {getattr(have, k)!s} vs {getattr(want, k)!s}" for k in have.as_dict() if getattr(have, k) !=
-             getattr(want, k)]
-    return (f"the index in {home} was built with {have.describe()}, not {want.describe()} ({'; '.join(diffs)}); "
-            "use the index's own settings (omit --layer/--weights), or build into another IMGIDX_HOME")
+    diffs = [
+        f"{k} {getattr(have, k)!s} vs {getattr(want, k)!s}"
+        for k in have.as_dict()
+        if getattr(have, k) != getattr(want, k)
+    ]
+    return (
+        f"the index in {home} was built with {have.describe()}, not {want.describe()} ({'; '.join(diffs)}); "
+        "use the index's own settings (omit --layer/--weights), or build into another IMGIDX_HOME"
+    )
 
 
 def _check_vectors(v: npt.NDArray, dim: int) -> npt.NDArray[np.float32]:

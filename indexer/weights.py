@@ -8,9 +8,11 @@ random init.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +87,17 @@ def _download(name: str, models: Path, weights_url: str) -> Path:
     keras = import_keras()
 
     official = weights_url.rstrip("/") + "/" == "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-    got = keras.utils.get_file(
-        name,
-        weights_url.rstrip("/") + "/" + name,
-        cache_subdir="models",
-        cache_dir=str(models.parent),
-        file_hash=OFFICIAL_MD5[name] if official else None,
-    )
+    models.mkdir(parents=True, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar must not pollute --json output
+        got = keras.utils.get_file(
+            name,
+            weights_url.rstrip("/") + "/" + name,
+            cache_subdir="models",
+            cache_dir=str(models.parent),
+            file_hash=OFFICIAL_MD5[name] if official else None,
+        )
+    if Path(got).resolve() != (models / name).resolve():
+        raise OSError(f"Keras saved the file to {got} instead")
     return Path(got)
 
 
@@ -121,10 +127,9 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
     if key in _SHA_CACHE:
         return _SHA_CACHE[key]
     disk: dict[str, str] = {}
-    try:
-        disk = json.loads(cache_file.read_text()) if cache_file else {}
-    except (OSError, ValueError):
-        pass
+    if cache_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            disk = json.loads(cache_file.read_text())
     skey = "|".join(map(str, key))
     if skey not in disk:
         h = hashlib.sha256()
@@ -132,14 +137,12 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         disk[skey] = h.hexdigest()
-        try:
-            assert cache_file is not None
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(disk))
-            os.replace(tmp, cache_file)
-        except (OSError, AssertionError):
-            pass  # the cache is an optimisation only
+        if cache_file is not None:
+            with contextlib.suppress(OSError):  # the cache is an optimisation only
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(disk))
+                os.replace(tmp, cache_file)
     _SHA_CACHE[key] = disk[skey]
     return disk[skey]
 

@@ -16,21 +16,18 @@ import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
-import joblib
 import numpy as np
 import numpy.typing as npt
-import sklearn
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import train_test_split
-from sklearn.svm import SVC, LinearSVC
 
 from search.cleanup import check_vectors
+
+# scikit-learn and joblib are imported inside the functions that use them: importing sklearn takes about
+# a second, and the CLI imports this module for every command, including --help.
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +69,14 @@ class LinearClassifier:
         kind: str,
         train_counts: dict[str, int],
         stamp: dict[str, Any] | None = None,
-        sklearn_version: str = sklearn.__version__,
+        sklearn_version: str | None = None,
     ) -> None:
         self.estimator = estimator
         self.kind = kind
         self.classes: tuple[str, ...] = tuple(str(c) for c in estimator.classes_)
         self.train_counts = dict(train_counts)
         self.stamp = stamp
-        self.sklearn_version = sklearn_version
+        self.sklearn_version = sklearn_version or _sklearn_version()
 
     @property
     def dim(self) -> int:
@@ -121,6 +118,8 @@ class LinearClassifier:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "estimator": self.estimator, "meta": self.meta}
+        import joblib
+
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -137,14 +136,16 @@ class LinearClassifier:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearClassifier:
         """Read a file written by :meth:`save` (joblib unpickles: load only files you made)."""
+        import joblib
+
         payload = joblib.load(path)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise ValueError(f"{path} is not an imgidx classifier file of format {FORMAT}; found {found!r}")
         meta = payload["meta"]
-        if meta["sklearn_version"] != sklearn.__version__:
+        if meta["sklearn_version"] != _sklearn_version():
             logger.warning(
-                "%s was saved with scikit-learn %s; running %s", path, meta["sklearn_version"], sklearn.__version__
+                "%s was saved with scikit-learn %s; running %s", path, meta["sklearn_version"], _sklearn_version()
             )
         return cls(
             payload["estimator"],
@@ -188,6 +189,8 @@ def train_classifier(
     seed: int = 0,
 ) -> TrainReport:
     """Fit ``model`` on a stratified train split and report its accuracy on the held-out rest."""
+    from sklearn.model_selection import train_test_split
+
     check_vectors(vectors, "vectors")
     y = np.asarray([str(label) for label in labels])
     _check_training_set(len(vectors), y, model, test_size)
@@ -203,6 +206,10 @@ def train_classifier(
 
 
 def _build(model: str, seed: int, smallest_class: int) -> Any:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC, LinearSVC
+
     if model == "logistic":
         return LogisticRegression(max_iter=1000, random_state=seed)
     # Both SVMs get probabilities by Platt scaling on cross-validated decision values; this is what
@@ -225,6 +232,8 @@ def _report(
     *,
     n_train: int,
 ) -> TrainReport:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     predicted, probability = classifier.predict(x_test)
     classes = list(classifier.classes)
     precision, recall, _, support = precision_recall_fscore_support(y_test, predicted, labels=classes, zero_division=0)
@@ -245,6 +254,10 @@ def _report(
         n_test=len(y_test),
         classifier=classifier,
     )
+
+
+def _sklearn_version() -> str:
+    return version("scikit-learn")
 
 
 def _check_training_set(n: int, y: npt.NDArray[np.str_], model: str, test_size: float) -> None:

@@ -85,7 +85,9 @@ def robust_z(distances: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     return _z(distances, median, scale)
 
 
-def _iterate(x: npt.NDArray[np.float64], iterations: int, drop: int | None, threshold: Threshold, k_mad: float):
+def _iterate(
+    x: npt.NDArray[np.float64], iterations: int, drop: int | None, threshold: Threshold, k_mad: float
+) -> CleanResult:
     n = len(x)
     excluded = np.zeros(n, dtype=bool)  # photos left out of this pass's centroid
     run_start = np.zeros(n, dtype=np.int64)

@@ -20,8 +20,13 @@ from indexer.store import Store
 
 from .knn import nearest
 
-app = typer.Typer(name="imgidx", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-                  help="Image-embedding index: Flickr or a folder -> VGG16 fc2 -> FAISS + SQLite.")
+app = typer.Typer(
+    name="imgidx",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Image-embedding index: Flickr or a folder -> VGG16 fc2 -> FAISS + SQLite.",
+)
 
 
 @app.callback()
@@ -45,8 +50,9 @@ def similar(
     photo_id: Annotated[int | None, typer.Option("--id", help="Use an indexed photo (its integer id).")] = None,
     k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
     collection: Annotated[str | None, typer.Option("--in", help="Only this collection.")] = None,
-    include_flagged: Annotated[bool, typer.Option("--include-flagged", help="Also return photos that "
-                                                  "`clean --apply` flagged.")] = False,
+    include_flagged: Annotated[
+        bool, typer.Option("--include-flagged", help="Also return photos that `clean --apply` flagged.")
+    ] = False,
     layer: Annotated[str | None, typer.Option(help="Must match the index (default: the index's own).")] = None,
     weights: Annotated[str | None, typer.Option(help="Must match the index (default: the index's own).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -68,10 +74,31 @@ def similar(
     if as_json:
         console.print_json({"hits": hits})
         return
-    console.print_table(f"{len(hits)} nearest to {photo or f'id {photo_id}'}",
-                        ["#", "id", "score", "collections", "title", "owner", "license", "page", "path"],
-                        [(i + 1, h["id"], f"{h['score']:.4f}", ",".join(h["collections"]), h["title"][:40],
-                          h["owner"], h["license"], h["page_url"], h["path"]) for i, h in enumerate(hits)])
+    console.print_table(
+        f"{len(hits)} nearest to {photo or f'id {photo_id}'}",
+        ["#", "id", "score", "collections", "title", "owner", "license", "page", "path"],
+        [
+            (
+                i + 1,
+                h["id"],
+                f"{h['score']:.4f}",
+                ",".join(h["collections"]),
+                h["title"][:40],
+                h["owner"],
+                h["license"],
+                h["page_url"],
+                _short_path(h["path"]),
+            )
+            for i, h in enumerate(hits)
+        ],
+    )
+
+
+def _short_path(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _embed_file(store: Store, settings: Settings, photo: Path, layer: str | None, weights: str | None):
@@ -101,27 +128,64 @@ def info(
         stamp = store.stamp
         index = store.index
         report = {
-            "home": str(settings.home), "photos": counts["photos"], "collections": counts["collections"],
+            "home": str(settings.home),
+            "photos": counts["photos"],
+            "collections": counts["collections"],
             "stamp": stamp.as_dict() if stamp else None,
             "index": {"kind": index_kind(index), "size": int(index.ntotal) if index is not None else 0},
-            "states": counts["states"], "failures": counts["failures"],
+            "states": counts["states"],
+            "failures": counts["failures"],
         }
         if failures:
             report["failed"] = [dict(r) for r in store.failures()]
     if as_json:
         console.print_json(report)
         return
-    console.print_table(f"imgidx index in {settings.home}", ["what", "value"], [
-        ("photos (with vectors)", report["photos"]),
-        ("model", stamp.describe() if stamp else "none yet"),
-        ("index", f"{report['index']['kind']} with {report['index']['size']} vectors"),
-        ("failures", report["failures"]),
-    ])
+    console.print_table(
+        f"imgidx index in {settings.home}",
+        ["what", "value"],
+        [
+            ("photos (with vectors)", report["photos"]),
+            ("model", stamp.describe() if stamp else "none yet"),
+            ("index", f"{report['index']['kind']} with {report['index']['size']} vectors"),
+            ("failures", report["failures"]),
+        ],
+    )
     console.print_table("collections", ["collection", "count"], sorted(report["collections"].items()))
     if failures:
-        console.print_table("failures", ["id", "source_id", "reason", "retryable"],
-                            [(r["id"], r["source_id"], r["error"], "yes" if r["retryable"] else "no")
-                             for r in report["failed"]])
+        console.print_table(
+            "failures",
+            ["id", "source_id", "reason", "retryable"],
+            [(r["id"], r["source_id"], r["error"], "yes" if r["retryable"] else "no") for r in report["failed"]],
+        )
+
+
+@app.command()
+@console.handle_errors
+def demo(
+    ctx: typer.Context,
+    per_family: Annotated[int, typer.Option(help="Generated photos per family.")] = 12,
+) -> None:
+    """Offline demo: generate photos, index them, show `similar` for a new photo of each family."""
+    from indexer.weights import TOP_FILE
+
+    from .demo import generate
+
+    settings: Settings = ctx.obj
+    root = settings.home / "demo-photos"
+    queries = generate(root, per_family)
+    has_imagenet = (settings.keras_home / "models" / TOP_FILE).exists()
+    weights = ["--weights", "imagenet"] if has_imagenet else ["--weights", "random:0", "--layer", "block5_pool"]
+    if not has_imagenet:
+        console.err.print(
+            f"demo: no ImageNet weights in {settings.keras_home / 'models'}; using explicitly random "
+            "weights (neighbours then reflect texture and colour only)",
+            highlight=False,
+        )
+    console.err.print(f"demo: indexing {len(list(root.rglob('*.jpg')))} generated photos from {root}", highlight=False)
+    app(["--home", str(settings.home), "build", "--from-dir", str(root), *weights], standalone_mode=False)
+    for q in queries:
+        app(["--home", str(settings.home), "similar", str(q), "-k", "5"], standalone_mode=False)
 
 
 def index_kind(index) -> str:

@@ -10,8 +10,14 @@ from indexer.licenses import license_name
 from indexer.store import Store
 
 
-def nearest(store: Store, query: npt.NDArray[np.float32], k: int, *, collection: str | None = None,
-            include_flagged: bool = False) -> list[dict]:
+def nearest(
+    store: Store,
+    query: npt.NDArray[np.float32],
+    k: int,
+    *,
+    collection: str | None = None,
+    include_flagged: bool = False,
+) -> list[dict]:
     """The k best hits for one query vector, best first, each with score and metadata (the --json contract)."""
     if k <= 0:
         raise ConfigError(f"-k must be > 0; received {k}")
@@ -38,9 +44,17 @@ def describe(store: Store, scored: list[tuple[int, float]]) -> list[dict]:
         path = r["path"] or ""
         if path and r["source"] != "folder":
             path = str(store.home / path)
-        out.append({
-            "id": pid, "source_id": r["source_id"], "score": round(float(score), 6), "collections": colls[pid],
-            "title": r["title"], "owner": r["owner_name"] or r["owner"], "license": license_name(r["license"]),
-            "page_url": r["page_url"], "path": path,
-        })
+        out.append(
+            {
+                "id": pid,
+                "source_id": r["source_id"],
+                "score": round(float(score), 6),
+                "collections": colls[pid],
+                "title": r["title"],
+                "owner": r["owner_name"] or r["owner"],
+                "license": license_name(r["license"]),
+                "page_url": r["page_url"],
+                "path": path,
+            }
+        )
     return out

@@ -23,9 +23,13 @@ def _cluster(rng: np.random.Generator, centre: np.ndarray, n: int, spread: float
 
 @pytest.fixture(scope="module")
 def cats_with_planted_dogs() -> np.ndarray:
-    """200 unit vectors around one centre, then 10 from another cluster (rows 200..209)."""
+    """200 unit vectors around one centre, then 10 from another cluster (rows 200..209).
+
+    With k_mad=3 about one photo in 600 of a Gaussian cluster lands past the cut by chance; this seed has
+    none (largest inlier z is 2.60), so any extra flag is a bug.
+    """
     rng = np.random.default_rng(0)
-    cat, dog = _centres(42, 2)
+    cat, dog = _centres(0, 2)
     return np.concatenate([_cluster(rng, cat, 200), _cluster(rng, dog, 10)])
 
 
@@ -52,7 +56,7 @@ def test_planted_outliers_are_flagged_and_nothing_else(cats_with_planted_dogs):
 def test_drop_flags_exactly_the_n_farthest(cats_with_planted_dogs):
     result = clean_ranking(cats_with_planted_dogs, drop=5)
     farthest = np.argsort(result.distances)[-5:]
-    assert np.flatnonzero(result.flagged).tolist() == sorted(farthest.tolist()) == [200, 201, 203, 208, 209]
+    assert np.flatnonzero(result.flagged).tolist() == sorted(farthest.tolist()) == [200, 202, 203, 205, 208]
     assert result.cutoff == result.distances[~result.flagged].max()
     assert clean_ranking(cats_with_planted_dogs, drop=10).flagged.nonzero()[0].tolist() == list(range(200, 210))
     assert not clean_ranking(cats_with_planted_dogs, drop=0).flagged.any()
@@ -86,6 +90,12 @@ def test_threshold_stops_early_once_the_flags_stop_changing():
     np.testing.assert_allclose(capped.centroid, [3.5 / 6, 0.0])
 
 
+def test_threshold_that_flags_every_photo_stops_after_one_pass():
+    result = clean_ranking(_line(0, 1, 5), threshold=0.0, iterations=5)
+    assert result.flagged.all() and result.iterations_run == 1
+    assert result.first_flagged.tolist() == [1, 1, 1]
+
+
 def test_photo_cleared_once_the_centroid_moves_is_not_flagged():
     # -2.3 is flagged on pass 1 (the mean is dragged to 1.67 by 14) and cleared on pass 2.
     result = clean_ranking(_line(0, 0, 0, 0, 0, -2.3, 14), threshold=2.5)
@@ -96,11 +106,12 @@ def test_photo_cleared_once_the_centroid_moves_is_not_flagged():
 
 def test_first_flagged_counts_only_the_final_uninterrupted_run():
     points = np.array([[-2, 1], [3, 7], [4, 10], [3, 6], [1, 11], [-8, -3], [-4, 7]], dtype=np.float64)
-    # Row 0 is flagged on pass 1, cleared on pass 2 and flagged again from pass 3 on.
+    # Flags per pass (rows 0..6): 1010110, 1010011, 1000111, 1000111 (same as pass 3: stop).
+    # Row 4 is flagged on pass 1, cleared on pass 2 and flagged again from pass 3 on; row 6 from pass 2.
     result = clean_ranking(points, drop=4, iterations=10)
     assert result.iterations_run == 4
     assert result.flagged.tolist() == [True, False, False, False, True, True, True]
-    assert result.first_flagged.tolist() == [3, 0, 0, 0, 1, 1, 1]
+    assert result.first_flagged.tolist() == [1, 0, 0, 0, 3, 1, 2]
 
 
 def test_early_stop_gives_the_same_result_as_the_needed_passes(cats_with_planted_dogs):

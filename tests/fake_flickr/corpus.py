@@ -254,25 +254,22 @@ class Corpus:
         with self._lock:
             self.deleted.add(str(photo_id))
 
-    def add_new(self, topic: str, words: list[str], count: int) -> list[Photo]:
-        """Upload ``count`` new photos (newest of all) whose titles contain ``words``; newest first."""
+    def add_new(self, topic: str, words: list[str], tags: list[str], count: int) -> list[Photo]:
+        """Upload ``count`` new photos (newest of all) matching ``words`` and ``tags``; newest first."""
         added = []
         with self._lock:
             rng = random.Random(f"drift-{self.seed}-{len(self.photos)}")
             last = self.photos[-1] if self.photos else None
-            pid, stamp = int(last.id) if last else 2_000_000_000, last.date_upload if last else END_TS
+            pid, stamp = (int(last.id), last.date_upload) if last else (2_000_000_000, END_TS)
             for i in range(count):
                 pid += rng.randint(1, 400_000)
-                photo = _make(rng, self.owners, str(pid), topic, len(self.photos) + i, stamp + 60 * (i + 1), False)
-                photo = _index(_retitle(photo, " ".join(words) + f" new upload {pid}"))
+                photo = _make(rng, self.owners, str(pid), topic, len(self.photos), stamp + 60 * (i + 1), False)
+                title = " ".join([*words, "new upload", str(pid)])
+                photo = _index(dataclasses.replace(photo, title=title, tags=(*photo.tags, *tags), searchable={}))
                 self.photos.append(photo)
                 self.by_id[photo.id] = photo
                 added.append(photo)
         return added[::-1]
-
-
-def _retitle(photo: Photo, title: str) -> Photo:
-    return dataclasses.replace(photo, title=title, searchable={})
 
 
 def _mysql_time(ts: int) -> str:

@@ -54,8 +54,13 @@ class Fault:
     message: str | None = None  # stat=fail message override
 
     def __str__(self) -> str:
-        extra = self.code or self.seconds or self.hops or ""
-        return f"{self.kind}:{extra}" if extra != "" else self.kind
+        """The canonical string form, e.g. "stat:105", "http:429:retry_after=7", "delay:3", "reset"."""
+        if self.kind in ("stat", "http"):
+            retry = f":retry_after={self.retry_after}" if self.retry_after is not None else ""
+            return f"{self.kind}:{self.code}{retry}"
+        if self.kind in ("delay", "stall", "slow_drip"):
+            return f"{self.kind}:{self.seconds:g}"
+        return f"{self.kind}:{self.hops}" if self.kind == "redirect_chain" else self.kind
 
 
 def parse_fault(spec: Fault | int | str) -> Fault:

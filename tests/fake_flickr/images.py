@@ -19,10 +19,10 @@ from .corpus import SIZES, Photo
 
 # topic -> (pattern, palette: background, foreground, accent)
 TOPIC_STYLES: dict[str, tuple[str, tuple[tuple[int, int, int], ...]]] = {
-    "cat": ("stripes", ((222, 140, 60), (90, 55, 30), (250, 235, 210))),
-    "dog": ("spots", ((200, 170, 120), (60, 40, 25), (110, 170, 80))),
-    "car": ("diagonal", ((200, 30, 40), (160, 160, 170), (25, 25, 35))),
-    "lion": ("radial", ((214, 170, 70), (120, 80, 20), (245, 215, 140))),
+    "cat": ("stripes", ((225, 130, 50), (70, 40, 20), (250, 235, 210))),
+    "dog": ("spots", ((235, 235, 225), (25, 25, 25), (90, 160, 70))),
+    "car": ("diagonal", ((200, 30, 40), (160, 160, 175), (25, 25, 35))),
+    "lion": ("radial", ((235, 200, 70), (150, 115, 25), (250, 235, 160))),
     "meme": ("blocks", ((245, 245, 245), (15, 15, 15), (60, 120, 220))),
     "hostile": ("checker", ((255, 0, 255), (0, 0, 0), (0, 255, 0))),
 }
@@ -80,10 +80,10 @@ def render_pixels(photo: Photo, w: int, h: int, square: bool, seed: int = 0) -> 
     img = c0 + (c1 - c0) * f[..., None]
     for _ in range(int(rng.integers(3, 7))):
         cx, cy = rng.uniform(0, 1, 2)
-        rx, ry = rng.uniform(0.04, 0.18, 2)
+        rx, ry = rng.uniform(0.03, 0.12, 2)
         mask = ((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2 < 1
         img[mask] = 0.75 * (c2 + rng.uniform(-25, 25, 3)) + 0.25 * img[mask]
-    img *= rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    img *= rng.uniform(0.95, 1.05, 3).astype(np.float32)
     noise = np.random.default_rng([seed, int(photo.id), w, h]).normal(0, 6, (h, w, 1)).astype(np.float32)
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 

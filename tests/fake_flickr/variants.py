@@ -155,7 +155,7 @@ EXPECTED: dict[str, str] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_variant(name: str) -> tuple[bytes, str]:
     """(body, Content-Type the photo host sends) for a variant name from VARIANTS."""
     if name not in _MAKERS:

@@ -1,0 +1,42 @@
+# imgidx — `make help` lists the targets. CI runs `bash .ci/run`, which runs `make install` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export NO_PROXY := 127.0.0.1,localhost
+
+.PHONY: help install test test-all test-fast lint format demo bench quality clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python  ## create .venv and install imgidx with its dev tools (editable)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+
+test: install  ## the test suite CI runs (offline; includes the real-Keras tests, not the network ones)
+	$(BIN)/python -m pytest -m "not network and not gpu" -q
+
+test-fast: install  ## skip the tests that build the VGG16 graph
+	$(BIN)/python -m pytest -m "not slow and not network and not gpu" -q
+
+test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LIVE=1 and a key)
+	$(BIN)/python -m pytest -q
+
+lint: install  ## ruff check + format check
+	$(BIN)/ruff check indexer search tests
+	$(BIN)/ruff format --check indexer search tests
+
+format: install  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix indexer search tests
+	$(BIN)/ruff format indexer search tests
+
+demo: install  ## offline demo: generate photos, build an index from them, run `imgidx similar`
+	$(BIN)/imgidx demo
+
+clean:  ## remove caches (keeps .venv and data/)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,100 @@
+"""Shared fixtures: an isolated environment per test, images made on the fly, real stores, real embedders.
+
+Only the remote world is faked (tests/fake_flickr: a local Flickr REST server and photo host). The ingester,
+the embedder (the real Keras graph) and the store (real SQLite + FAISS) are the real code.
+"""
+
+from __future__ import annotations
+
+import importlib.util  # noqa: E402
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest_plugins = ["tests.fake_flickr.fixtures"] if importlib.util.find_spec("tests.fake_flickr.fixtures") else []
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
+SHARED_PHOTOS = SHARED / "photos" / "catsdogs"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch):
+    """Every test gets its own data home, Keras cache and XDG cache; no proxies for loopback."""
+    root = tmp_path_factory.mktemp("env")
+    monkeypatch.setenv("IMGIDX_HOME", str(root / "home"))
+    monkeypatch.setenv("KERAS_HOME", str(root / "keras"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in (
+        "IMGIDX_WEIGHTS",
+        "FLICKR_API_KEY",
+        "FLICKR_API_SECRET",
+        "IMGIDX_FLICKR_REST_URL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    # an unreachable download address: tests never touch the internet, even by accident
+    monkeypatch.setenv("IMGIDX_WEIGHTS_URL", "http://127.0.0.1:9/vgg16/")
+    return root
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def pattern_image(seed: int, size=(320, 240), kind: str = "stripes") -> Image.Image:
+    """Deterministic, visually distinct images: families share a layout, members differ in colour and noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    if kind == "stripes":
+        base = (np.sin(x / (6 + seed % 5)) > 0).astype(np.float32)
+    elif kind == "rings":
+        base = (np.sin(np.hypot(x - w / 2, y - h / 2) / (5 + seed % 4)) > 0).astype(np.float32)
+    else:
+        base = ((x // 24 + y // 24) % 2).astype(np.float32)
+    colour = rng.uniform(40, 215, size=3)
+    arr = base[..., None] * colour + (1 - base[..., None]) * (255 - colour)
+    arr += rng.normal(0, 12, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """A folder with two sub-folders (collections) of distinct pattern images, plus one top-level file."""
+    root = tmp_path / "photos"
+    for kind, n in (("stripes", 6), ("rings", 6)):
+        (root / kind).mkdir(parents=True)
+        for i in range(n):
+            pattern_image(100 * len(kind) + i, kind=kind).save(root / kind / f"{kind}_{i}.jpg", quality=90)
+    pattern_image(7, kind="checks").save(root / "loose.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def random_weights_file(tmp_path_factory) -> Path:
+    """A randomly initialised full VGG16 saved in the legacy Keras .h5 format of Keras' published file."""
+    from indexer.embed import import_keras
+
+    keras = import_keras()
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(123)
+    model = keras.applications.VGG16(include_top=True, weights=None)
+    path = tmp_path_factory.mktemp("weights") / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path

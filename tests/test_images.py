@@ -1,0 +1,157 @@
+"""images.prepare: orientation, colours, crop and every kind of broken input (skipped with a specific reason)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from indexer.errors import ImageError
+from indexer.images import center_square, image_format, prepare
+from tests.conftest import jpeg_bytes
+
+
+def png_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def marker_image() -> Image.Image:
+    """Left half red, right half blue, top-left quadrant green: any flip or rotation changes a known pixel."""
+    arr = np.zeros((300, 300, 3), np.uint8)
+    arr[:, :150] = (255, 0, 0)
+    arr[:, 150:] = (0, 0, 255)
+    arr[:150, :150] = (0, 255, 0)
+    return Image.fromarray(arr)
+
+
+def test_output_is_224_rgb_uint8_centre_crop():
+    img = Image.new("RGB", (600, 300), (255, 0, 0))
+    img.paste((0, 0, 255), (150, 0, 450, 300))  # the centre square is blue, the sides red
+    out = prepare(jpeg_bytes(img))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert out[:, 5].mean(axis=0)[2] > 200 and out[:, -5].mean(axis=0)[2] > 200  # no red side survives the crop
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation):
+    upright = marker_image()
+    # store the image so that applying `orientation` restores `upright`
+    inverse = {
+        1: None,
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }[orientation]
+    stored = upright.transpose(inverse) if inverse is not None else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = prepare(jpeg_bytes(stored, exif=exif.tobytes()))
+    assert out[30, 30].tolist() == pytest.approx([0, 255, 0], abs=40)  # green stays top-left
+    assert out[200, 30].tolist() == pytest.approx([255, 0, 0], abs=40)
+    assert out[100, 200].tolist() == pytest.approx([0, 0, 255], abs=40)
+
+
+def test_rgba_is_composited_on_white():
+    img = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
+    out = prepare(png_bytes(img))
+    assert out.min() >= 250
+
+
+def test_palette_with_transparency_on_white():
+    img = Image.new("P", (100, 100), 0)
+    img.putpalette([0, 0, 0] * 256)
+    out = prepare(png_bytes(img, transparency=0))
+    assert out.min() >= 250
+
+
+def test_16bit_grayscale_keeps_its_range():
+    arr = np.full((100, 100), 32768, dtype=np.uint16)
+    out = prepare(png_bytes(Image.fromarray(arr)))
+    assert 120 <= out.mean() <= 136  # mid grey, not clipped to white
+
+
+def test_cmyk_jpeg_colours_are_right():
+    out = prepare(jpeg_bytes(Image.new("CMYK", (120, 120), (0, 255, 255, 0))))  # pure red in CMYK
+    assert out[112, 112].tolist() == pytest.approx([255, 0, 0], abs=30)
+
+
+def test_grayscale_becomes_three_equal_channels():
+    out = prepare(jpeg_bytes(Image.new("L", (120, 120), 77)))
+    assert (out[..., 0] == out[..., 1]).all() and abs(int(out[0, 0, 0]) - 77) < 4
+
+
+def test_icc_profile_is_converted_not_rejected():
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = prepare(jpeg_bytes(Image.new("RGB", (120, 120), (10, 200, 30)), icc_profile=icc))
+    assert out[60, 60].tolist() == pytest.approx([10, 200, 30], abs=12)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("P", (64, 64), c) for c in (1, 2)]
+    pal = [0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9)
+    for f in frames:
+        f.putpalette(pal)
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    assert prepare(buf.getvalue())[10, 10].tolist() == [255, 0, 0]
+
+
+def test_webp_under_any_name_is_decoded_by_content():
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 80), (0, 0, 255)).save(buf, "WEBP")
+    assert image_format(buf.getvalue()) == "webp"
+    assert prepare(buf.getvalue())[40, 40, 2] > 200
+
+
+def test_progressive_jpeg():
+    out = prepare(jpeg_bytes(Image.new("RGB", (500, 400), (0, 255, 0)), progressive=True))
+    assert out[100, 100, 1] > 240
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "HTML"),
+        (bytes(range(256)) * 40, "not a recognised image"),
+        (jpeg_bytes(Image.new("RGB", (400, 400), (1, 2, 3)))[:600], "truncated"),
+        (png_bytes(Image.new("RGB", (1, 1))), "too small"),
+    ],
+    ids=["zero-bytes", "html", "random-bytes", "truncated-jpeg", "1x1"],
+)
+def test_broken_input_is_refused_with_a_specific_reason(data, reason):
+    with pytest.raises(ImageError) as e:
+        prepare(data)
+    assert reason in e.value.reason
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # a 12000x12000 single-colour PNG compresses to a few hundred KB but is 144 Mpx
+    big = png_bytes(Image.new("L", (12000, 12000), 0), optimize=True)
+    assert len(big) < 2_000_000
+    with pytest.raises(ImageError, match="too many pixels"):
+        prepare(big)
+
+
+def test_draft_decoding_stays_close_to_full_decoding():
+    from tests.conftest import pattern_image
+
+    data = jpeg_bytes(pattern_image(3, size=(1600, 1200)).resize((1600, 1200)))
+    fast = prepare(data, draft=True).astype(np.float32)
+    full = prepare(data, draft=False).astype(np.float32)
+    cos = (fast * full).sum() / np.linalg.norm(fast) / np.linalg.norm(full)
+    assert cos > 0.99
+
+
+def test_center_square_of_portrait():
+    img = Image.new("RGB", (200, 400), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 100, 200, 300))
+    assert np.asarray(center_square(img, 50))[8:-8].min() == 255  # edges feel the Lanczos kernel

@@ -1,0 +1,140 @@
+"""Store: real SQLite + FAISS files. Stamps, dedupe, exact vectors, crash catch-up, atomic saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.errors import StampMismatch, StoreError
+from indexer.records import Photo, Stamp
+from indexer.store import Store
+
+STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=8)
+
+
+def unit(rng, n, d=8):
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def photo(i, collection="cat", source="flickr"):
+    return Photo(source=source, source_id=str(1000 + i), collection=collection, title=f"t{i}", url=f"http://x/{i}")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "home")
+    s.ensure_stamp(STAMP)
+    yield s
+    s.close()
+
+
+def test_photo_found_by_two_queries_is_stored_once_in_both_collections(store):
+    a = store.add_photos([photo(1, "cat"), photo(2, "cat")])
+    b = store.add_photos([photo(2, "kitten"), photo(3, "kitten")])
+    assert a[1] == b[0]
+    assert store.collections_of([a[1]]) == {a[1]: ["cat", "kitten"]}
+    assert store.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0] == 3
+
+
+def test_vectors_round_trip_exactly_and_search_finds_itself(store):
+    rng = np.random.default_rng(0)
+    ids = store.add_photos([photo(i) for i in range(20)])
+    vecs = unit(rng, 20)
+    store.add_vectors([(i, f"p{i}", f"sha{i}") for i in ids], vecs)
+    assert np.array_equal(store.vectors(ids[::-1]), vecs[::-1])
+    hits = store.search(vecs[:3], 2)
+    assert [h[0].photo_id for h in hits] == ids[:3]
+    assert hits[0][0].score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_search_restricted_to_allowed_ids(store):
+    rng = np.random.default_rng(1)
+    ids = store.add_photos([photo(i) for i in range(10)])
+    vecs = unit(rng, 10)
+    store.add_vectors([(i, "", f"s{i}") for i in ids], vecs)
+    hits = store.search(vecs[:1], 5, allowed=ids[5:])[0]
+    assert {h.photo_id for h in hits} <= set(ids[5:]) and len(hits) == 5
+
+
+def test_stamp_mismatch_is_refused_with_both_stamps_named(store):
+    other = Stamp(model="vgg16", layer="fc2", weights="random:0", dim=4096)
+    with pytest.raises(StampMismatch, match="block5_pool.*fc2"):
+        store.ensure_stamp(other)
+
+
+def test_reopen_catches_up_vectors_committed_after_the_last_index_save(tmp_path):
+    rng = np.random.default_rng(2)
+    with Store(tmp_path) as s:
+        s.ensure_stamp(STAMP)
+        ids = s.add_photos([photo(i) for i in range(6)])
+        s.add_vectors([(i, "", f"a{i}") for i in ids[:3]], unit(rng, 3))
+        s.save_index()
+        s.add_vectors([(i, "", f"b{i}") for i in ids[3:]], unit(rng, 3))  # "crash": never saved
+    with Store(tmp_path, readonly=True) as s:
+        assert s.index.ntotal == 6
+        assert sorted(s.search(s.vectors(ids[3:4]), 1)[0][0].photo_id for _ in [0]) == [ids[3]]
+
+
+def test_index_entries_without_metadata_are_dropped_on_open(tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(3)
+    with Store(tmp_path) as s:
+        s.ensure_stamp(STAMP)
+        ids = s.add_photos([photo(i) for i in range(3)])
+        s.add_vectors([(i, "", f"c{i}") for i in ids], unit(rng, 3))
+        s.index.add_with_ids(unit(rng, 1), np.array([999], dtype=np.int64))  # an orphan vector
+        s.save_index()
+    with Store(tmp_path, readonly=True) as s:
+        assert sorted(faiss.vector_to_array(s.index.id_map).tolist()) == sorted(ids)
+
+
+def test_corrupt_index_file_is_rebuilt_from_stored_vectors(tmp_path):
+    rng = np.random.default_rng(4)
+    with Store(tmp_path) as s:
+        s.ensure_stamp(STAMP)
+        ids = s.add_photos([photo(i) for i in range(4)])
+        s.add_vectors([(i, "", f"d{i}") for i in ids], unit(rng, 4))
+        s.save_index()
+    (tmp_path / "index" / "faiss.index").write_bytes(b"garbage")
+    with Store(tmp_path, readonly=True) as s:
+        assert s.index.ntotal == 4
+
+
+def test_save_is_atomic_and_marks_photos_indexed(store):
+    rng = np.random.default_rng(5)
+    ids = store.add_photos([photo(i) for i in range(2)])
+    store.add_vectors([(i, "", f"e{i}") for i in ids], unit(rng, 2))
+    assert store.counts()["states"] == {"embedded": 2}
+    store.save_index()
+    assert store.counts()["states"] == {"indexed": 2}
+    assert not list(store.index_path.parent.glob("*.tmp"))
+
+
+def test_identical_bytes_reuse_the_stored_vector(store):
+    rng = np.random.default_rng(6)
+    ids = store.add_photos([photo(1)])
+    v = unit(rng, 1)
+    store.add_vectors([(ids[0], "", "same-sha")], v)
+    assert np.array_equal(store.vector_for_sha256("same-sha"), v[0])
+    assert store.vector_for_sha256("other") is None
+
+
+def test_newer_schema_is_refused(tmp_path):
+    with Store(tmp_path) as s, s.db:
+        s.db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StoreError, match="newer than this imgidx"):
+        Store(tmp_path)
+
+
+def test_readonly_open_of_missing_index_says_to_build(tmp_path):
+    with pytest.raises(StoreError, match="imgidx build"):
+        Store(tmp_path / "nothing", readonly=True)
+
+
+def test_sql_text_from_remote_is_stored_verbatim(store):
+    evil = Photo(source="flickr", source_id="42", collection="x'); DROP TABLE photos; --", title="'; DELETE --")
+    [pid] = store.add_photos([evil])
+    assert store.photo_rows([pid])[pid]["title"] == "'; DELETE --"
+    assert store.collection_names() == ["x'); DROP TABLE photos; --"]
