@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -105,14 +106,15 @@ class Fetcher:
                 return self._read_body(r, start, declared), None
         except requests.TooManyRedirects:
             return Download(None, f"too many redirects (more than {self.max_redirects}; a redirect loop?)"), None
-        except (requests.Timeout, requests.ConnectionError) as e:
+        except (requests.Timeout, requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
             return Download(None, f"{type(e).__name__} (network)", True), None
         except requests.RequestException as e:
             return Download(None, f"download failed ({type(e).__name__})", True), None
 
     def _read_body(self, r: requests.Response, start: float, declared: int | None) -> Download:
         chunks, size = [], 0
-        for chunk in r.iter_content(64 * 1024):
+        # read1 returns whatever has arrived, so a slow drip cannot hide from the deadline inside one big read
+        while chunk := r.raw.read1(64 * 1024, decode_content=True):
             size += len(chunk)
             if size > self.max_bytes:
                 return Download(None, f"too large (over {self.max_bytes} bytes)", False, r.url)

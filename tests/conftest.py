@@ -6,7 +6,6 @@ the embedder (the real Keras graph) and the store (real SQLite + FAISS) are the 
 
 from __future__ import annotations
 
-import importlib.util  # noqa: E402
 import io
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest_plugins = ["tests.fake_flickr.fixtures"] if importlib.util.find_spec("tests.fake_flickr.fixtures") else []
+pytest_plugins = ["tests.fake_flickr.fixtures"]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"

@@ -59,9 +59,21 @@ HOSTILE_TOPIC = "hostile"
 TOPIC_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "cat": (("cat", "kitten", "kitty"), ("feline", "pet", "whiskers", "tabby", "cute"), ("Кошка", "猫", "قطة", "חתול")),
     "dog": (("dog", "puppy", "doggo"), ("canine", "pet", "woof", "labrador", "park"), ("Собака", "犬", "كلب", "כלב")),
-    "car": (("car", "automobile", "roadster"), ("auto", "vintage", "wheels", "street", "chrome"), ("Машина", "車", "سيارة", "מכונית")),
-    "lion": (("lion", "lioness", "pride"), ("safari", "wildlife", "savanna", "mane", "africa"), ("Лев", "ライオン", "أسد", "אריה")),
-    "meme": (("meme", "lolz", "caption"), ("funny", "humor", "internet", "lol", "macro"), ("Мем", "ミーム", "ميم", "מם")),
+    "car": (
+        ("car", "automobile", "roadster"),
+        ("auto", "vintage", "wheels", "street", "chrome"),
+        ("Машина", "車", "سيارة", "מכונית"),
+    ),
+    "lion": (
+        ("lion", "lioness", "pride"),
+        ("safari", "wildlife", "savanna", "mane", "africa"),
+        ("Лев", "ライオン", "أسد", "אריה"),
+    ),
+    "meme": (
+        ("meme", "lolz", "caption"),
+        ("funny", "humor", "internet", "lol", "macro"),
+        ("Мем", "ミーム", "ميم", "מם"),
+    ),
 }
 # titles of non-cat photos that mention cats: the seeds' "maybe_cat" story (sort=recent gets noisy)
 CAT_MENTIONS = {
@@ -145,7 +157,9 @@ def _sizes_and_dims(rng: random.Random) -> tuple[int, int, frozenset[str]]:
     else:
         longest = rng.choice((1024, 1600, 2048, 3000, 4000))
     ratio = rng.choice((4 / 3, 3 / 2, 3 / 4, 2 / 3, 1.0, 16 / 9, 3.0, 1 / 3))
-    width, height = (longest, max(1, round(longest / ratio))) if ratio >= 1 else (max(1, round(longest * ratio)), longest)
+    width, height = (
+        (longest, max(1, round(longest / ratio))) if ratio >= 1 else (max(1, round(longest * ratio)), longest)
+    )
     sizes = {k for k, (_s, edge, _l, sq) in SIZES.items() if edge is not None and (sq or edge <= longest)}
     if longest >= 1024 and rng.random() < 0.15:
         sizes.add("o")
@@ -166,7 +180,7 @@ def _title(rng: random.Random, topic: str, n: int, mention_cat: bool) -> str:
         f"{local[3]} \u200f{n}",  # Hebrew with a right-to-left mark
         f"🐾 {noun} 😺🔥 {n}",
         f"👨‍👩‍👧 family & {noun}",
-        f'<b>{noun}</b> & "quotes" \'{adj}\'',
+        f"<b>{noun}</b> & \"quotes\" '{adj}'",
         f"{noun}\nsecond line\ttab",
         f"Cafe\u0301 {noun} {n}",
         f"{noun} " + "with a very long title " * rng.randint(10, 100),

@@ -56,7 +56,7 @@ def _grid(photo: Photo, w: int, h: int, square: bool) -> tuple[np.ndarray, np.nd
 def _pattern(name: str, u: np.ndarray, v: np.ndarray, freq: float, phase: float) -> np.ndarray:
     tau = 2 * np.pi
     if name == "stripes":  # wavy tabby stripes
-        f = np.sin(tau * freq * (v + 0.08 * np.sin(tau * 2 * u) ) + phase)
+        f = np.sin(tau * freq * (v + 0.08 * np.sin(tau * 2 * u)) + phase)
     elif name == "spots":
         f = np.sin(tau * freq * u + phase) * np.sin(tau * freq * v - phase)
         f = np.where(f > 0.55, 1.0, -1.0)

@@ -98,7 +98,9 @@ def parse_query(params: Mapping[str, str], known_owners: Iterable[str] | None = 
     user_id = params.get("user_id") or None
     if user_id and known_owners is not None and user_id not in known_owners:
         raise ApiError(2)
-    dates = [_parse_date(params.get(k)) for k in ("min_upload_date", "max_upload_date", "min_taken_date", "max_taken_date")]
+    dates = [
+        _parse_date(params.get(k)) for k in ("min_upload_date", "max_upload_date", "min_taken_date", "max_taken_date")
+    ]
     if not (phrases or tags or user_id or any(d is not None for d in dates)):
         raise ApiError(3)
     for low, high in (dates[0:2], dates[2:4]):

@@ -104,8 +104,12 @@ class FakeFlickr:
     def stop(self) -> None:
         """Stop serving, wake sleeping handlers, cut keep-alive connections and join every thread."""
         self.stopping.set()
+        stoppers = [threading.Thread(target=server.shutdown) for server in self._servers.values()]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for server in self._servers.values():
-            server.shutdown()
             server.cut_connections()
             server.server_close()
         for thread in self._threads:

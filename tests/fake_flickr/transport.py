@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,7 +60,10 @@ class FakeServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
-        """Clients that hang up mid-answer (timeouts, stop()) are expected here: stay quiet."""
+        """Clients that hang up mid-answer (timeouts, resets, stop()) are expected: stay quiet about
+        socket errors, but print anything else (a bug in the fake)."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
     def cut_connections(self) -> None:
         with self._open_lock:
