@@ -1,4 +1,4 @@
-"""SQLite schema of the store. Bump SCHEMA_VERSION and add a migration in store._ensure_schema on any change."""
+"""SQLite schema of the store: SCHEMA creates version 1; MIGRATIONS[v] upgrades v-1 to v. Never edit a shipped step."""
 
 SCHEMA_VERSION = 1
 
@@ -19,7 +19,6 @@ CREATE TABLE IF NOT EXISTS photos (
     sha256 TEXT,
     state TEXT NOT NULL CHECK (state IN ('found', 'downloaded', 'embedded', 'indexed', 'failed')),
     error TEXT, retryable INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-    flagged INTEGER NOT NULL DEFAULT 0,
     added_at REAL NOT NULL, updated_at REAL NOT NULL,
     UNIQUE (source, origin, source_id)
 );
@@ -30,9 +29,18 @@ CREATE TABLE IF NOT EXISTS collections (
     name TEXT NOT NULL,
     photo_id INTEGER NOT NULL REFERENCES photos (id),
     query TEXT NOT NULL DEFAULT '', rank INTEGER, added_at REAL NOT NULL,
+    -- set by `clean --apply` on the membership: a dog flagged in "maybe_cat" is fine in "dog"
+    flagged INTEGER NOT NULL DEFAULT 0, clean_info TEXT,
     PRIMARY KEY (name, photo_id)
 );
 CREATE INDEX IF NOT EXISTS collections_photo ON collections (photo_id);
+
+-- `classify --apply`: one label per photo and classifier
+CREATE TABLE IF NOT EXISTS predictions (
+    photo_id INTEGER NOT NULL REFERENCES photos (id),
+    model TEXT NOT NULL, label TEXT NOT NULL, probability REAL NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (photo_id, model)
+);
 
 -- Raw float32 vectors, exact, for clean/train and to rebuild the FAISS index at any time.
 CREATE TABLE IF NOT EXISTS vectors (
@@ -40,3 +48,6 @@ CREATE TABLE IF NOT EXISTS vectors (
     vec BLOB NOT NULL
 );
 """
+
+# MIGRATIONS[v] upgrades a version v-1 store to v (none yet: version 1 is the first shipped schema)
+MIGRATIONS: dict[int, str] = {}

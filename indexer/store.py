@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from .errors import StampMismatch, StoreError
 from .records import Hit, Photo, Stamp
-from .schema import SCHEMA, SCHEMA_VERSION
+from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 DB_NAME = "imgidx.sqlite"
 INDEX_NAME = "index/faiss.index"
@@ -76,10 +76,19 @@ class Store:
                 f"{self.db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); "
                 "upgrade imgidx"
             )
-        if version == 0 and not self.readonly:
-            with db:
-                db.executescript(SCHEMA)
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            if version:
+                raise StoreError(f"{self.db_path} has schema version {version}; run `imgidx build` or "
+                                 "`imgidx verify --repair` once to upgrade it to version {SCHEMA_VERSION}")
+            return
+        # executescript commits on its own; each step records its version, so a crash re-runs only that step
+        if version == 0:
+            db.executescript(SCHEMA + "\nINSERT OR REPLACE INTO meta VALUES ('schema_version', '1');")
+            version = 1
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            db.executescript(f"BEGIN;\n{MIGRATIONS[v]}\nUPDATE meta SET value='{v}' WHERE key='schema_version';\nCOMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -227,8 +236,8 @@ class Store:
         if collection is not None:
             sql += " JOIN collections c ON c.photo_id = v.photo_id AND c.name = ?"
             args.append(collection)
-        if not include_flagged:
-            sql += " JOIN photos p ON p.id = v.photo_id AND p.flagged = 0"
+            if not include_flagged:
+                sql += " AND c.flagged = 0"
         return [r[0] for r in self.db.execute(sql + " ORDER BY v.photo_id", args)]
 
     # ---- FAISS index -----------------------------------------------------------------------------------------
@@ -333,6 +342,27 @@ class Store:
                 out[pid].append(name)
         return out
 
+    def set_flags(self, collection: str, info: dict[int, dict], flagged: set[int]) -> None:
+        """Store a clean result on the collection's memberships (reversible with clear_flags)."""
+        with self.db:
+            self.db.executemany(
+                "UPDATE collections SET flagged=?, clean_info=? WHERE name=? AND photo_id=?",
+                [(int(pid in flagged), json.dumps(data), collection, pid) for pid, data in info.items()],
+            )
+
+    def clear_flags(self, collection: str) -> int:
+        with self.db:
+            return self.db.execute(
+                "UPDATE collections SET flagged=0, clean_info=NULL WHERE name=? AND (flagged=1 OR clean_info IS NOT "
+                "NULL)", (collection,)).rowcount
+
+    def save_predictions(self, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO predictions (photo_id, model, label, probability, created_at) "
+                "VALUES (?, ?, ?, ?, ?)", [(pid, model, label, float(p), now) for pid, label, p in rows])
+
     def collection_names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
 
@@ -345,10 +375,14 @@ class Store:
                 "GROUP BY c.name ORDER BY c.name"
             )
         }
+        clean = dict(q(
+            "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
+            "WHERE c.flagged = 0 GROUP BY c.name").fetchall())
         states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
         return {
             "photos": q("SELECT COUNT(*) FROM vectors").fetchone()[0],
             "collections": per_collection,
+            "clean": {name: clean.get(name, 0) for name in per_collection},
             "states": states,
             "failures": states.get("failed", 0),
         }

@@ -18,7 +18,9 @@ def nearest(
     collection: str | None = None,
     include_flagged: bool = False,
 ) -> list[dict]:
-    """The k best hits for one query vector, best first, each with score and metadata (the --json contract)."""
+    """The k best hits for one query vector, best first, each with score and metadata (the --json contract).
+
+    Photos that `clean --apply` flagged in `collection` are left out unless include_flagged."""
     if k <= 0:
         raise ConfigError(f"-k must be > 0; received {k}")
     allowed = None
@@ -27,9 +29,6 @@ def nearest(
             known = ", ".join(store.collection_names()) or "none yet"
             raise ConfigError(f"no collection {collection!r} in the index (collections: {known})")
         allowed = store.vector_ids(collection, include_flagged=include_flagged)
-    elif not include_flagged:
-        flagged = store.db.execute("SELECT COUNT(*) FROM photos WHERE flagged=1").fetchone()[0]
-        allowed = store.vector_ids(include_flagged=False) if flagged else None
     hits = store.search(query.reshape(1, -1), k, allowed=allowed)[0]
     return describe(store, [(h.photo_id, h.score) for h in hits])
 
