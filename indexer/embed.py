@@ -103,16 +103,15 @@ def l2_normalize(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def build_model(layer: str, weights: WeightsSpec, precision: str = "fp32"):
-    """VGG16 cut at `layer`, with the requested weights. Random init only when asked for explicitly."""
+def build_base(weights: WeightsSpec, *, include_top: bool, precision: str = "fp32"):
+    """keras.applications.VGG16 with the requested weights. Random init only when asked for explicitly."""
     keras = import_keras()
-
     policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
     keras.mixed_precision.set_dtype_policy(policy)
     try:
         if weights.kind == "random":
             keras.utils.set_random_seed(weights.seed)
-        base = keras.applications.VGG16(include_top=weights.has_top or layer == "fc2", weights=None)
+        base = keras.applications.VGG16(include_top=include_top, weights=None)
         if weights.kind == "file":
             try:
                 base.load_weights(str(weights.path))
@@ -120,11 +119,42 @@ def build_model(layer: str, weights: WeightsSpec, precision: str = "fp32"):
                 raise ConfigError(f"cannot load weights from {weights.path}: {str(e).splitlines()[0][:200]}") from None
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+    return base
+
+
+def build_model(layer: str, weights: WeightsSpec, precision: str = "fp32"):
+    """VGG16 cut at `layer`: fc2 as in seed 003 §9.5, or block5_pool averaged as in seeds 000/004."""
+    keras = import_keras()
+    base = build_base(weights, include_top=weights.has_top or layer == "fc2", precision=precision)
     if layer == "fc2":
         out = base.get_layer("fc2").output
     else:
         out = keras.layers.GlobalAveragePooling2D(name="block5_gap")(base.get_layer("block5_pool").output)
     return keras.Model(base.input, out, name=f"vgg16_{layer}")
+
+
+def conv_activations(pixels: npt.NDArray[np.uint8], layer: str, weights: WeightsSpec) -> npt.NDArray[np.float32]:
+    """Feature maps (h, w, channels) of one photo at a convolutional layer (seed 002's activation maps)."""
+    keras = import_keras()
+    with quiet_stderr():
+        base = build_base(weights, include_top=weights.has_top)
+    names = [lyr.name for lyr in base.layers if lyr.name.startswith("block")]
+    if layer not in names:
+        raise ConfigError(f"unknown layer {layer!r}; VGG16's convolutional layers are: {', '.join(names)}")
+    model = keras.Model(base.input, base.get_layer(layer).output)
+    return np.asarray(model(preprocess(pixels[None]), training=False)[0], dtype=np.float32)
+
+
+def imagenet_top(pixels: npt.NDArray[np.uint8], weights: WeightsSpec, top: int = 5) -> list[tuple[int, float]]:
+    """ImageNet class ids and probabilities, best first (seed 003 §9.3). Needs the full (top) weights."""
+    if not weights.has_top:
+        raise ConfigError("ImageNet labels need the full VGG16 weights with the classifier layers; "
+                          f"{weights.path} is a convolutional-only file")
+    with quiet_stderr():
+        model = build_base(weights, include_top=True)
+    probs = np.asarray(model(preprocess(pixels[None]), training=False)[0], dtype=np.float64)
+    best = np.argsort(-probs)[:top]
+    return [(int(i), float(probs[i])) for i in best]
 
 
 def _compiled_call(model):

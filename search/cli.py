@@ -18,6 +18,9 @@ from indexer.errors import ConfigError, ImageError
 from indexer.images import prepare
 from indexer.store import Store
 
+from .cli_clean import audit, clean
+from .cli_train import classify, train
+from .cli_vision import activations, labels
 from .knn import nearest
 
 app = typer.Typer(
@@ -40,6 +43,8 @@ def root(
 
 
 app.command()(build)
+for command in (clean, audit, train, classify, activations, labels):
+    app.command()(command)
 
 
 @app.command()
@@ -131,6 +136,7 @@ def info(
             "home": str(settings.home),
             "photos": counts["photos"],
             "collections": counts["collections"],
+            "clean": counts["clean"],
             "stamp": stamp.as_dict() if stamp else None,
             "index": {"kind": index_kind(index), "size": int(index.ntotal) if index is not None else 0},
             "states": counts["states"],
@@ -151,7 +157,8 @@ def info(
             ("failures", report["failures"]),
         ],
     )
-    console.print_table("collections", ["collection", "count"], sorted(report["collections"].items()))
+    console.print_table("collections", ["collection", "count", "clean (not flagged)"],
+                        [(name, n, report["clean"][name]) for name, n in sorted(report["collections"].items())])
     if failures:
         console.print_table(
             "failures",
