@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_PROXY := 127.0.0.1,localhost
 
-.PHONY: help install test test-all test-fast lint format demo bench quality clean
+.PHONY: help install test test-all test-fast lint format demo quality clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,3 +40,6 @@ demo: install  ## offline demo: generate photos, build an index from them, run `
 clean:  ## remove caches (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+quality: install  ## clean/classify/audit quality on the real photos in ../shared (writes bench/out/quality.json)
+	$(BIN)/python -m bench.quality
