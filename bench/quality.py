@@ -48,16 +48,22 @@ def build_index(home: Path, extra: list[str]) -> None:
     t = time.monotonic()
     report = json.loads(imgidx(home, "build", "--from-dir", str(PHOTOS), *args))
     report2 = json.loads(imgidx(home, "build", "--from-dir", str(others.parent), *args))
-    print(f"index: {report['index']['photos']} photos ({report['embedded'] + report2['embedded']} embedded now, "
-          f"{time.monotonic() - t:.0f} s)", file=sys.stderr)
+    print(
+        f"index: {report['index']['photos']} photos ({report['embedded'] + report2['embedded']} embedded now, "
+        f"{time.monotonic() - t:.0f} s)",
+        file=sys.stderr,
+    )
 
 
 def load(home: Path) -> dict[str, tuple[list[int], np.ndarray]]:
     from indexer.store import Store
 
     with Store(home, readonly=True) as store:
-        return {name: (ids, store.vectors(ids)) for name in ("cats", "dogs", "non_animal")
-                for ids in [store.vector_ids(name)]}
+        return {
+            name: (ids, store.vectors(ids))
+            for name in ("cats", "dogs", "non_animal")
+            for ids in [store.vector_ids(name)]
+        }
 
 
 def classify_70_30(cats: np.ndarray, dogs: np.ndarray, seed: int = 0) -> float:
@@ -86,10 +92,28 @@ def clean_scores(inliers: np.ndarray, outliers: np.ndarray) -> dict:
     flagged = result.flagged
     tp = int((flagged & (truth == 1)).sum())
     return {
-        "photos": len(vectors), "outliers": len(outliers), "auc": round(float(roc_auc_score(truth, result.distances)), 4),
-        "flagged": int(flagged.sum()), "flagged_precision": round(tp / max(1, int(flagged.sum())), 4),
-        "flagged_recall": round(tp / len(outliers), 4), "passes": result.iterations_run,
+        "photos": len(vectors),
+        "outliers": len(outliers),
+        "auc": round(float(roc_auc_score(truth, result.distances)), 4),
+        "flagged": int(flagged.sum()),
+        "flagged_precision": round(tp / max(1, int(flagged.sum())), 4),
+        "flagged_recall": round(tp / len(outliers), 4),
+        "passes": result.iterations_run,
     }
+
+
+def over_draws(cats: np.ndarray, outliers: np.ndarray, draws: int = 5) -> dict:
+    """clean_scores on several random draws: one draw of 25 outliers is noisy (AUC 0.955-0.981 seen here)."""
+    runs = []
+    for seed in range(draws):
+        rng = np.random.default_rng(seed)
+        picked = outliers[rng.choice(len(outliers), 25, replace=False)] if len(outliers) > 25 else outliers
+        runs.append(clean_scores(cats[rng.choice(len(cats), 500, replace=False)], picked))
+    summary = {
+        f"{key}_mean": round(float(np.mean([r[key] for r in runs])), 4)
+        for key in ("auc", "flagged_precision", "flagged_recall")
+    }
+    return {**summary, "auc_min": min(r["auc"] for r in runs), "draws": runs}
 
 
 def audit_swaps(cats: np.ndarray, dogs: np.ndarray, share: float = 0.05, seed: int = 0) -> dict:
@@ -102,8 +126,13 @@ def audit_swaps(cats: np.ndarray, dogs: np.ndarray, share: float = 0.05, seed: i
     result = audit_labels(np.concatenate([cats, dogs]), list(labels))
     flagged = {p.index for p in result.suspects}
     found = len(flagged & set(swapped.tolist()))
-    return {"swapped": len(swapped), "recovered": found, "recall": round(found / len(swapped), 4),
-            "flagged": len(flagged), "precision": round(found / max(1, len(flagged)), 4)}
+    return {
+        "swapped": len(swapped),
+        "recovered": found,
+        "recall": round(found / len(swapped), 4),
+        "flagged": len(flagged),
+        "precision": round(found / max(1, len(flagged)), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,14 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     build_index(args.home, ["--precision", args.precision] if args.precision else [])
     data = load(args.home)
     cats, dogs, others = data["cats"][1], data["dogs"][1], data["non_animal"][1]
-    rng = np.random.default_rng(0)
-    cats500 = cats[rng.choice(len(cats), 500, replace=False)]
     report = {
         "photos": {"cats": len(cats), "dogs": len(dogs), "non_animal": len(others)},
         "classifier_70_30_accuracy": round(classify_70_30(cats, dogs), 4),
         "knn_precision_at_10": round(knn_precision_at_10(cats, dogs), 4),
-        "clean_500_cats_25_dogs": clean_scores(cats500, dogs[rng.choice(len(dogs), 25, replace=False)]),
-        "clean_500_cats_25_non_animals": clean_scores(cats500, others[:25]),
+        "clean_500_cats_25_dogs": over_draws(cats, dogs),
+        "clean_500_cats_25_non_animals": over_draws(cats, others),
         "audit_5pct_swapped": audit_swaps(cats, dogs),
         "targets": {"classifier": 0.98, "knn_precision_at_10": 0.95, "clean_auc": 0.97},
     }

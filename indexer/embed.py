@@ -148,8 +148,10 @@ def conv_activations(pixels: npt.NDArray[np.uint8], layer: str, weights: Weights
 def imagenet_top(pixels: npt.NDArray[np.uint8], weights: WeightsSpec, top: int = 5) -> list[tuple[int, float]]:
     """ImageNet class ids and probabilities, best first (seed 003 §9.3). Needs the full (top) weights."""
     if not weights.has_top:
-        raise ConfigError("ImageNet labels need the full VGG16 weights with the classifier layers; "
-                          f"{weights.path} is a convolutional-only file")
+        raise ConfigError(
+            "ImageNet labels need the full VGG16 weights with the classifier layers; "
+            f"{weights.path} is a convolutional-only file"
+        )
     with quiet_stderr():
         model = build_base(weights, include_top=True)
     probs = np.asarray(model(preprocess(pixels[None]), training=False)[0], dtype=np.float64)

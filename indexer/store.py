@@ -80,15 +80,19 @@ class Store:
             return
         if self.readonly:
             if version:
-                raise StoreError(f"{self.db_path} has schema version {version}; run `imgidx build` or "
-                                 "`imgidx verify --repair` once to upgrade it to version {SCHEMA_VERSION}")
+                raise StoreError(
+                    f"{self.db_path} has schema version {version}; run `imgidx build` or "
+                    "`imgidx verify --repair` once to upgrade it to version {SCHEMA_VERSION}"
+                )
             return
         # executescript commits on its own; each step records its version, so a crash re-runs only that step
         if version == 0:
             db.executescript(SCHEMA + "\nINSERT OR REPLACE INTO meta VALUES ('schema_version', '1');")
             version = 1
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            db.executescript(f"BEGIN;\n{MIGRATIONS[v]}\nUPDATE meta SET value='{v}' WHERE key='schema_version';\nCOMMIT;")
+            db.executescript(
+                f"BEGIN;\n{MIGRATIONS[v]}\nUPDATE meta SET value='{v}' WHERE key='schema_version';\nCOMMIT;"
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -230,6 +234,9 @@ class Store:
             raise StoreError(f"{len(pos) - found} of the requested photos have no stored vector")
         return out
 
+    def has_vector(self, photo_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM vectors WHERE photo_id=?", (photo_id,)).fetchone() is not None
+
     def vector_ids(self, collection: str | None = None, *, include_flagged: bool = True) -> list[int]:
         sql = "SELECT v.photo_id FROM vectors v"
         args: list = []
@@ -354,14 +361,18 @@ class Store:
         with self.db:
             return self.db.execute(
                 "UPDATE collections SET flagged=0, clean_info=NULL WHERE name=? AND (flagged=1 OR clean_info IS NOT "
-                "NULL)", (collection,)).rowcount
+                "NULL)",
+                (collection,),
+            ).rowcount
 
     def save_predictions(self, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
         now = time.time()
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO predictions (photo_id, model, label, probability, created_at) "
-                "VALUES (?, ?, ?, ?, ?)", [(pid, model, label, float(p), now) for pid, label, p in rows])
+                "VALUES (?, ?, ?, ?, ?)",
+                [(pid, model, label, float(p), now) for pid, label, p in rows],
+            )
 
     def collection_names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
@@ -375,9 +386,12 @@ class Store:
                 "GROUP BY c.name ORDER BY c.name"
             )
         }
-        clean = dict(q(
-            "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
-            "WHERE c.flagged = 0 GROUP BY c.name").fetchall())
+        clean = dict(
+            q(
+                "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
+                "WHERE c.flagged = 0 GROUP BY c.name"
+            ).fetchall()
+        )
         states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
         return {
             "photos": q("SELECT COUNT(*) FROM vectors").fetchone()[0],

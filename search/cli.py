@@ -70,7 +70,7 @@ def similar(
         if photo_id is not None:
             if layer or weights:
                 embedder_for_index(store, settings, layer=layer, weights=weights)  # only to check they agree
-            if not store.photo_rows([photo_id]) or photo_id not in set(store.vector_ids()):
+            if not store.has_vector(photo_id):
                 raise ConfigError(f"no indexed photo with id {photo_id}; see `imgidx info` or a --json listing")
             query = store.vectors([photo_id])[0]
         else:
@@ -157,8 +157,11 @@ def info(
             ("failures", report["failures"]),
         ],
     )
-    console.print_table("collections", ["collection", "count", "clean (not flagged)"],
-                        [(name, n, report["clean"][name]) for name, n in sorted(report["collections"].items())])
+    console.print_table(
+        "collections",
+        ["collection", "count", "clean (not flagged)"],
+        [(name, n, report["clean"][name]) for name, n in sorted(report["collections"].items())],
+    )
     if failures:
         console.print_table(
             "failures",

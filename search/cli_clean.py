@@ -48,10 +48,16 @@ def clean(
     drop: Annotated[int | None, typer.Option(help="Flag exactly the N farthest (the seed's fixed cut).")] = None,
     threshold: Annotated[str, typer.Option(help="'auto' (median + 3 MAD of distances) or a distance.")] = "auto",
     against: Annotated[str | None, typer.Option(help="Measure distance to this collection's robust centroid.")] = None,
-    apply: Annotated[bool, typer.Option("--apply", help="Store the flags: flagged photos leave `similar --in`, "
-                                        "training and clean counts.")] = False,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply", help="Store the flags: flagged photos leave `similar --in`, training and clean counts."
+        ),
+    ] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Remove the stored flags of this collection.")] = False,
-    sheet: Annotated[Path | None, typer.Option(help="Write an HTML contact sheet (central first, outliers last).")] = None,
+    sheet: Annotated[
+        Path | None, typer.Option(help="Write an HTML contact sheet (central first, outliers last).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers."""
@@ -70,8 +76,9 @@ def clean(
         ids, vectors = collection_vectors(store, collection)
         reference = collection_vectors(store, against, include_flagged=False)[1] if against else None
         try:
-            result = clean_ranking(vectors, iterations=iterations, drop=drop, threshold=parse_threshold(threshold),
-                                   reference=reference)
+            result = clean_ranking(
+                vectors, iterations=iterations, drop=drop, threshold=parse_threshold(threshold), reference=reference
+            )
         except (ValueError, TypeError) as e:
             raise ConfigError(str(e)) from None
         rows = _rows(store, ids, result)
@@ -82,16 +89,35 @@ def clean(
         path = _sheet(sheet, collection, rows)
         typer.echo(f"contact sheet: {path}", err=True)
     if as_json:
-        console.print_json({"collection": collection, "against": against, "iterations_run": result.iterations_run,
-                            "cutoff": result.cutoff, "applied": apply, "photos": rows})
+        console.print_json(
+            {
+                "collection": collection,
+                "against": against,
+                "iterations_run": result.iterations_run,
+                "cutoff": result.cutoff,
+                "applied": apply,
+                "photos": rows,
+            }
+        )
         return
     flagged = sum(r["flagged"] for r in rows)
     console.print_table(
         f"{collection}: {len(rows)} photos, {flagged} flagged ({result.iterations_run} passes, cut at "
         f"{result.cutoff:.4f}){' — flags stored' if apply else ''}",
         ["#", "id", "distance", "z", "flagged", "since pass", "title", "page"],
-        [(r["rank"], r["id"], f"{r['distance']:.4f}", f"{r['z']:.2f}", "yes" if r["flagged"] else "",
-          r["iteration"] or "", r["title"][:40], r["page_url"]) for r in rows],
+        [
+            (
+                r["rank"],
+                r["id"],
+                f"{r['distance']:.4f}",
+                f"{r['z']:.2f}",
+                "yes" if r["flagged"] else "",
+                r["iteration"] or "",
+                r["title"][:40],
+                r["page_url"],
+            )
+            for r in rows
+        ],
     )
 
 
@@ -101,20 +127,29 @@ def _rows(store: Store, ids: list[int], result) -> list[dict]:
     for rank, i in enumerate(result.order, start=1):
         pid = ids[int(i)]
         m = meta[pid]
-        rows.append({
-            "rank": rank, "id": pid, "source_id": m["source_id"], "distance": round(float(result.distances[i]), 6),
-            "z": round(float(result.z[i]), 3), "flagged": bool(result.flagged[i]),
-            "iteration": int(result.first_flagged[i]) or None, "title": m["title"], "page_url": m["page_url"],
-            "path": m["path"],
-        })
+        rows.append(
+            {
+                "rank": rank,
+                "id": pid,
+                "source_id": m["source_id"],
+                "distance": round(float(result.distances[i]), 6),
+                "z": round(float(result.z[i]), 3),
+                "flagged": bool(result.flagged[i]),
+                "iteration": int(result.first_flagged[i]) or None,
+                "title": m["title"],
+                "page_url": m["page_url"],
+                "path": m["path"],
+            }
+        )
     return rows
 
 
 def _sheet(path: Path, collection: str, rows: list[dict]) -> Path:
     from .sheet import contact_sheet
 
-    items = [{**r, "reason": f"outlier since pass {r['iteration']} (z {r['z']:.1f})" if r["flagged"] else ""}
-             for r in rows]
+    items = [
+        {**r, "reason": f"outlier since pass {r['iteration']} (z {r['z']:.1f})" if r["flagged"] else ""} for r in rows
+    ]
     return contact_sheet(items, f"imgidx clean {collection}", path)
 
 
@@ -148,16 +183,37 @@ def audit(
         result = audit_labels(store.vectors(ids), labels, k=k)
         meta = {h["id"]: h for h in describe(store, [(pid, 0.0) for pid in set(ids)])}
     photos = [
-        {"id": ids[p.index], "source_id": meta[ids[p.index]]["source_id"], "label": p.label,
-         "suggested": p.suggested, "flagged": p.flagged, "margin": round(float(p.margin), 6),
-         "agreement": round(float(p.agreement), 3), "reasons": list(p.reasons), "title": meta[ids[p.index]]["title"]}
+        {
+            "id": ids[p.index],
+            "source_id": meta[ids[p.index]]["source_id"],
+            "label": p.label,
+            "suggested": p.suggested,
+            "flagged": p.flagged,
+            "margin": round(float(p.margin), 6),
+            "agreement": round(float(p.agreement), 3),
+            "reasons": list(p.reasons),
+            "title": meta[ids[p.index]]["title"],
+        }
         for p in (result.photos if show_all else result.suspects)
     ]
     if as_json:
-        console.print_json({"collections": collections, "k": result.k, "suspects": len(result.suspects),
-                            "photos": photos})
+        console.print_json(
+            {"collections": collections, "k": result.k, "suspects": len(result.suspects), "photos": photos}
+        )
         return
-    console.print_table(f"audit of {', '.join(collections)}: {len(result.suspects)} suspect labels",
-                        ["id", "label", "suggested", "margin", "agreement", "reasons", "title"],
-                        [(p["id"], p["label"], p["suggested"], f"{p['margin']:.4f}", p["agreement"],
-                          "; ".join(p["reasons"]), p["title"][:30]) for p in photos])
+    console.print_table(
+        f"audit of {', '.join(collections)}: {len(result.suspects)} suspect labels",
+        ["id", "label", "suggested", "margin", "agreement", "reasons", "title"],
+        [
+            (
+                p["id"],
+                p["label"],
+                p["suggested"],
+                f"{p['margin']:.4f}",
+                p["agreement"],
+                "; ".join(p["reasons"]),
+                p["title"][:30],
+            )
+            for p in photos
+        ],
+    )

