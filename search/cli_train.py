@@ -29,7 +29,8 @@ def classifier_path(home: Path, name: str) -> Path:
 
 
 def load_classifier(store: Store, name: str):
-    from .classifier import LinearClassifier, StampMismatch as ModelStampMismatch
+    from .classifier import LinearClassifier
+    from .classifier import StampMismatch as ModelStampMismatch
 
     path = classifier_path(store.home, name)
     if not path.exists():
