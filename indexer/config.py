@@ -20,6 +20,7 @@ class Settings:
     keras_home: Path = Path("~/.keras").expanduser()
     weights_url: str = WEIGHTS_URL  # where `imagenet` weights are downloaded from when online
     cache_dir: Path = Path("~/.cache/imgidx").expanduser()
+    token: str | None = field(default=None, repr=False)  # `imgidx serve` access token; never printed
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -33,6 +34,7 @@ class Settings:
             keras_home=Path(env.get("KERAS_HOME") or "~/.keras").expanduser(),
             weights_url=env.get("IMGIDX_WEIGHTS_URL") or WEIGHTS_URL,
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",
+            token=env.get("IMGIDX_TOKEN") or None,
         )
 
     def with_options(self, **options: object) -> Settings:
