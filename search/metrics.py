@@ -77,7 +77,7 @@ def _render_histogram(name: str, buckets: tuple[float, ...], series: dict[Labels
         cumulative = 0.0
         for bound, count in zip((*buckets, math.inf), counts[:-1], strict=True):
             cumulative += count
-            le = "+Inf" if bound == math.inf else _num(bound)
+            le = "+Inf" if bound == math.inf else repr(float(bound))
             lines.append(f"{name}_bucket{_fmt_labels((*key, ('le', le)))} {_num(cumulative)}")
         lines.append(f"{name}_sum{_fmt_labels(key)} {_num(counts[-1])}")
         lines.append(f"{name}_count{_fmt_labels(key)} {_num(cumulative)}")
