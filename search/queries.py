@@ -7,7 +7,6 @@ Local file paths never leave this module: photos point to their `/photos/{id}/im
 from __future__ import annotations
 
 import os
-import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -15,24 +14,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from indexer.errors import StoreError
+from indexer.errors import ConfigError, StoreError
 from indexer.store import Store
 
+from . import cli_train
 from .classifier import LinearClassifier
 from .classifier import StampMismatch as ClassifierStampMismatch
 from .cleanup import clean_ranking
 from .knn import describe, nearest
 from .service import BadRequest, Conflict, NotFound
 
-CLASSIFIER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 MAX_CLASSIFY = 5000  # stored photos per classify request
 
 
 def classifier_path(home: Path, name: str) -> Path:
-    """$IMGIDX_HOME/classifiers/<name>.joblib; the name is checked, so it can never leave that folder."""
-    if not CLASSIFIER_NAME.match(name):
-        raise BadRequest(f"classifier names use letters, digits, '_', '.' and '-'; received {name!r}")
-    return Path(home) / "classifiers" / f"{name}.joblib"
+    """$IMGIDX_HOME/classifiers/<name>.joblib, by `imgidx train`'s own rule for names (never a path elsewhere)."""
+    try:
+        return cli_train.classifier_path(home, name)
+    except ConfigError as e:
+        raise BadRequest(str(e)) from None
 
 
 def public(hit: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +40,10 @@ def public(hit: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in hit.items() if k != "path"}
     out["image_url"] = f"/photos/{hit['id']}/image"
     return out
+
+
+def _kept(store: Store, collection: str, photo_id: int) -> bool:
+    return photo_id in store.vector_ids(collection, include_flagged=False)
 
 
 def _unscored(hit: dict[str, Any]) -> dict[str, Any]:
@@ -89,10 +93,13 @@ class Queries:
             raise NotFound(f"no photo with id {photo_id}")
         out = public(describe(store, [(photo_id, 0.0)])[0])
         del out["score"]
-        extra = ("source", "state", "width", "height", "date_taken", "date_upload", "flagged", "error")
+        extra = ("source", "state", "width", "height", "date_taken", "date_upload", "error")
         out.update({k: row[k] for k in extra})
         out["tags"] = row["tags"].split() if row["tags"] else []
-        out["flagged"] = bool(row["flagged"])
+        # `clean --apply` flags a photo in one collection (its membership), not everywhere
+        out["flagged_in"] = [
+            c for c in out["collections"] if photo_id not in store.vector_ids(c, include_flagged=False)
+        ]
         return out
 
     def photo_file(self, store: Store, photo_id: int) -> Path:
@@ -112,10 +119,10 @@ class Queries:
         return path
 
     def collections(self, store: Store) -> list[dict]:
-        counts = store.counts()["collections"]
+        counts = store.counts()
         return [
-            {"name": name, "photos": n, "flagged": n - len(store.vector_ids(name, include_flagged=False))}
-            for name, n in counts.items()
+            {"name": name, "photos": n, "flagged": n - counts["clean"][name]}
+            for name, n in counts["collections"].items()
         ]
 
     # ---- clean -----------------------------------------------------------------------------------------------
@@ -134,7 +141,7 @@ class Queries:
             raise BadRequest(str(e)) from None
         ordered = [int(i) for i in result.order]
         described = describe(store, [(ids[i], 0.0) for i in ordered])
-        rows = store.photo_rows(ids)
+        unflagged = set(store.vector_ids(name, include_flagged=False))
         items = []
         for rank, (i, hit) in enumerate(zip(ordered, described, strict=True), start=1):
             item = _unscored(hit)
@@ -143,7 +150,7 @@ class Queries:
                 distance=round(float(result.distances[i]), 6),
                 z=round(float(result.z[i]), 3),
                 outlier=bool(result.flagged[i]),
-                flagged_in_index=bool(rows[ids[i]]["flagged"]),
+                flagged_in_index=ids[i] not in unflagged,  # by an earlier `imgidx clean --apply`
             )
             items.append(item)
         answer = {
@@ -163,7 +170,7 @@ class Queries:
     def classifier_names(self, store: Store) -> list[str]:
         folder = store.home / "classifiers"
         names = sorted(p.stem for p in folder.glob("*.joblib")) if folder.is_dir() else []
-        return [n for n in names if CLASSIFIER_NAME.match(n)]
+        return [n for n in names if cli_train.NAME_RE.match(n) and not n.startswith(".")]
 
     def classifier(self, store: Store, name: str) -> LinearClassifier:
         path = classifier_path(store.home, name)

@@ -91,7 +91,7 @@ def test_non_images_are_refused_with_a_clear_message(client):
 
 def test_photo_metadata_original_file_and_thumbnail(client, served_index):
     meta = client.get("/photos/1").json()
-    assert meta["id"] == 1 and meta["source"] == "folder" and meta["flagged"] is False and "path" not in meta
+    assert meta["id"] == 1 and meta["source"] == "folder" and meta["flagged_in"] == [] and "path" not in meta
     original = client.get("/photos/1/image")
     assert original.status_code == 200 and original.headers["content-type"] == "image/jpeg"
     assert original.content == (served_index.photos / meta["source_id"]).read_bytes()
@@ -249,3 +249,15 @@ def test_photos_that_a_build_adds_beside_the_server_are_served(served_index, tmp
         hits = c.post("/similar", json={"id": N_PHOTOS + 1, "k": 1, "collection": "checks"}).json()["hits"]
         assert hits[0]["id"] == N_PHOTOS + 1 and hits[0]["collections"] == ["checks"]
         assert "checks" in {x["name"] for x in c.get("/collections").json()["collections"]}
+        # `clean --apply` beside the server: the flag shows, and flagged photos leave `similar` in that collection
+        r = CliRunner().invoke(app, ["--home", str(home), "clean", "stripes", "--drop", "1", "--apply", "--json"])
+        assert r.exit_code == 0, r.stderr
+        time.sleep(0.3)
+        stripes = next(x for x in c.get("/collections").json()["collections"] if x["name"] == "stripes")
+        assert stripes["flagged"] == 1
+        ranked = c.get("/collections/stripes/clean", params={"drop": 1}).json()["items"]
+        flagged = [i["id"] for i in ranked if i["flagged_in_index"]]
+        assert flagged == [ranked[-1]["id"]] and c.get(f"/photos/{flagged[0]}").json()["flagged_in"] == ["stripes"]
+        query = {"id": ranked[0]["id"], "k": 50, "collection": "stripes"}
+        assert len(c.post("/similar", json=query).json()["hits"]) == 7
+        assert len(c.post("/similar", json={**query, "include_flagged": True}).json()["hits"]) == 8

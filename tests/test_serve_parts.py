@@ -64,7 +64,7 @@ def test_the_token_comes_from_the_environment_and_is_never_printed():
     assert Settings.from_env({"IMGIDX_TOKEN": ""}).token is None
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "a b", "x" * 101])
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "a b", "x" * 65])
 def test_classifier_names_cannot_leave_the_classifiers_folder(tmp_path, name):
     with pytest.raises(BadRequest, match="classifier names"):
         classifier_path(tmp_path, name)
