@@ -100,6 +100,8 @@ class StoreThread:
         self._pool.shutdown()
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
+        if self._store is None:
+            _single_threaded_faiss()
         self._maybe_reopen()
         assert self._store is not None
         return fn(self._store, *args)
@@ -232,6 +234,14 @@ class Service:
         m.gauge("imgidx_index_generation", "Times the index was (re)opened.", lambda: self.store.generation)
         m.gauge("imgidx_model_loaded", "1 once the embedding model is loaded.", lambda: int(self.model_loaded))
         m.gauge("imgidx_uptime_seconds", "Seconds since the service started.", lambda: time.time() - self.started_at)
+
+
+def _single_threaded_faiss() -> None:
+    """One query at a time runs far faster on one OpenMP thread (0.03 ms against 1.2 ms for a small flat index
+    on 2 cores): waking the pool costs more than the search, and the model thread needs the cores anyway."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
 
 
 def decode_upload(data: bytes) -> npt.NDArray[np.uint8]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import threading
 import time
@@ -261,3 +262,15 @@ def test_photos_that_a_build_adds_beside_the_server_are_served(served_index, tmp
         query = {"id": ranked[0]["id"], "k": 50, "collection": "stripes"}
         assert len(c.post("/similar", json=query).json()["hits"]) == 7
         assert len(c.post("/similar", json={**query, "include_flagged": True}).json()["hits"]) == 8
+
+
+def test_the_load_benchmark_runs_against_a_server_without_errors(server, served_index, tmp_path):
+    from bench.load import main
+
+    photo = served_index.photos / "rings" / "rings_4.jpg"
+    args = ["--url", server.url, "--clients", "8", "--duration", "1.5", "--photo", str(photo)]
+    assert main([*args, "--json", str(tmp_path / "load.json")]) == 0
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert report["errors"] == 0 and report["ok"] == report["requests"] > 8 and report["clients"] == 8
+    assert report["latency"]["p50_ms"] <= report["latency"]["p99_ms"] <= report["latency"]["max_ms"]
+    assert report["index_vectors"] == N_PHOTOS
