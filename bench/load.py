@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -163,7 +164,8 @@ def local_server(photos: int, extra: list[str]) -> Iterator[tuple[str, list[byte
             raise SystemExit(f"could not build the load-test index: {result.stderr}")
         queries = sorted((root / "demo-queries").glob("*.jpg")) + sorted((root / "photos").rglob("*.jpg"))[:9]
         print(f"bench.load: index of {photos} generated photos in {home}; starting the server", file=sys.stderr)
-        with spawned(home, *extra, env={"IMGIDX_TOKEN": ""}) as server:
+        env = {k: v for k, v in os.environ.items() if k != "IMGIDX_TOKEN"}
+        with spawned(home, *extra, env=env) as server:
             yield server.url, [q.read_bytes() for q in queries]
 
 

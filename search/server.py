@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from .api import create_app
 from .service import ServeOptions, Service
 
 ANNOUNCE = "imgidx serve: listening on "
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{8,}")
 
 
 def is_loopback(host: str) -> bool:
@@ -45,6 +47,11 @@ def check_binding(host: str, token: str | None) -> None:
         raise ConfigError(
             f"binding to {host} would open the index to the network; pass --token TOKEN (or set IMGIDX_TOKEN) "
             "so that every request must carry it, or bind to 127.0.0.1"
+        )
+    if token is not None and not TOKEN_RE.fullmatch(token):
+        raise ConfigError(
+            "the token must be at least 8 characters of letters, digits and ._~+/=- (it travels in a header and a "
+            "cookie); make one with: python3 -c 'import secrets; print(secrets.token_urlsafe())'"
         )
 
 
@@ -110,9 +117,11 @@ class ServerProcess:
 def spawned(
     home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180.0
 ) -> Iterator[ServerProcess]:
-    """`imgidx --home HOME serve --port 0 ARGS…` as a child process; yields once it listens, stops it after."""
+    """`imgidx --home HOME serve --port 0 ARGS…` as a child process; yields once it listens, stops it after.
+
+    `env` is the child's whole environment (default: this process's)."""
     cmd: Sequence[str] = [sys.executable, "-m", "search.cli", "--home", str(home), "serve", "--port", "0", *args]
-    env = {**os.environ, **(env or {})}
+    env = dict(os.environ if env is None else env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     server = ServerProcess("", proc)

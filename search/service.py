@@ -87,6 +87,7 @@ class StoreThread:
         self._store: Store | None = None
         self._signature: tuple = ()
         self._checked = 0.0
+        self._reopen_s = 0.0  # how long the last (re)open took
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
@@ -108,14 +109,17 @@ class StoreThread:
 
     def _maybe_reopen(self) -> None:
         now = time.monotonic()
-        if self._store is not None and now - self._checked < self.refresh_s:
+        # a reopen reads the whole FAISS file: during a long build of a big index, reopen less often than that costs
+        if self._store is not None and now - self._checked < max(self.refresh_s, 20 * self._reopen_s):
             return
         self._checked = now
         if self._store is not None and self._current_signature(self._store) == self._signature:
             return
         try:
+            start = time.monotonic()
             fresh = Store(self.home, readonly=True)
             fresh.index  # noqa: B018  load (and catch up) the FAISS index now, not in the next query
+            self._reopen_s = time.monotonic() - start
         except StoreError:
             if self._store is None:
                 raise

@@ -56,6 +56,9 @@ def test_only_loopback_may_be_bound_without_a_token():
     check_binding("0.0.0.0", "t0ken")
     with pytest.raises(ConfigError, match="--token"):
         check_binding("0.0.0.0", None)
+    for weak in ("short", "has space in it", "semi;colon-token"):
+        with pytest.raises(ConfigError, match="at least 8 characters"):
+            check_binding("127.0.0.1", weak)
 
 
 def test_the_token_comes_from_the_environment_and_is_never_printed():
