@@ -53,7 +53,7 @@ def test_only_loopback_may_be_bound_without_a_token():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
     check_binding("127.0.0.1", None)
-    check_binding("0.0.0.0", "t0ken")
+    check_binding("0.0.0.0", "t0ken-t0ken")
     with pytest.raises(ConfigError, match="--token"):
         check_binding("0.0.0.0", None)
     for weak in ("short", "has space in it", "semi;colon-token"):
