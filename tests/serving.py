@@ -17,8 +17,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from search.server import ServerProcess, spawned
-
 from .conftest import pattern_image
 
 RANDOM = ["--weights", "random:0", "--layer", "block5_pool"]
@@ -92,7 +90,9 @@ def served_index(tmp_path_factory) -> ServedIndex:
 
 
 @pytest.fixture(scope="session")
-def server(served_index) -> Iterator[ServerProcess]:
-    """The default server: loopback, no token, 20 MiB cap."""
+def server(served_index) -> Iterator:
+    """The default server (a search.server.ServerProcess): loopback, no token, 20 MiB cap."""
+    from search.server import spawned
+
     with spawned(served_index.home, env=served_index.env) as running:
         yield running

@@ -137,3 +137,15 @@ def test_a_classifiers_predictions_are_shown(browser, server):
     labels = {e.text for e in browser.find_elements("css selector", "#predictions .label")}
     assert labels <= {"rings", "stripes"} and labels
     assert "shapes (logistic" in browser.find_element("id", "classify-message").text
+
+
+def test_a_photo_can_be_classified_from_the_page(browser, server, served_index):
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server.url)
+    browser.find_element("css selector", "nav button[data-tab=classify]").click()
+    Select(browser.find_element("id", "classifier")).select_by_value("shapes")
+    browser.find_element("id", "classify-file").send_keys(str(served_index.photos / "stripes" / "stripes_2.jpg"))
+    wait_for(browser, lambda d: len(loaded_thumbnails(d, "predictions")) == 1, "the classified photo")
+    label = browser.find_element("css selector", "#predictions .label").text
+    assert label in ("rings", "stripes") and f'is "{label}"' in browser.find_element("id", "classify-message").text

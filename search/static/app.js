@@ -226,7 +226,11 @@ async function classifyFile(file) {
   try {
     const result = await api(`/classify/${encodeURIComponent(model)}`, { method: "POST", body: form });
     const p = result.predictions[0];
-    $("predictions").replaceChildren();
+    const img = el("img", { class: "thumb", src: URL.createObjectURL(file), alt: file.name });
+    const badge = el("span", { class: "badge", text: `${p.label} · ${(100 * p.probability).toFixed(0)}%` });
+    const caption = el("figcaption", {}, el("span", { class: "title", text: file.name }),
+      el("span", { class: "meta" }, "predicted ", el("span", { class: "label", text: p.label })));
+    $("predictions").replaceChildren(el("figure", { class: "card upload" }, img, badge, caption));
     say("classify-message", `${model}: ${file.name} is "${p.label}" (probability ${(100 * p.probability).toFixed(1)}%)`);
   } catch (e) {
     say("classify-message", e.message, true);
