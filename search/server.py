@@ -6,6 +6,7 @@ on stderr is the one really bound; the announcement comes only once the model is
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import re
@@ -89,7 +90,12 @@ def serve(
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{bound}/"
     app = create_app(Service(settings, options), token=settings.token, max_upload=max_upload)
-    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout is for results only
+    level = "info" if access_log else "warning"
+    config = uvicorn.Config(
+        app, log_level=level, log_config=log_config, access_log=access_log, timeout_graceful_shutdown=5
+    )
     _AnnouncingServer(config, f"{ANNOUNCE}{url} ({summary}; Ctrl-C stops)").run(sockets=[sock])
 
 
