@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_PROXY := 127.0.0.1,localhost
 
-.PHONY: help install test test-all test-fast lint format demo quality clean
+.PHONY: help install test test-all test-fast lint format demo quality bench-load clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,3 +43,6 @@ clean:  ## remove caches (keeps .venv and data/)
 
 quality: install  ## clean/classify/audit quality on the real photos in ../shared (writes bench/out/quality.json)
 	$(BIN)/python -m bench.quality
+
+bench-load: install  ## load test of `imgidx serve`: 50 clients for 15 s on loopback (p50/p99, req/s, errors)
+	$(BIN)/python -m bench.load --clients 50 --duration 15 --json bench/out/load.json

@@ -17,6 +17,7 @@ class Settings:
     flickr_rest_url: str = FLICKR_REST_URL
     flickr_key: str | None = None
     flickr_secret: str | None = field(default=None, repr=False)  # never printed
+    token: str | None = field(default=None, repr=False)  # `imgidx serve` access token; never printed
     keras_home: Path = Path("~/.keras").expanduser()
     weights_url: str = WEIGHTS_URL  # where `imagenet` weights are downloaded from when online
     cache_dir: Path = Path("~/.cache/imgidx").expanduser()
@@ -30,6 +31,7 @@ class Settings:
             flickr_rest_url=env.get("IMGIDX_FLICKR_REST_URL") or FLICKR_REST_URL,
             flickr_key=env.get("FLICKR_API_KEY") or None,
             flickr_secret=env.get("FLICKR_API_SECRET") or None,
+            token=env.get("IMGIDX_TOKEN") or None,
             keras_home=Path(env.get("KERAS_HOME") or "~/.keras").expanduser(),
             weights_url=env.get("IMGIDX_WEIGHTS_URL") or WEIGHTS_URL,
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",

@@ -19,6 +19,7 @@ from indexer.images import prepare
 from indexer.store import Store
 
 from .cli_clean import audit, clean
+from .cli_serve import serve
 from .cli_train import classify, train
 from .cli_vision import activations, labels
 from .knn import nearest
@@ -45,6 +46,7 @@ def root(
 app.command()(build)
 for command in (clean, audit, train, classify, activations, labels):
     app.command()(command)
+app.command()(serve)
 
 
 @app.command()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest_plugins = ["tests.fake_flickr.fixtures"]
+pytest_plugins = ["tests.fake_flickr.fixtures", "tests.serving"]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
