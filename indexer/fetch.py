@@ -90,7 +90,7 @@ class Fetcher:
                 if urlparse(final).scheme not in ("http", "https"):
                     return Download(None, "redirected to a non-http(s) URL"), None
                 if r.status_code in RETRY_STATUS:
-                    return Download(None, f"HTTP {r.status_code}", True, final), _retry_after(r)
+                    return Download(None, f"HTTP {r.status_code}", True, final), retry_after_seconds(r)
                 if r.status_code != 200:
                     return Download(None, f"HTTP {r.status_code}", False, final), None
                 if is_placeholder(final):
@@ -104,6 +104,8 @@ class Fetcher:
                 if declared is not None and declared > self.max_bytes:
                     return Download(None, f"too large ({declared} bytes; limit {self.max_bytes})", False, final), None
                 return self._read_body(r, start, declared), None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as e:
+            return Download(None, f"refused URL ({type(e).__name__})"), None
         except requests.TooManyRedirects:
             return Download(None, f"too many redirects (more than {self.max_redirects}; a redirect loop?)"), None
         except (requests.Timeout, requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
@@ -131,7 +133,7 @@ def is_placeholder(url: str) -> bool:
     return name in PLACEHOLDER_NAMES
 
 
-def _retry_after(r: requests.Response) -> float | None:
+def retry_after_seconds(r: requests.Response) -> float | None:
     value = r.headers.get("Retry-After")
     if not value:
         return None
