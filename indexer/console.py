@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,9 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except ImgidxError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except sqlite3.DatabaseError as e:  # damage found mid-command; `imgidx verify` says more
+            typer.echo(f"error: the index database failed ({e}); run `imgidx verify` for a report", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: everything committed so far is kept; run the same command to resume", err=True)

@@ -68,7 +68,10 @@ class Store:
         except sqlite3.OperationalError as e:
             raise index_file.write_error(self.db_path, e) from None  # a full disk while creating it, or locked
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open {self.db_path}: {e}; run `imgidx verify` or move it aside") from None
+            raise StoreError(
+                f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
+                "fixed.sqlite`, put fixed.sqlite in its place and run `imgidx verify --repair`"
+            ) from None
         return db
 
     def _ensure_schema(self, db: sqlite3.Connection) -> None:

@@ -69,7 +69,10 @@ class Report:
 def verify(store: Store, *, build_running: bool = False) -> Report:
     """Check everything; never changes anything."""
     report = Report(str(store.home))
-    quick = store.db.execute("PRAGMA quick_check").fetchall()
+    try:
+        quick = store.db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as e:
+        quick = [(str(e),)]
     if [r[0] for r in quick] != ["ok"]:
         detail = "; ".join(str(r[0]) for r in quick[:3])
         report.add("sqlite_corrupt", [0], f"SQLite integrity problem(s): {detail}", repairable=False)
@@ -175,7 +178,7 @@ def _check_files(store: Store, report: Report) -> None:
         "temp files left by a killed writer",
     )
     missing, changed, source_missing, source_changed, known = [], [], [], [], set()
-    rows = store.db.execute("SELECT id, source, path, sha256 FROM photos WHERE path IS NOT NULL AND sha256 IS NOT NULL")
+    rows = store.db.execute("SELECT id, source, path, sha256 FROM photos WHERE path <> '' AND sha256 <> ''")
     for pid, source, path, sha in rows:
         full = Path(path) if source == "folder" else store.home / path
         known.add(full.resolve())
