@@ -100,7 +100,7 @@ def build(
         console.print_json({**report.as_dict(), "index": counts})
         return
     for pid, source_id, reason in report.skipped[:20]:
-        console.err.print(f"skipping {source_id} (id {pid}): {reason}", markup=False, highlight=False)
+        console.err.print(f"skipping {source_id} (id {pid}): {reason}", markup=False, highlight=False, soft_wrap=True)
     if len(report.skipped) > 20:
         console.err.print(f"... and {len(report.skipped) - 20} more: see `imgidx info --failures`")
     d = report.as_dict()

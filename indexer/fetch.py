@@ -108,8 +108,10 @@ class Fetcher:
             return Download(None, f"refused URL ({type(e).__name__})"), None
         except requests.TooManyRedirects:
             return Download(None, f"too many redirects (more than {self.max_redirects}; a redirect loop?)"), None
-        except (requests.Timeout, requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
-            return Download(None, f"{type(e).__name__} (network)", True), None
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            return Download(None, f"timed out (nothing for {self.timeout[1]:g} s) (network)", True), None
+        except (requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
+            return Download(None, f"connection broken ({type(e).__name__}) (network)", True), None
         except requests.RequestException as e:
             return Download(None, f"download failed ({type(e).__name__})", True), None
 
@@ -121,7 +123,7 @@ class Fetcher:
             if size > self.max_bytes:
                 return Download(None, f"too large (over {self.max_bytes} bytes)", False, r.url)
             if time.monotonic() - start > self.deadline:
-                return Download(None, f"too slow (over {self.deadline:.0f} s)", True, r.url)
+                return Download(None, f"too slow (over {self.deadline:g} s)", True, r.url)
             chunks.append(chunk)
         if declared is not None and size != declared:
             return Download(None, f"body shorter than announced ({size} of {declared} bytes)", True, r.url)

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,12 +74,17 @@ def cli(*args):
 
 def test_a_healthy_home_verifies_ok(home):
     report = check(home)
-    assert report.ok and report.findings == [] and report.checked == {
-        "index_size": 6,
-        "files": 6,
-        "photos": 6,
-        "vectors": 6,
-    }
+    assert (
+        report.ok
+        and report.findings == []
+        and report.checked
+        == {
+            "index_size": 6,
+            "files": 6,
+            "photos": 6,
+            "vectors": 6,
+        }
+    )
     r = cli()
     assert r.exit_code == 0 and r.stdout.startswith("ok: index, metadata and files agree")
 
@@ -200,7 +206,7 @@ def test_a_failed_index_save_is_one_clear_error_and_keeps_the_old_file(home, mon
     before = (home / "index" / "faiss.index").read_bytes()
 
     def full(index, path):
-        open(path, "wb").write(b"half")
+        Path(path).write_bytes(b"half")
         raise RuntimeError("Error: 'ret == (size * 4)' failed: write error in x: 3 != 8 (File too large)")
 
     monkeypatch.setattr(faiss, "write_index", full)
