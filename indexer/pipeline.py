@@ -118,7 +118,7 @@ class Loader:
         return got.data, str(target.relative_to(self.home)), None, False
 
     def _folder(self, job: Job) -> Path:
-        if not job.source_id.isdigit():  # file names come from numeric ids only, never from remote text
+        if not (job.source_id.isascii() and job.source_id.isdigit()):  # names from ASCII digits only, never text
             raise OSError(f"refusing a non-numeric photo id {job.source_id!r} as a file name")
         return self.home / "photos" / job.source / job.source_id[-2:].rjust(2, "0")
 

@@ -105,7 +105,7 @@ class FlickrSource:
             new = 0
             for raw in photos:
                 pid = str(raw.get("id", ""))
-                if not pid.isdigit() or pid in seen:
+                if not (pid.isascii() and pid.isdigit()) or pid in seen:
                     continue  # drift and the 4,000 cap repeat earlier results
                 seen.add(pid)
                 new += 1

@@ -129,8 +129,11 @@ def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: R
     index = index_file.read_index(store.index_path)
     if index is None:
         if vector_ids:
+            lag = running and not store.index_path.exists()  # a running build has not saved it yet
             what = "is unreadable" if store.index_path.exists() else "is missing"
-            report.add("index_missing", vector_ids, f"vectors are not searchable: {store.index_path} {what}")
+            report.add(
+                "index_missing", vector_ids, f"vectors are not searchable: {store.index_path} {what}", error=not lag
+            )
         return
     report.checked["index_size"] = int(index.ntotal)
     if dim is not None and index.d != dim:
