@@ -2,8 +2,8 @@
 
 Flickr facts this relies on (shared/flickr-fake-spec.md): at most 500 per page, only the first 4,000 results of
 a search are reachable (later pages repeat), results drift between calls (deduplicate by id), `total` may be a
-string, `url_X` extras are absent when a photo lacks that size, and a non-200 reply is a FlickrError with
-code None. Only this module and fetch.py touch the network.
+string and `url_X` extras are absent when a photo lacks that size. API calls (retries, budget, errors) go through
+flickr_api.FlickrApi; only it and fetch.py touch the network.
 """
 
 from __future__ import annotations
