@@ -108,6 +108,8 @@ class Fetcher:
             return Download(None, f"refused URL ({type(e).__name__})"), None
         except requests.TooManyRedirects:
             return Download(None, f"too many redirects (more than {self.max_redirects}; a redirect loop?)"), None
+        except (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
+            return Download(None, f"could not connect within {self.timeout[0]:g} s (network)", True), None
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             return Download(None, f"timed out (nothing for {self.timeout[1]:g} s) (network)", True), None
         except (requests.ConnectionError, urllib3.exceptions.HTTPError) as e:

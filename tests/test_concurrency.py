@@ -15,7 +15,7 @@ from search.cli import app
 from tests.subproc import count, imgidx_env, run, start, wait_for
 
 pytestmark = pytest.mark.slow
-BUILD = ["build", "dog", "-n", 32, "--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]
+BUILD = ["build", "dog", "-n", 24, "--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]
 runner = CliRunner()
 
 
