@@ -23,7 +23,7 @@ test: install  ## the test suite CI runs (offline; includes the real-Keras tests
 test-fast: install  ## skip the tests that build the VGG16 graph
 	$(BIN)/python -m pytest -m "not slow and not network and not gpu" -q
 
-test-long: install  ## make test plus the long kill/resume loop (24 seeds, some killed twice; ~10 minutes)
+test-long: install  ## make test plus the long kill/resume loop (24 seeds, some killed twice, 4 with fc2; ~12 min)
 	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "not network and not gpu" -q
 
 test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LIVE=1 and a key)
