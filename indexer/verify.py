@@ -197,9 +197,10 @@ def _check_files(store: Store, report: Report) -> None:
     report.add("source_changed", source_changed, "folder photos changed since they were embedded", error=False)
     photos = store.home / "photos"
     extra = [p for p in photos.rglob("*") if p.is_file() and not p.name.startswith(".")] if photos.is_dir() else []
-    report.add(
+    failed = {r[0] for r in store.db.execute("SELECT source_id FROM photos WHERE state='failed'")}
+    report.add(  # a failed photo's download is kept for --retry-failed; others are a killed build's last downloads
         "file_without_photo",
-        sorted(str(p.relative_to(store.home)) for p in extra if p.resolve() not in known),
+        sorted(str(p.relative_to(store.home)) for p in extra if p.resolve() not in known and p.stem not in failed),
         "downloads not recorded yet (the next build uses them instead of downloading again)",
         error=False,
     )
