@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_PROXY := 127.0.0.1,localhost
 
-.PHONY: help install test test-all test-fast lint format demo quality bench-load clean
+.PHONY: help install test test-all test-fast test-long lint format demo quality bench-load clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ test: install  ## the test suite CI runs (offline; includes the real-Keras tests
 
 test-fast: install  ## skip the tests that build the VGG16 graph
 	$(BIN)/python -m pytest -m "not slow and not network and not gpu" -q
+
+test-long: install  ## make test plus the long kill/resume loop (24 seeds, some killed twice, 4 with fc2; ~12 min)
+	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "not network and not gpu" -q
 
 test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LIVE=1 and a key)
 	$(BIN)/python -m pytest -q

@@ -8,14 +8,13 @@ from typing import Annotated
 import typer
 
 from . import console
-from .compose import build_lock, make_embedder
+from .compose import build_lock, make_embedder, make_fetcher, make_flickr_source
 from .config import Settings
 from .errors import ConfigError
-from .fetch import Fetcher
 from .licenses import parse_license_ids
 from .pipeline import ingest
 from .records import Photo
-from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FlickrSource, FolderSource
+from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
 from .store import Store
 
 
@@ -54,16 +53,27 @@ def build(
         bool,
         typer.Option("--retry-failed", help="Retry photos that failed with a retryable error (network, timeouts)."),
     ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", help="Seconds one download may take in all (env IMGIDX_DOWNLOAD_DEADLINE, default 60)."
+        ),
+    ] = None,
+    calls_per_hour: Annotated[
+        int | None,
+        typer.Option("--calls-per-hour", help="Flickr API call budget (env IMGIDX_FLICKR_CALLS_PER_HOUR, 3600)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
-    settings: Settings = ctx.obj
+    settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
     if bool(queries) == bool(from_dir):
         raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
     embedder = make_embedder(settings, layer, weights or settings.weights, batch_size=batch_size)
     with build_lock(settings.home), Store(settings.home) as store:
+        store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
         store.ensure_stamp(embedder.stamp)
         if embedder.weights.path:
             store.set_meta("weights_source", str(embedder.weights.path.resolve()))
@@ -73,7 +83,7 @@ def build(
             else _flickr_photos(settings, queries or [], as_name, count, sort, license, size)
         )
         ids = store.add_photos(photos)
-        fetcher = Fetcher(workers=workers)
+        fetcher = make_fetcher(settings, workers)
         with console.progress("embedding", len(store.pending(ids, retry_failed=retry_failed))) as advance:
             report = ingest(
                 store,
@@ -82,6 +92,7 @@ def build(
                 fetcher,
                 retry_failed=retry_failed,
                 workers=workers if not from_dir else min(workers, 4),
+                save_every=settings.save_every,
                 on_progress=advance,
             )
         counts = store.counts()
@@ -89,7 +100,7 @@ def build(
         console.print_json({**report.as_dict(), "index": counts})
         return
     for pid, source_id, reason in report.skipped[:20]:
-        console.err.print(f"skipping {source_id} (id {pid}): {reason}", markup=False, highlight=False)
+        console.err.print(f"skipping {source_id} (id {pid}): {reason}", markup=False, highlight=False, soft_wrap=True)
     if len(report.skipped) > 20:
         console.err.print(f"... and {len(report.skipped) - 20} more: see `imgidx info --failures`")
     d = report.as_dict()
@@ -124,7 +135,7 @@ def _flickr_photos(
         licenses = tuple(parse_license_ids(license)) if license else ()
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    source = FlickrSource(settings.flickr_key, settings.flickr_secret, settings.flickr_rest_url)
+    source = make_flickr_source(settings)
     photos: list[Photo] = []
     for text in queries:
         q = FlickrQuery(text, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or text)

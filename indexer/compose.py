@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 from .config import Settings
 from .embed import Embedder
 from .errors import ConfigError, LockedError, StampMismatch
+from .fetch import Fetcher
+from .flickr_api import CallBudget
+from .sources import FlickrSource
 from .store import Store, stamp_mismatch_message
 from .weights import resolve
 
@@ -54,6 +58,40 @@ def embedder_for_index(
     )
 
 
+def make_fetcher(settings: Settings, workers: int) -> Fetcher:
+    return Fetcher(
+        workers=workers,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        deadline=settings.download_deadline,
+        retries=settings.retries,
+        backoff=settings.backoff,
+        max_backoff=settings.max_backoff,
+        max_bytes=settings.max_bytes,
+    )
+
+
+def make_flickr_source(settings: Settings) -> FlickrSource:
+    def say_wait(seconds: float) -> None:
+        print(
+            f"flickr: call budget of {settings.flickr_calls_per_hour} per {settings.flickr_budget_window:g} s "
+            f"reached; waiting {seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    budget = CallBudget(settings.flickr_calls_per_hour, settings.flickr_budget_window, on_wait=say_wait)
+    return FlickrSource(
+        settings.flickr_key,
+        settings.flickr_secret,
+        settings.flickr_rest_url,
+        timeout=settings.flickr_timeout,
+        retries=settings.retries,
+        backoff=settings.backoff,
+        budget=budget,
+    )
+
+
 @contextmanager
 def build_lock(home: Path) -> Iterator[None]:
     """One build per data home: a second one is refused with a clear message instead of interleaving writes."""
@@ -74,3 +112,19 @@ def build_lock(home: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def build_running(home: Path) -> bool:
+    """Whether a build holds the lock of `home` right now (asked without waiting and without taking it)."""
+    path = home / "build.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,9 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except ImgidxError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except sqlite3.DatabaseError as e:  # damage found mid-command; `imgidx verify` says more
+            typer.echo(f"error: the index database failed ({e}); run `imgidx verify` for a report", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: everything committed so far is kept; run the same command to resume", err=True)
@@ -74,7 +78,31 @@ def progress(description: str, total: int, enabled: bool = True) -> Iterator[Cal
         yield lambda n: bar.advance(task, n)
 
 
-def setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool, secrets: Sequence[str | None] = ()) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
     )
+    # flickrapi logs every non-200 reply body at ERROR; our own retry lines say the same thing once
+    logging.getLogger("flickrapi").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    hidden = [s for s in secrets if s]
+    if hidden:
+        for handler in logging.getLogger().handlers:
+            for old in [f for f in handler.filters if isinstance(f, Redact)]:
+                handler.removeFilter(old)
+            handler.addFilter(Redact(hidden))
+
+
+class Redact(logging.Filter):
+    """Replace secrets in every log line, whichever library wrote it (belt and braces: none is known to)."""
+
+    def __init__(self, secrets: Sequence[str]):
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            for s in self.secrets:
+                message = message.replace(s, "***")
+            record.msg, record.args = message, None
+        return True

@@ -57,7 +57,7 @@ class Embedder:
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            out[start : start + len(chunk)] = self._raw(chunk)
+            out[start : start + len(chunk)] = self._raw(pad_rows(chunk, self.batch_size))[: len(chunk)]
         return l2_normalize(out)
 
     def _raw(self, chunk: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -96,6 +96,21 @@ def import_keras():
 def preprocess(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """Keras caffe preprocessing on a copy (preprocess_input modifies float input in place)."""
     return import_keras().applications.vgg16.preprocess_input(images.astype(np.float32, copy=True))
+
+
+def pad_rows(chunk: npt.NDArray[np.uint8], rows: int) -> npt.NDArray[np.uint8]:
+    """Pad a short batch with black images so that the model always sees `rows` rows.
+
+    Why: a photo's vector must not depend on which other photos shared its batch, or a resumed build (which
+    batches differently) would not reproduce an uninterrupted one bit for bit. Measured on TF 2.21 CPU: for a
+    fixed batch shape, rows are bitwise independent of their neighbours and position, but fc2 differs in the
+    last bits between shapes (oneDNN: 1 row vs more; plain Eigen, TF_ENABLE_ONEDNN_OPTS=0: fewer than 8 rows
+    vs more). One shape per --batch-size removes the dependence; the conv layers were batch-invariant anyway.
+    The price is the padding of the last, short batch of a run.
+    """
+    if len(chunk) >= rows:
+        return chunk
+    return np.concatenate([chunk, np.zeros((rows - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)])
 
 
 def l2_normalize(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -90,7 +90,7 @@ class Fetcher:
                 if urlparse(final).scheme not in ("http", "https"):
                     return Download(None, "redirected to a non-http(s) URL"), None
                 if r.status_code in RETRY_STATUS:
-                    return Download(None, f"HTTP {r.status_code}", True, final), _retry_after(r)
+                    return Download(None, f"HTTP {r.status_code}", True, final), retry_after_seconds(r)
                 if r.status_code != 200:
                     return Download(None, f"HTTP {r.status_code}", False, final), None
                 if is_placeholder(final):
@@ -104,10 +104,16 @@ class Fetcher:
                 if declared is not None and declared > self.max_bytes:
                     return Download(None, f"too large ({declared} bytes; limit {self.max_bytes})", False, final), None
                 return self._read_body(r, start, declared), None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as e:
+            return Download(None, f"refused URL ({type(e).__name__})"), None
         except requests.TooManyRedirects:
             return Download(None, f"too many redirects (more than {self.max_redirects}; a redirect loop?)"), None
-        except (requests.Timeout, requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
-            return Download(None, f"{type(e).__name__} (network)", True), None
+        except (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
+            return Download(None, f"could not connect within {self.timeout[0]:g} s (network)", True), None
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            return Download(None, f"timed out (nothing for {self.timeout[1]:g} s) (network)", True), None
+        except (requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
+            return Download(None, f"connection broken ({type(e).__name__}) (network)", True), None
         except requests.RequestException as e:
             return Download(None, f"download failed ({type(e).__name__})", True), None
 
@@ -119,7 +125,7 @@ class Fetcher:
             if size > self.max_bytes:
                 return Download(None, f"too large (over {self.max_bytes} bytes)", False, r.url)
             if time.monotonic() - start > self.deadline:
-                return Download(None, f"too slow (over {self.deadline:.0f} s)", True, r.url)
+                return Download(None, f"too slow (over {self.deadline:g} s)", True, r.url)
             chunks.append(chunk)
         if declared is not None and size != declared:
             return Download(None, f"body shorter than announced ({size} of {declared} bytes)", True, r.url)
@@ -131,7 +137,7 @@ def is_placeholder(url: str) -> bool:
     return name in PLACEHOLDER_NAMES
 
 
-def _retry_after(r: requests.Response) -> float | None:
+def retry_after_seconds(r: requests.Response) -> float | None:
     value = r.headers.get("Retry-After")
     if not value:
         return None

@@ -95,8 +95,10 @@ def center_square(img: Image.Image, size: int) -> Image.Image:
 def image_format(data: bytes) -> str:
     """File extension for already-decoded bytes, from their content (never from remote names)."""
     try:
-        fmt = (Image.open(io.BytesIO(data)).format or "bin").lower()
-    except (UnidentifiedImageError, OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            fmt = (Image.open(io.BytesIO(data)).format or "bin").lower()
+    except Exception:  # noqa: BLE001 - a sniff: bombs, garbage, anything odd is "bin"; decode() says why
         return "bin"
     return {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt)
 

@@ -25,6 +25,7 @@ from .embed import Embedder
 from .errors import ImageError
 from .fetch import Fetcher
 from .images import image_format, prepare
+from .index_file import DISK_FULL, write_error
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Loader:
         try:
             data, path, error, retryable = self._bytes(job)
         except OSError as e:
+            if e.errno in DISK_FULL:  # every later photo would fail the same way: stop the run, keep what is done
+                raise write_error(self.home / "photos", e) from None
             return Loaded(job, error=f"cannot write the photo under {self.home} ({e.strerror or e})", retryable=True)
         if data is None:
             return Loaded(job, error=error, retryable=retryable)
@@ -115,7 +118,7 @@ class Loader:
         return got.data, str(target.relative_to(self.home)), None, False
 
     def _folder(self, job: Job) -> Path:
-        if not job.source_id.isdigit():  # file names come from numeric ids only, never from remote text
+        if not (job.source_id.isascii() and job.source_id.isdigit()):  # names from ASCII digits only, never text
             raise OSError(f"refusing a non-numeric photo id {job.source_id!r} as a file name")
         return self.home / "photos" / job.source / job.source_id[-2:].rjust(2, "0")
 

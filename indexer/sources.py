@@ -2,21 +2,20 @@
 
 Flickr facts this relies on (shared/flickr-fake-spec.md): at most 500 per page, only the first 4,000 results of
 a search are reachable (later pages repeat), results drift between calls (deduplicate by id), `total` may be a
-string, `url_X` extras are absent when a photo lacks that size, and a non-200 reply is a FlickrError with
-code None. Only this module and fetch.py touch the network.
+string and `url_X` extras are absent when a photo lacks that size. API calls (retries, budget, errors) go through
+flickr_api.FlickrApi; only it and fetch.py touch the network.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, ImgidxError
+from .errors import ConfigError
+from .flickr_api import CallBudget, FlickrApi
 from .records import Photo
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ SIZES: list[tuple[str, str, int]] = [
     ("o", "url_o", 10**6),
 ]
 SIZE_LETTERS = [s[0] for s in SIZES]
-RETRYABLE_CODES = {0, 10, 105, 201}  # Flickr's "service unavailable" family; None = HTTP 429/5xx
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -75,6 +73,7 @@ class FlickrSource:
         timeout: float = 30.0,
         retries: int = 5,
         backoff: float = 1.0,
+        budget: CallBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if not key or not secret:
@@ -82,13 +81,14 @@ class FlickrSource:
                 "no Flickr API key: set FLICKR_API_KEY and FLICKR_API_SECRET (get a key at "
                 "https://www.flickr.com/services/apps/create), or index a folder with --from-dir"
             )
-        import flickrapi
+        budget = budget or CallBudget(sleep=sleep)
+        self.api = FlickrApi(
+            key, secret, rest_url, timeout=timeout, retries=retries, backoff=backoff, budget=budget, sleep=sleep
+        )
 
-        self._flickr = flickrapi.FlickrAPI(key, secret, format="parsed-json", store_token=False, timeout=timeout)
-        self._flickr.REST_URL = rest_url
-        self._secret = secret
-        self.retries, self.backoff, self._sleep = retries, backoff, sleep
-        self.calls = 0
+    @property
+    def calls(self) -> int:
+        return self.api.calls
 
     def search(self, q: FlickrQuery, on_page: Callable[[int, int], None] | None = None) -> Iterator[Photo]:
         """Yield up to q.count distinct photos (fewer when Flickr has fewer or the 4,000 cap is reached)."""
@@ -105,7 +105,7 @@ class FlickrSource:
             new = 0
             for raw in photos:
                 pid = str(raw.get("id", ""))
-                if not pid.isdigit() or pid in seen:
+                if not (pid.isascii() and pid.isdigit()) or pid in seen:
                     continue  # drift and the 4,000 cap repeat earlier results
                 seen.add(pid)
                 new += 1
@@ -129,51 +129,7 @@ class FlickrSource:
         }
         if q.licenses:
             params["license"] = ",".join(map(str, q.licenses))
-        reply = self._call("flickr.photos.search", params)
-        body = reply.get("photos")
-        if not isinstance(body, dict):
-            raise ImgidxError(
-                f"Flickr answered flickr.photos.search without a photos list: {str(reply)[:120]}; try again later"
-            )
-        return body
-
-    def _call(self, method: str, params: dict) -> dict:
-        """One API call with retries: backoff with jitter on 429/5xx/105/10/0/201/garbage; 100 stops at once."""
-        import flickrapi
-        import requests
-
-        last = ""
-        for attempt in range(self.retries + 1):
-            self.calls += 1
-            try:
-                reply = self._flickr.do_flickr_call(method, **params)
-                if isinstance(reply, dict):
-                    return reply
-                last = f"unexpected reply {str(reply)[:80]}"
-            except flickrapi.FlickrError as e:
-                if e.code == 100:
-                    raise ConfigError(
-                        f"Flickr rejected the API key ({self._clean(e)}); check FLICKR_API_KEY and FLICKR_API_SECRET"
-                    ) from None
-                if e.code is not None and e.code not in RETRYABLE_CODES:
-                    raise ImgidxError(f"Flickr refused {method}: {self._clean(e)}") from None
-                last = self._clean(e)
-            except (json.JSONDecodeError, ValueError) as e:
-                last = f"garbled reply ({type(e).__name__})"
-            except requests.RequestException as e:
-                last = f"{type(e).__name__}: {self._clean(e)}"
-            if attempt < self.retries:
-                delay = self.backoff * 2**attempt * (0.5 + random.random())
-                log.warning("Flickr %s failed (%s); retrying in %.1f s", method, last, delay)
-                self._sleep(delay)
-        raise ImgidxError(
-            f"Flickr {method} kept failing after {self.retries + 1} tries ({last}); "
-            "check your connection or try again later"
-        )
-
-    def _clean(self, e: BaseException) -> str:
-        """Error text with the API secret removed, whatever the library put in it."""
-        return str(e).replace(self._secret, "***")[:200]
+        return self.api.call("flickr.photos.search", params, expect="photos")["photos"]
 
 
 def extras_for(size: str) -> str:

@@ -9,15 +9,16 @@ FAISS ids equal photos.id, so a vector and its metadata cannot drift apart.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from . import index_file
 from .errors import StampMismatch, StoreError
 from .records import Hit, Photo, Stamp
 from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -64,13 +65,19 @@ class Store:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
             self._ensure_schema(db)
+        except sqlite3.OperationalError as e:
+            raise index_file.write_error(self.db_path, e) from None  # a full disk while creating it, or locked
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open {self.db_path}: {e}; run `imgidx verify` or move it aside") from None
+            raise StoreError(
+                f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
+                "fixed.sqlite`, put fixed.sqlite in its place and run `imgidx verify --repair`"
+            ) from None
         return db
 
     def _ensure_schema(self, db: sqlite3.Connection) -> None:
         has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
-        version = int(db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) if has_meta else 0
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
+        version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); "
@@ -78,24 +85,45 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
+        if version == 0 and self.readonly:
+            raise StoreError(f"no index in {self.home} yet (is a first build still starting?); build one first")
         if self.readonly:
-            if version:
-                raise StoreError(
-                    f"{self.db_path} has schema version {version}; run `imgidx build` or "
-                    "`imgidx verify --repair` once to upgrade it to version {SCHEMA_VERSION}"
-                )
-            return
-        # executescript commits on its own; each step records its version, so a crash re-runs only that step
-        if version == 0:
-            db.executescript(SCHEMA + "\nINSERT OR REPLACE INTO meta VALUES ('schema_version', '1');")
+            raise StoreError(
+                f"{self.db_path} has schema version {version}; run `imgidx build` or "
+                f"`imgidx verify --repair` once to upgrade it to version {SCHEMA_VERSION}"
+            )
+        if version == 0:  # one transaction: a crash or a full disk leaves all of the schema or none of it
+            db.executescript(f"BEGIN; {SCHEMA} INSERT OR REPLACE INTO meta VALUES ('schema_version', '1'); COMMIT;")
             version = 1
-        for v in range(version + 1, SCHEMA_VERSION + 1):
+        for v in range(version + 1, SCHEMA_VERSION + 1):  # each step records its version: a crash re-runs one step
             db.executescript(
                 f"BEGIN;\n{MIGRATIONS[v]}\nUPDATE meta SET value='{v}' WHERE key='schema_version';\nCOMMIT;"
             )
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a full disk becomes one clear StoreError (the transaction is rolled back)."""
+        try:
+            with self.db:
+                yield self.db
+        except sqlite3.OperationalError as e:
+            raise index_file.write_error(self.db_path, e) from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Read inside one SQLite read transaction: a consistent view of metadata, vectors and the index while
+        a build commits next to us (WAL lets readers and the writer proceed together)."""
+        if self.db.in_transaction:
+            yield self
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.db.rollback()
 
     def __enter__(self) -> Store:
         return self
@@ -122,7 +150,7 @@ class Store:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # ---- photos and collections ------------------------------------------------------------------------------
@@ -130,7 +158,7 @@ class Store:
         """Insert or refresh photos (deduplicated by source identity) and their collection membership."""
         ids = []
         now = time.time()
-        with self.db:
+        with self.transaction():
             for rank, p in enumerate(photos):
                 values = {f: getattr(p, f) for f in PHOTO_FIELDS}
                 values["tags"] = " ".join(p.tags)
@@ -173,7 +201,7 @@ class Store:
         return out
 
     def mark_downloaded(self, photo_id: int, path: str, sha256: str) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "UPDATE photos SET state='downloaded', path=?, sha256=?, error=NULL, updated_at=? "
                 "WHERE id=? AND state IN ('found','failed')",
@@ -181,7 +209,7 @@ class Store:
             )
 
     def mark_failed(self, failures: Iterable[tuple[int, str, bool]]) -> None:
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "UPDATE photos SET state='failed', error=?, retryable=?, attempts=attempts+1, updated_at=? WHERE id=?",
                 [(reason, int(retryable), time.time(), pid) for pid, reason, retryable in failures],
@@ -203,7 +231,7 @@ class Store:
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} photos but {len(vectors)} vectors")
         now = time.time()
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO vectors (photo_id, vec) VALUES (?, ?)",
                 [(pid, vec.tobytes()) for (pid, _, _), vec in zip(items, vectors, strict=True)],
@@ -255,27 +283,18 @@ class Store:
         return self._index
 
     def _load_index(self):
-        import faiss
-
         dim = self.stamp.dim if self.stamp else None
-        index = None
-        if self.index_path.exists():
-            try:
-                index = faiss.read_index(str(self.index_path))
-            except RuntimeError:
-                index = None  # unreadable: rebuilt from the stored vectors below
+        index = index_file.read_index(self.index_path)  # None when missing or unreadable: rebuilt below
         if index is None or (dim and index.d != dim):
             if dim is None:
                 return None
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            index = index_file.new_index(dim)
         self._sync_index(index)
         return index
 
     def _sync_index(self, index) -> None:
         """Make the index hold exactly the committed vectors (catch up after a crash between commit and save)."""
-        import faiss
-
-        in_index = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+        in_index = set(index_file.index_ids(index).tolist())
         in_db = set(self.vector_ids())
         extra = np.array(sorted(in_index - in_db), dtype=np.int64)
         missing = sorted(in_db - in_index)
@@ -287,27 +306,31 @@ class Store:
         self._dirty = bool(len(extra) or missing)
 
     def save_index(self) -> None:
-        """Atomic write (temp file + fsync + rename), then record which photos the file holds."""
-        import faiss
+        """Atomic write (temp file + fsync + rename), then record which photos the file holds.
 
-        if self.readonly or self._index is None:
+        Also finishes the work of a build killed during its last save: photos still 'embedded' after a restart
+        are caught up into the index and marked 'indexed', so a resumed build ends where an uninterrupted one
+        does even when it has nothing left to embed."""
+        if self.readonly or (self._index is None and not self._has_state("embedded")):
             return
-        self.index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
-        try:
-            faiss.write_index(self._index, str(tmp))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.index_path)
-        except (RuntimeError, OSError) as e:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(
-                f"could not write {self.index_path} ({e}); free some disk space and run the build "
-                "again: nothing committed is lost"
-            ) from None
-        with self.db:
-            self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
+        index = self.index
+        if index is None:
+            return
+        if self._dirty or self._has_state("embedded") or not self.index_path.exists():
+            index_file.write_atomic(index, self.index_path)
+            with self.transaction():
+                self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
         self._dirty = False
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files a killed build left (half-written index saves and downloads). Call under the lock."""
+        stale = index_file.stale_temp_files(self.home)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def _has_state(self, state: str) -> bool:
+        return self.db.execute("SELECT 1 FROM photos WHERE state=? LIMIT 1", (state,)).fetchone() is not None
 
     def search(
         self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
@@ -325,8 +348,9 @@ class Store:
                 return [[] for _ in range(len(queries))]
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
         scores, ids = index.search(queries, min(k, index.ntotal), params=params)
+        # ties (identical photos) by id, not by insertion order: a resumed index answers like a fresh one
         return [
-            [Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1]
+            sorted((Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1), key=_hit_order)
             for srow, irow in zip(scores, ids, strict=True)
         ]
 
@@ -423,6 +447,10 @@ def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
         f"the index in {home} was built with {have.describe()}, not {want.describe()} ({'; '.join(diffs)}); "
         "use the index's own settings (omit --layer/--weights), or build into another IMGIDX_HOME"
     )
+
+
+def _hit_order(h: Hit) -> tuple[float, int]:
+    return (-h.score, h.photo_id)
 
 
 def _check_vectors(v: npt.NDArray, dim: int) -> npt.NDArray[np.float32]:

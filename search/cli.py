@@ -12,11 +12,11 @@ import typer
 
 from indexer import console
 from indexer.cli import build
-from indexer.compose import embedder_for_index
+from indexer.compose import build_lock, build_running, embedder_for_index
 from indexer.config import Settings
-from indexer.errors import ConfigError, ImageError
+from indexer.errors import ConfigError, ImageError, ImgidxError, StoreError
 from indexer.images import prepare
-from indexer.store import Store
+from indexer.store import DB_NAME, Store
 
 from .cli_clean import audit, clean
 from .cli_serve import serve
@@ -39,8 +39,13 @@ def root(
     home: Annotated[Path | None, typer.Option("--home", help="Data home (env IMGIDX_HOME, default ./data).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens to stderr.")] = False,
 ) -> None:
-    console.setup_logging(verbose)
-    ctx.obj = Settings.from_env().with_options(home=home)
+    try:
+        settings = Settings.from_env().with_options(home=home)
+    except ImgidxError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    console.setup_logging(verbose, secrets=[settings.flickr_secret])
+    ctx.obj = settings
 
 
 app.command()(build)
@@ -68,7 +73,7 @@ def similar(
     settings: Settings = ctx.obj
     if (photo is None) == (photo_id is None):
         raise ConfigError("give a photo file or --id N (not both)")
-    with Store(settings.home, readonly=True) as store:
+    with Store(settings.home, readonly=True) as store, store.snapshot():
         if photo_id is not None:
             if layer or weights:
                 embedder_for_index(store, settings, layer=layer, weights=weights)  # only to check they agree
@@ -130,7 +135,7 @@ def info(
 ) -> None:
     """Collections and counts, the model stamp, the index kind and size, failures."""
     settings: Settings = ctx.obj
-    with Store(settings.home, readonly=True) as store:
+    with Store(settings.home, readonly=True) as store, store.snapshot():
         counts = store.counts()
         stamp = store.stamp
         index = store.index
@@ -170,6 +175,59 @@ def info(
             ["id", "source_id", "reason", "retryable"],
             [(r["id"], r["source_id"], r["error"], "yes" if r["retryable"] else "no") for r in report["failed"]],
         )
+
+
+@app.command()
+@console.handle_errors
+def verify(
+    ctx: typer.Context,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Rebuild what can be rebuilt from the stored vectors and files.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the index against its metadata and files; exit 1 with a report when they disagree."""
+    from indexer import verify as checks
+
+    settings: Settings = ctx.obj
+    if not (settings.home / DB_NAME).exists():
+        raise StoreError(f"no index in {settings.home}; build one first with `imgidx build` (or set IMGIDX_HOME)")
+    if repair:
+        with build_lock(settings.home), Store(settings.home) as store:
+            report = checks.verify(store)
+            if any(f.error and f.repairable for f in report.findings):
+                done = checks.repair(store, report)
+                report = checks.verify(store)
+                report.repaired = done
+    else:
+        with Store(settings.home, readonly=True) as store, store.snapshot():
+            report = checks.verify(store, build_running=build_running(settings.home))
+    _print_verify(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_verify(report, as_json: bool) -> None:
+    d = report.as_dict()
+    if as_json:
+        console.print_json(d)
+        return
+    for line in d["repaired"]:
+        console.err.print(f"repaired: {line}", highlight=False)
+    checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in d["checked"].items())
+    if not d["problems"]:
+        console.out.print(f"ok: index, metadata and files agree ({checked})", highlight=False)
+        return
+    console.print_table(
+        f"verify {d['home']}: {checked}",
+        ["severity", "problem", "count", "what", "repairable"],
+        [
+            (p["severity"], p["kind"], p["count"], p["detail"], "yes" if p["repairable"] else "no")
+            for p in d["problems"]
+        ],
+    )
+    if not d["ok"]:
+        console.err.print("run `imgidx verify --repair` to fix what can be fixed", highlight=False)
 
 
 @app.command()

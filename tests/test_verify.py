@@ -1,0 +1,255 @@
+"""`imgidx verify` finds each way index, metadata and files can disagree; `--repair` fixes what stored vectors and
+files allow. Also the crash and disk-full paths of the store and the loader. Real SQLite + FAISS, no model."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from indexer import index_file, pipeline
+from indexer.compose import build_lock
+from indexer.errors import StoreError
+from indexer.fetch import Download
+from indexer.records import Photo, Stamp
+from indexer.store import Store
+from indexer.verify import repair, verify
+from search.cli import app
+
+STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=8)
+runner = CliRunner()
+
+
+def unit(n, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A healthy home: 6 downloaded photos with files, vectors and a saved index."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("IMGIDX_HOME", str(home))
+    with Store(home) as s:
+        s.ensure_stamp(STAMP)
+        ids = s.add_photos(Photo("flickr", str(100 + i), "cat", url=f"http://x/{i}") for i in range(6))
+        items = []
+        for pid in ids:
+            rel = f"photos/flickr/{pid:02d}/{100 + pid}.jpg"
+            (home / rel).parent.mkdir(parents=True, exist_ok=True)
+            data = f"jpeg {pid}".encode()
+            (home / rel).write_bytes(data)
+            items.append((pid, rel, hashlib.sha256(data).hexdigest()))
+        s.add_vectors(items, unit(6))
+        s.save_index()
+    return home
+
+
+def check(home):
+    with Store(home, readonly=True) as s, s.snapshot():
+        return verify(s)
+
+
+def kinds(report):
+    return {f.kind for f in report.findings}
+
+
+def fix(home):
+    with build_lock(home), Store(home) as s:
+        done = repair(s, verify(s))
+    after = check(home)
+    assert after.ok and not [f for f in after.findings if f.error], after.as_dict()
+    return done
+
+
+def cli(*args):
+    return runner.invoke(app, ["verify", *args])
+
+
+def test_a_healthy_home_verifies_ok(home):
+    report = check(home)
+    assert (
+        report.ok
+        and report.findings == []
+        and report.checked
+        == {
+            "index_size": 6,
+            "files": 6,
+            "photos": 6,
+            "vectors": 6,
+        }
+    )
+    r = cli()
+    assert r.exit_code == 0 and r.stdout.startswith("ok: index, metadata and files agree")
+
+
+def test_vectors_committed_after_the_last_save_are_reported_then_repaired(home):
+    with Store(home) as s:
+        [pid] = s.add_photos([Photo("flickr", "999", "cat")])
+        s.add_vectors([(pid, "", "")], unit(1, seed=9))  # a crash before the next save
+    assert kinds(check(home)) == {"index_behind"}
+    r = cli("--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["problems"][0]["examples"] == [pid]
+    r = cli("--repair")
+    assert r.exit_code == 0 and "rebuilt index/faiss.index from 7 stored vectors" in r.stderr
+    assert cli().exit_code == 0
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage"])
+def test_a_missing_or_unreadable_index_file_is_rebuilt(home, damage):
+    path = home / "index" / "faiss.index"
+    path.unlink() if damage == "delete" else path.write_bytes(b"not faiss")
+    assert kinds(check(home)) == {"index_missing"}
+    fix(home)
+
+
+def test_orphans_duplicates_and_changed_vectors_in_the_index_file(home):
+    index = index_file.read_index(home / "index" / "faiss.index")
+    index.add_with_ids(unit(1, seed=3), np.array([777], dtype=np.int64))  # no metadata
+    index.add_with_ids(unit(1, seed=4), np.array([2], dtype=np.int64))  # id 2 twice, with another vector
+    index_file.write_atomic(index, home / "index" / "faiss.index")
+    assert kinds(check(home)) == {"index_orphans", "index_duplicates", "index_vector_differs"}
+    fix(home)
+    with Store(home, readonly=True) as s:
+        assert s.index.ntotal == 6 and s.search(s.vectors([2]), 1)[0][0].photo_id == 2
+
+
+def test_states_that_disagree_with_stored_vectors(home):
+    with sqlite3.connect(home / "imgidx.sqlite") as db:
+        db.execute("DELETE FROM vectors WHERE photo_id=1")  # marked indexed, but no vector
+        db.execute("UPDATE photos SET state='found' WHERE id=2")  # a vector, but marked found
+        db.execute("UPDATE photos SET state='embedded' WHERE id=3")  # killed between save and state update
+    assert kinds(check(home)) >= {"photo_without_vector", "state_behind_vector", "state_behind_index"}
+    fix(home)
+    with Store(home, readonly=True) as s:
+        states = s.states([1, 2, 3])
+    assert states == {1: "downloaded", 2: "indexed", 3: "indexed"}  # 1 is re-embedded from its file by a build
+
+
+def test_unusable_vectors_and_dangling_rows_are_dropped(home):
+    with sqlite3.connect(home / "imgidx.sqlite") as db:
+        db.execute("UPDATE vectors SET vec=? WHERE photo_id=1", (b"\0" * 12,))
+        db.execute("UPDATE vectors SET vec=? WHERE photo_id=2", (np.full(8, np.nan, np.float32).tobytes(),))
+        db.execute("INSERT INTO vectors VALUES (55, ?)", (unit(1)[0].tobytes(),))  # no photo row (FKs off here)
+        db.execute("INSERT INTO collections VALUES ('dog', 56, '', 0, 0)")
+    assert kinds(check(home)) >= {
+        "vector_bad_size",
+        "vector_not_unit",
+        "vector_without_photo",
+        "collection_without_photo",
+    }
+    fix(home)
+    with Store(home, readonly=True) as s:
+        assert s.vector_ids() == [3, 4, 5, 6] and s.states([1, 2]) == {1: "downloaded", 2: "downloaded"}
+
+
+def test_files_missing_changed_stale_and_unrecorded(home):
+    (home / "photos/flickr/01/101.jpg").unlink()  # vector still works: a warning
+    (home / "photos/flickr/02/102.jpg").write_bytes(b"something else")  # not what was embedded: an error
+    (home / "photos/flickr/03/.103.jpg.1.2.tmp").write_bytes(b"half")  # a killed download
+    (home / "index/.faiss.index.9.tmp").write_bytes(b"half")  # a killed save
+    (home / "photos/flickr/04/555.jpg").write_bytes(b"not recorded yet")
+    report = check(home)
+    by_kind = {f.kind: f for f in report.findings}
+    assert set(by_kind) == {"file_missing", "file_changed", "temp_files", "file_without_photo"}
+    assert not by_kind["file_missing"].error and not by_kind["file_without_photo"].error
+    assert len(by_kind["temp_files"].ids) == 2
+    fix(home)
+    assert not (home / "photos/flickr/02/102.jpg").exists() and not list(home.rglob("*.tmp"))
+    assert (home / "photos/flickr/04/555.jpg").exists()  # a later build may still use it
+
+
+@pytest.mark.parametrize("where", ["header pages", "last page"])
+def test_a_corrupt_database_is_reported_not_repaired(home, where):
+    db = home / "imgidx.sqlite"
+    data = bytearray(db.read_bytes())
+    if where == "header pages":
+        data[4096 * 2 : 4096 * 4] = b"\xff" * 8192  # the schema's b-trees: cannot even open it
+    else:
+        data[-4096 + 8 :] = b"\xff" * (4096 - 8)  # a data page: opens, fails the integrity check
+    db.write_bytes(bytes(data))
+    for args in ([], ["--repair"]):
+        r = cli(*args)
+        assert r.exit_code == 1, r.stdout
+        assert "sqlite_corrupt" in r.stdout or (r.stderr.startswith("error: cannot open") and ".recover" in r.stderr)
+
+
+def test_repair_refuses_while_a_build_holds_the_lock(home):
+    with build_lock(home):
+        r = cli("--repair")
+    assert r.exit_code == 1 and "another imgidx build" in r.stderr
+
+
+def test_verify_of_a_home_without_an_index_says_to_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGIDX_HOME", str(tmp_path / "empty"))
+    r = cli()
+    assert r.exit_code == 1 and "imgidx build" in r.stderr and not (tmp_path / "empty").exists()
+
+
+def test_a_restart_marks_embedded_photos_indexed_even_with_nothing_to_do(home):
+    with sqlite3.connect(home / "imgidx.sqlite") as db:
+        db.execute("UPDATE photos SET state='embedded'")  # killed after the rename, before the state update
+    with Store(home) as s:
+        s.save_index()
+        assert s.counts()["states"] == {"indexed": 6}
+
+
+def test_a_failed_index_save_is_one_clear_error_and_keeps_the_old_file(home, monkeypatch):
+    import faiss
+
+    before = (home / "index" / "faiss.index").read_bytes()
+
+    def full(index, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("Error: 'ret == (size * 4)' failed: write error in x: 3 != 8 (File too large)")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    with Store(home) as s:
+        [pid] = s.add_photos([Photo("flickr", "999", "cat")])
+        s.add_vectors([(pid, "", "")], unit(1, seed=9))
+        with pytest.raises(StoreError, match="looks full.*everything committed so far is kept"):
+            s.save_index()
+    assert (home / "index" / "faiss.index").read_bytes() == before and not list(home.rglob("*.tmp"))
+    monkeypatch.undo()
+    with Store(home, readonly=True) as s:
+        assert s.index.ntotal == 7  # caught up from SQLite
+
+
+class OneFileFetcher:
+    workers = 2
+
+    def fetch(self, url):
+        return Download(index_file_jpeg())
+
+
+def index_file_jpeg() -> bytes:
+    from PIL import Image
+
+    from tests.conftest import jpeg_bytes
+
+    return jpeg_bytes(Image.new("RGB", (64, 64), (10, 200, 30)))
+
+
+class NoModel:
+    stamp, batch_size = STAMP, 4
+
+    def embed(self, images):
+        raise AssertionError("nothing should reach the model")
+
+
+def test_a_full_disk_while_saving_a_photo_stops_the_run(tmp_path, monkeypatch):
+    def enospc(target, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "write_atomic", enospc)
+    with Store(tmp_path / "home") as s:
+        ids = s.add_photos(Photo("flickr", str(10 + i), "cat", url=f"http://x/{i}") for i in range(3))
+        with pytest.raises(StoreError, match=r"photos \(No space left on device\): the disk .* looks full"):
+            pipeline.ingest(s, ids, NoModel(), OneFileFetcher())
+        assert s.counts()["failures"] == 0  # a full disk is not the photos' fault: nothing recorded as failed
