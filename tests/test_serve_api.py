@@ -199,7 +199,10 @@ def test_the_server_never_writes_to_the_index(client, served_index):
 
 def test_token_is_required_on_every_request_and_the_upload_cap_holds(served_index):
     env = {**served_index.env, "IMGIDX_TOKEN": "s3cret-token"}
-    with spawned(served_index.home, "--max-upload-mb", "0.5", env=env) as srv, httpx.Client(base_url=srv.url) as c:
+    with (
+        spawned(served_index.home, "--max-upload-mb", "0.5", env=env) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as c,
+    ):
         for path in ("/healthz", "/metrics", "/collections", "/static/app.js", "/photos/1/image", "/openapi.json"):
             r = c.get(path)
             assert r.status_code == 401 and "token" in r.json()["detail"], path
@@ -240,7 +243,10 @@ def test_photos_that_a_build_adds_beside_the_server_are_served(served_index, tmp
     extra.mkdir()
     for i in range(3):
         pattern_image(900 + i, kind="checks").save(extra / f"checks_{i}.jpg", quality=90)
-    with spawned(home, "--refresh", "0.2", env=served_index.env) as srv, httpx.Client(base_url=srv.url) as c:
+    with (
+        spawned(home, "--refresh", "0.2", env=served_index.env) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as c,
+    ):
         assert c.get("/healthz").json()["photos"] == N_PHOTOS
         build(home, extra, served_index.env, "--as", "checks")  # a writer beside the running server
         deadline = time.monotonic() + 30
