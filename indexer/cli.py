@@ -48,8 +48,20 @@ def build(
     weights: Annotated[
         str | None, typer.Option(help="imagenet | random[:SEED] (tests only) | PATH. Env IMGIDX_WEIGHTS.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Photos per model call.")] = 32,
-    workers: Annotated[int, typer.Option(help="Concurrent downloads (folders: decode threads).")] = 16,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Model compute precision: fp32|bf16|fp16. Default: the index's own; for a new index bf16 on "
+            "CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Photos per model call (default 64 on CPU, 128 on a GPU).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Concurrent downloads (folders: file readers).")] = 16,
+    decode_workers: Annotated[
+        int | None, typer.Option("--decode-workers", help="Decode threads (default: one per CPU core).")
+    ] = None,
     retry_failed: Annotated[
         bool,
         typer.Option("--retry-failed", help="Retry photos that failed with a retryable error (network, timeouts)."),
@@ -62,8 +74,12 @@ def build(
         raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
-    embedder = make_embedder(settings, layer, weights or settings.weights, batch_size=batch_size)
     with build_lock(settings.home), Store(settings.home) as store:
+        if precision is None and store.stamp is not None:
+            precision = store.stamp.precision  # keep adding to an index in the precision it was built with
+        embedder = make_embedder(
+            settings, layer, weights or settings.weights, precision=precision, batch_size=batch_size
+        )
         store.ensure_stamp(embedder.stamp)
         if embedder.weights.path:
             store.set_meta("weights_source", str(embedder.weights.path.resolve()))
@@ -82,6 +98,7 @@ def build(
                 fetcher,
                 retry_failed=retry_failed,
                 workers=workers if not from_dir else min(workers, 4),
+                decode_workers=decode_workers,
                 on_progress=advance,
             )
         counts = store.counts()
