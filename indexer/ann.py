@@ -35,6 +35,7 @@ class Policy:
     ef_construction: int = 80
     ef_search: int = 128
     train_per_list: int = 40  # IVF training sample: this many vectors per list (FAISS warns below 39)
+    train_iterations: int = 10  # k-means iterations (FAISS' 25 cost 2.5x the time for no recall we can measure)
 
 
 DEFAULT = Policy()
@@ -143,6 +144,7 @@ def _new_ivf(dim: int, nlist: int, policy: Policy):
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.nprobe = min(policy.nprobe, nlist)
+    index.cp.niter = policy.train_iterations
     return index
 
 

@@ -11,9 +11,7 @@ from . import console
 from .compose import build_lock, make_embedder
 from .config import Settings
 from .errors import ConfigError
-from .fetch import Fetcher
 from .licenses import parse_license_ids
-from .pipeline import ingest
 from .records import Photo
 from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FlickrSource, FolderSource
 from .store import Store
@@ -69,6 +67,9 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
+    from .fetch import Fetcher  # here, not at the top: commands that need no network start faster (~0.2 s)
+    from .pipeline import ingest
+
     settings: Settings = ctx.obj
     if bool(queries) == bool(from_dir):
         raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")

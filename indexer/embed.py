@@ -59,7 +59,8 @@ def accelerator() -> str:
             import_keras()
             import tensorflow as tf
 
-            return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+            with quiet_stderr():  # CUDA probes print errors on machines without a GPU
+                return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
         if backend == "jax":
             import jax
 
