@@ -52,11 +52,12 @@ def default_precision(device: str = "cpu", flags: frozenset[str] | None = None) 
 
 
 def accelerator() -> str:
-    """'gpu' when the Keras backend sees a GPU, else 'cpu'. Imports the backend: call it only to build a model."""
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    """'gpu' when the Keras backend (KERAS_BACKEND: tensorflow, jax or torch) sees a GPU, else 'cpu'.
+
+    Imports the backend: call it only where a model is about to be built."""
+    backend = import_keras().backend.backend()
     try:
         if backend == "tensorflow":
-            import_keras()
             import tensorflow as tf
 
             with quiet_stderr():  # CUDA probes print errors on machines without a GPU
@@ -69,7 +70,7 @@ def accelerator() -> str:
             import torch
 
             return "gpu" if torch.cuda.is_available() else "cpu"
-    except ImportError:
+    except (ImportError, RuntimeError):
         return "cpu"
     return "cpu"
 

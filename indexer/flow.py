@@ -6,10 +6,16 @@ caller: while the model embeds one batch, the next ones are downloaded and decod
 between submission and the caller taking them, so memory stays bounded however many items there are. Results
 come in completion order. A failure inside a stage function (they are meant never to raise) is re-raised on the
 caller's thread; leaving the loop early cancels what has not started and waits for what has.
+
+Decode threads may run at a lower CPU priority (`decode_nice`, Linux): on a CPU-bound model they then use the
+model's idle moments instead of slowing its threads down (a model thread delayed by a decoder holds up the
+whole layer). Measured on 2 cores, in-pipeline model speed / bare: ~0.93 at nice 0, ~0.95 at nice 10, while
+the model stays busy 97% of the time (README "Performance").
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -46,6 +52,7 @@ def two_stage(
     decode_workers: int,
     window: int,
     needs_decode: Callable[[Any], bool] = lambda _: True,
+    decode_nice: int = 0,
 ) -> Iterator[Any]:
     """Yield decode(fetch(item)) for every item (fetch(item) alone where needs_decode says no), as they finish."""
     for name, value in (("fetch_workers", fetch_workers), ("decode_workers", decode_workers), ("window", window)):
@@ -55,7 +62,9 @@ def two_stage(
     slots = threading.Semaphore(window)
     stop = threading.Event()
     fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="imgidx-fetch")
-    decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="imgidx-decode")
+    decode_pool = ThreadPoolExecutor(
+        decode_workers, thread_name_prefix="imgidx-decode", initializer=_nicer, initargs=(decode_nice,)
+    )
 
     def deliver(f: Future) -> None:
         if not f.cancelled():
@@ -107,3 +116,12 @@ def two_stage(
         feeder.join()
         fetch_pool.shutdown(wait=True, cancel_futures=True)
         decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _nicer(increment: int) -> None:
+    """Lower the calling thread's CPU priority by `increment` (Linux: each thread has its own nice value)."""
+    if increment <= 0:
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))

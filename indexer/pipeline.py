@@ -28,6 +28,7 @@ from .images import image_format, prepare
 from .store import Store
 
 log = logging.getLogger(__name__)
+DECODE_NICE = 10  # decode threads yield the cores to the model's threads (flow.py; README "Performance")
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ def ingest(
         decode_workers=decode_workers or cores(),
         window=3 * embedder.batch_size,  # one batch in the model, up to two more being fetched and decoded
         needs_decode=lambda got: got.error is None,
+        decode_nice=DECODE_NICE,
     ):
         if item.error is not None:
             store.mark_failed([(item.job.id, item.error, item.retryable)])

@@ -87,3 +87,18 @@ def test_leaving_early_does_not_hang_or_leave_threads():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="window must be > 0; received 0"):
         list(two_stage([1], lambda i: i, lambda x: x, fetch_workers=1, decode_workers=1, window=0))
+
+
+def test_decode_threads_can_run_at_a_lower_priority():
+    import os
+
+    def nice_of_this_thread(x):
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    got = set(
+        two_stage(
+            range(8), lambda i: i, nice_of_this_thread, fetch_workers=2, decode_workers=2, window=4, decode_nice=10
+        )
+    )
+    assert got == {min(19, base + 10)}
