@@ -30,15 +30,18 @@ test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LI
 	$(BIN)/python -m pytest -q
 
 lint: install  ## ruff check + format check
-	$(BIN)/ruff check indexer search tests
-	$(BIN)/ruff format --check indexer search tests
+	$(BIN)/ruff check indexer search tests bench
+	$(BIN)/ruff format --check indexer search tests bench
 
 format: install  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix indexer search tests
-	$(BIN)/ruff format indexer search tests
+	$(BIN)/ruff check --fix indexer search tests bench
+	$(BIN)/ruff format indexer search tests bench
 
 demo: install  ## offline demo: generate photos, build an index from them, run `imgidx similar`
 	$(BIN)/imgidx demo
+
+bench: install  ## measure speed (tables + bench/results.json; BENCH="--quick" or "--only search" to narrow)
+	$(BIN)/python -m bench.run $(BENCH)
 
 clean:  ## remove caches (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""`make bench`: measurements for README "Performance" (a script, not tests). See bench/run.py."""

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import Settings
-from .embed import Embedder
+from .embed import PRECISIONS, Embedder, accelerator, default_batch_size, default_precision
 from .errors import ConfigError, LockedError, StampMismatch
 from .fetch import Fetcher
 from .flickr_api import CallBudget
@@ -20,10 +20,21 @@ from .weights import resolve
 
 
 def make_embedder(
-    settings: Settings, layer: str, weights: str, *, precision: str = "fp32", batch_size: int = 32
+    settings: Settings, layer: str, weights: str, *, precision: str | None = None, batch_size: int | None = None
 ) -> Embedder:
+    """precision/batch_size None: chosen for the device the model will run on (see embed.default_precision)."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
+    if batch_size is not None and batch_size <= 0:
+        raise ConfigError(f"--batch-size must be > 0; received {batch_size}")
     spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir)
-    return Embedder(layer, spec, precision=precision, batch_size=batch_size)
+    device = accelerator() if precision is None or batch_size is None else "cpu"
+    return Embedder(
+        layer,
+        spec,
+        precision=precision or default_precision(device),
+        batch_size=batch_size or default_batch_size(device),
+    )
 
 
 def embedder_for_index(

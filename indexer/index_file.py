@@ -17,9 +17,9 @@ DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def new_index(dim: int):
-    import faiss
+    from .ann import new_flat
 
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    return new_flat(dim)
 
 
 def read_index(path: Path):
@@ -35,11 +35,12 @@ def read_index(path: Path):
 
 
 def index_ids(index) -> npt.NDArray[np.int64]:
-    import faiss
+    """Ids held by an index of any kind imgidx builds (flat, IVF, HNSW; see ann.py)."""
+    from .ann import ids_of
 
     if index is None or not index.ntotal:
         return np.empty(0, dtype=np.int64)
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
+    return ids_of(index)
 
 
 def write_atomic(index, path: Path) -> None:

@@ -1,9 +1,10 @@
-"""ingest(): the only loop. Fetch/read + decode run in worker threads while the model embeds on the caller's thread.
+"""ingest(): the only loop. Fetch/read, decode and embed overlap: downloads in I/O threads, decoding in about one
+thread per core (flow.two_stage), the model on the caller's thread.
 
-Stages are joined by a bounded queue, so memory stays bounded however many photos there are, and the model is
-handed full batches without waiting for the network. One photo's failure is recorded with its reason and never
-stops the run. Every batch is committed (vectors + states) before the next one starts; the FAISS file is saved
-every `save_every` seconds and at the end.
+Stages are joined by a bounded window, so memory stays bounded however many photos there are, and the model is
+handed full batches without waiting for the network or the decoder. One photo's failure is recorded with its
+reason and never stops the run. Every batch is committed (vectors + states) before the next one starts; the
+FAISS file is saved every `save_every` seconds and at the end.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,13 @@ import numpy as np
 from .embed import Embedder
 from .errors import ImageError
 from .fetch import Fetcher
+from .flow import cores, two_stage
 from .images import image_format, prepare
 from .index_file import DISK_FULL, write_error
 from .store import Store
 
 log = logging.getLogger(__name__)
-_DONE = object()
+DECODE_NICE = 10  # decode threads yield the cores to the model's threads (flow.py; README "Performance")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Loaded:
     pixels: np.ndarray | None = None
     error: str | None = None
     retryable: bool = False
+    data: bytes | None = None  # between the fetch and the decode stage only
 
 
 @dataclass
@@ -78,12 +79,19 @@ class IngestReport:
 
 
 class Loader:
-    """Turns a Job into pixels: download (or reuse the file already on disk) or read, then decode. Never raises."""
+    """Turns a Job into pixels: fetch (download, or reuse the file already on disk, or read), then decode.
+
+    The two halves run in separate thread pools (I/O vs CPU); calling the Loader does both. Never raises."""
 
     def __init__(self, home: Path, fetcher: Fetcher):
         self.home, self.fetcher = Path(home), fetcher
 
     def __call__(self, job: Job) -> Loaded:
+        got = self.fetch(job)
+        return self.decode(got) if got.error is None else got
+
+    def fetch(self, job: Job) -> Loaded:
+        """Bytes of the photo (in `data`), or the reason there are none."""
         try:
             data, path, error, retryable = self._bytes(job)
         except OSError as e:
@@ -92,11 +100,16 @@ class Loader:
             return Loaded(job, error=f"cannot write the photo under {self.home} ({e.strerror or e})", retryable=True)
         if data is None:
             return Loaded(job, error=error, retryable=retryable)
+        return Loaded(job, path, data=data)
+
+    def decode(self, got: Loaded) -> Loaded:
+        """Hash and decode fetched bytes into 224x224 pixels (the bytes are dropped)."""
+        data = got.data or b""
         sha = hashlib.sha256(data).hexdigest()
         try:
-            return Loaded(job, path, sha, prepare(data))
+            return replace(got, sha256=sha, pixels=prepare(data), data=None)
         except ImageError as e:
-            return Loaded(job, path, sha, error=e.reason)
+            return replace(got, sha256=sha, error=e.reason, data=None)
 
     def _bytes(self, job: Job) -> tuple[bytes | None, str, str | None, bool]:
         if job.source == "folder":
@@ -148,11 +161,14 @@ def ingest(
     fetcher: Fetcher,
     *,
     workers: int | None = None,
+    decode_workers: int | None = None,
     retry_failed: bool = False,
     save_every: float = 60.0,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Download, decode, embed and index the given photos; skip what an earlier run finished."""
+    """Download, decode, embed and index the given photos; skip what an earlier run finished.
+
+    workers: concurrent downloads/reads (default the fetcher's); decode_workers: decode threads (default: cores)."""
     start = time.monotonic()
     store.ensure_stamp(embedder.stamp)
     rows = store.pending(photo_ids, retry_failed=retry_failed)
@@ -164,9 +180,15 @@ def ingest(
     loader = Loader(store.home, fetcher)
     last_save = time.monotonic()
     batch: list[Loaded] = []
-    for item in _background(
-        bounded_map(loader, jobs, workers or fetcher.workers, window=4 * embedder.batch_size),
-        maxsize=2 * embedder.batch_size,
+    for item in two_stage(
+        jobs,
+        loader.fetch,
+        loader.decode,
+        fetch_workers=workers or fetcher.workers,
+        decode_workers=decode_workers or cores(),
+        window=3 * embedder.batch_size,  # one batch in the model, up to two more being fetched and decoded
+        needs_decode=lambda got: got.error is None,
+        decode_nice=DECODE_NICE,
     ):
         if item.error is not None:
             store.mark_failed([(item.job.id, item.error, item.retryable)])
@@ -206,55 +228,3 @@ def _commit(store: Store, embedder: Embedder, batch: list[Loaded], report: Inges
     report.reused += len(batch) - len(todo)
     report.downloaded += sum(1 for b in batch if b.job.source == "flickr")
     store.add_vectors([(b.job.id, b.path, b.sha256) for b in batch], np.stack([vectors[b.job.id] for b in batch]))
-
-
-def bounded_map(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
-    """Like executor.map, but at most `window` items in flight and results in completion order."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgidx-load") as ex:
-        pending: set = set()
-        it = iter(items)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < window:
-                try:
-                    pending.add(ex.submit(fn, next(it)))
-                except StopIteration:
-                    exhausted = True
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
-
-
-def _background(gen: Iterator, maxsize: int) -> Iterator:
-    """Run a generator on a thread, handing items over through a bounded queue (so loading overlaps the model)."""
-    q: queue.Queue = queue.Queue(maxsize=maxsize)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_DONE)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
-            q.put(e)
-
-    t = threading.Thread(target=run, name="imgidx-producer", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()

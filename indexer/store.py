@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from . import index_file
+from . import ann, index_file
 from .errors import StampMismatch, StoreError
 from .records import Hit, Photo, Stamp
 from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -41,9 +41,10 @@ PHOTO_FIELDS = (
 
 
 class Store:
-    def __init__(self, home: Path, *, readonly: bool = False):
+    def __init__(self, home: Path, *, readonly: bool = False, index_policy: ann.Policy = ann.DEFAULT):
         self.home = Path(home)
         self.readonly = readonly
+        self.index_policy = index_policy  # which FAISS index kind for which size (indexer/ann.py)
         self.db_path = self.home / DB_NAME
         self.index_path = self.home / INDEX_NAME
         if readonly and not self.db_path.exists():
@@ -240,9 +241,8 @@ class Store:
                 "UPDATE photos SET state='embedded', path=?, sha256=?, error=NULL, updated_at=? WHERE id=?",
                 [(path, sha, now, pid) for pid, path, sha in items],
             )
-        index = self.index
         ids = np.array([pid for pid, _, _ in items], dtype=np.int64)
-        index.remove_ids(ids)  # a re-embedded photo replaces its old vector
+        index = self._index = ann.remove_ids(self.index, ids)  # a re-embedded photo replaces its old vector
         index.add_with_ids(vectors, ids)
         self._dirty = True
 
@@ -288,22 +288,40 @@ class Store:
         if index is None or (dim and index.d != dim):
             if dim is None:
                 return None
-            index = index_file.new_index(dim)
-        self._sync_index(index)
-        return index
+            index = ann.new_flat(dim)  # save_index() turns it into the kind its size calls for
+        return self._sync_index(index)
 
-    def _sync_index(self, index) -> None:
+    def _sync_index(self, index):
         """Make the index hold exactly the committed vectors (catch up after a crash between commit and save)."""
-        in_index = set(index_file.index_ids(index).tolist())
+        in_index = set(ann.ids_of(index).tolist())
         in_db = set(self.vector_ids())
         extra = np.array(sorted(in_index - in_db), dtype=np.int64)
         missing = sorted(in_db - in_index)
         if len(extra):
-            index.remove_ids(extra)
+            index = ann.remove_ids(index, extra)
         if missing:
             for chunk in _chunks(missing, 4096):
                 index.add_with_ids(self.vectors(chunk), np.array(chunk, dtype=np.int64))
         self._dirty = bool(len(extra) or missing)
+        return index
+
+    @property
+    def index_kind(self) -> str:
+        """The kind asked for with `imgidx reindex` (default auto: by size, see indexer/ann.py)."""
+        return self.meta("index_kind") or "auto"
+
+    def rebuild_index(self, kind: str | None = None) -> None:
+        """Rebuild the FAISS index from the exact stored vectors (kind: flat|ivf|hnsw|auto, recorded) and save it."""
+        if self.readonly or self.stamp is None:
+            raise StoreError(f"cannot rebuild the index in {self.home}: it is read-only or empty")
+        kind = ann.check_kind(kind or self.index_kind)
+        self._index = self._built(kind)
+        self._dirty = True
+        self.set_meta("index_kind", kind)
+        self.save_index()
+
+    def _built(self, kind: str):
+        return ann.build(kind, self.stamp.dim, self.vector_ids(), self.vectors, policy=self.index_policy)
 
     def save_index(self) -> None:
         """Atomic write (temp file + fsync + rename), then record which photos the file holds.
@@ -316,6 +334,9 @@ class Store:
         index = self.index
         if index is None:
             return
+        if ann.rebuild_target(index, self.index_kind, self.index_policy):  # outgrew its kind (auto only)
+            self._index = index = self._built("auto")
+            self._dirty = True
         if self._dirty or self._has_state("embedded") or not self.index_path.exists():
             index_file.write_atomic(index, self.index_path)
             with self.transaction():
@@ -336,17 +357,13 @@ class Store:
         self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
     ) -> list[list[Hit]]:
         """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids."""
-        import faiss
-
         index = self.index
         if index is None or index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         queries = _check_vectors(queries, index.d)
-        params = None
-        if allowed is not None:
-            if not len(allowed):
-                return [[] for _ in range(len(queries))]
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+        if allowed is not None and not len(allowed):
+            return [[] for _ in range(len(queries))]
+        params = ann.search_params(index, allowed)
         scores, ids = index.search(queries, min(k, index.ntotal), params=params)
         # ties (identical photos) by id, not by insertion order: a resumed index answers like a fresh one
         return [

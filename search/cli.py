@@ -1,16 +1,18 @@
 """The `imgidx` command. Thin commands: parse options, call the library, print a table or --json.
 
-Commands that need no model (info, ...) never import TensorFlow, so they start fast.
+Commands that need no model (info, reindex, ...) never import TensorFlow, so they start fast
+(tests/test_startup.py checks it).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from indexer import console
+from indexer import ann, console
 from indexer.cli import build
 from indexer.compose import build_lock, build_running, embedder_for_index
 from indexer.config import Settings
@@ -138,14 +140,13 @@ def info(
     with Store(settings.home, readonly=True) as store, store.snapshot():
         counts = store.counts()
         stamp = store.stamp
-        index = store.index
         report = {
             "home": str(settings.home),
             "photos": counts["photos"],
             "collections": counts["collections"],
             "clean": counts["clean"],
             "stamp": stamp.as_dict() if stamp else None,
-            "index": {"kind": index_kind(index), "size": int(index.ntotal) if index is not None else 0},
+            "index": {**ann.describe(store.index), "requested": store.index_kind},
             "states": counts["states"],
             "failures": counts["failures"],
         }
@@ -160,7 +161,7 @@ def info(
         [
             ("photos (with vectors)", report["photos"]),
             ("model", stamp.describe() if stamp else "none yet"),
-            ("index", f"{report['index']['kind']} with {report['index']['size']} vectors"),
+            ("index", _describe_index(report["index"])),
             ("failures", report["failures"]),
         ],
     )
@@ -258,13 +259,53 @@ def demo(
         app(["--home", str(settings.home), "similar", str(q), "-k", "5"], standalone_mode=False)
 
 
-def index_kind(index) -> str:
-    if index is None:
-        return "none"
-    import faiss
+@app.command()
+@console.handle_errors
+def reindex(
+    ctx: typer.Context,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="flat (exact) | ivf | hnsw | auto (flat up to 50k vectors, IVF beyond; the default, and what "
+            "later builds keep following).",
+        ),
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rebuild the FAISS index from the exact stored vectors as another kind (atomic; vectors are untouched)."""
+    settings: Settings = ctx.obj
+    if kind not in ann.CHOICES:
+        raise ConfigError(f"--kind must be one of {'|'.join(ann.CHOICES)}; received {kind!r}")
+    Store(settings.home, readonly=True).close()  # a clear error when there is no index yet
+    with build_lock(settings.home), Store(settings.home) as store:
+        if store.stamp is None:
+            raise ConfigError(f"the index in {settings.home} is empty; build it first with `imgidx build`")
+        before = ann.describe(store.index)
+        start = time.monotonic()
+        store.rebuild_index(kind)
+        seconds = time.monotonic() - start
+        after = ann.describe(store.index)
+        recall = ann.recall_at_k(store.index, store.vector_ids(), store.vectors) if after["kind"] != "flat" else 1.0
+    report = {"before": before, "after": {**after, "requested": kind}, "recall_at_10": recall, "seconds": seconds}
+    if as_json:
+        console.print_json(report)
+        return
+    console.print_table(
+        f"reindex {settings.home}",
+        ["what", "value"],
+        [
+            ("before", _describe_index(before)),
+            ("after", _describe_index(after)),
+            ("recall@10 vs exact (100 stored vectors as queries)", f"{recall:.3f}"),
+            ("seconds", f"{seconds:.1f}"),
+        ],
+    )
 
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
-    return {"IndexFlatIP": "flat-ip", "IndexFlatL2": "flat-l2"}.get(type(inner).__name__, type(inner).__name__)
+
+def _describe_index(d: dict) -> str:
+    extras = ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("kind", "size", "requested"))
+    text = f"{d['kind']} with {d['size']} vectors" + (f" ({extras})" if extras else "")
+    return text + (f"; kind {d['requested']}" if d.get("requested") == "auto" else "")
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def test_folder_build_indexes_subfolders_as_collections(built):
         "weights": "random:0",
         "dim": 512,
     }
-    assert info["index"] == {"kind": "flat-ip", "size": 13} and info["failures"] == 1
+    assert info["index"] == {"kind": "flat", "size": 13, "storage": "float32", "requested": "auto"}
+    assert info["failures"] == 1
     failed = json.loads(run("info", "--failures", "--json").stdout)["failed"]
     assert [f["source_id"] for f in failed] == ["stripes/broken.jpg"]
 
@@ -118,3 +119,17 @@ def test_every_command_has_help_and_is_in_the_readme():
         r = run(name, "--help")
         assert "Usage" in r.stdout and len(r.stdout) > 200
         assert re.search(rf"imgidx {name}\b", readme), f"`imgidx {name}` is not documented in README.md"
+
+
+@pytest.mark.slow
+def test_precision_is_stamped_kept_by_later_builds_and_a_mismatch_is_refused(photo_dir):
+    report = json.loads(run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "fp32", "--json").stdout)
+    assert report["embedded"] == 13
+    assert json.loads(run("info", "--json").stdout)["stamp"]["precision"] == "fp32"
+    (photo_dir / "rings" / "more.jpg").write_bytes((photo_dir / "loose.jpg").read_bytes())
+    again = json.loads(run("build", "--from-dir", photo_dir, *RANDOM, "--json").stdout)  # no --precision: the index's
+    assert again["reused"] == 1 and again["already_indexed"] == 13
+    r = run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "bf16", ok=False)
+    assert r.exit_code == 1 and "fp32" in r.stderr and "bf16" in r.stderr and "Traceback" not in r.stderr
+    r = run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "int8", ok=False)
+    assert r.exit_code == 1 and "fp32|bf16|fp16" in r.stderr

@@ -147,3 +147,22 @@ def test_real_imagenet_conv_weights_put_cats_next_to_cats():
     nn = np.argsort(-sims, axis=1)[:, :5]
     agreement = (labels[nn] == labels[:, None]).mean()
     assert agreement >= 0.9, f"neighbour label agreement {agreement:.3f}"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_path_gives_unit_float32_vectors_close_to_fp32(precision):
+    spec = resolve("random:0", "block5_pool", Path("/x"), "")
+    x = images(3)
+    low = Embedder("block5_pool", spec, precision=precision, batch_size=2)
+    v = low.embed(x)
+    assert v.dtype == np.float32 and v.shape == (3, 512) and low.stamp.precision == precision
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    ref = Embedder("block5_pool", spec, precision="fp32", batch_size=2).embed(x)
+    assert np.min(np.sum(v * ref, axis=1)) >= 0.99
+
+
+def test_compiled_call_preprocesses_in_the_graph_like_keras(random_fc2):
+    """The uint8 -> caffe preprocessing inside the tf.function equals Keras' preprocess_input on a copy."""
+    x = images(2, seed=3)
+    direct = np.asarray(random_fc2._model(preprocess(x), training=False), dtype=np.float32)
+    np.testing.assert_allclose(random_fc2.raw(x), direct, rtol=1e-4, atol=1e-4)

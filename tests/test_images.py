@@ -155,3 +155,15 @@ def test_center_square_of_portrait():
     img = Image.new("RGB", (200, 400), (0, 0, 0))
     img.paste((255, 255, 255), (0, 100, 200, 300))
     assert np.asarray(center_square(img, 50))[8:-8].min() == 255  # edges feel the Lanczos kernel
+
+
+def test_draft_never_decodes_below_twice_the_target():
+    """Drafting down to the target aliased fine patterns (cosine 0.989 on a scanned print): below 4x the target
+    the plain decode is used, and above it the draft leaves >= 2x for Lanczos."""
+    from indexer.images import decode
+    from tests.conftest import pattern_image
+
+    mid = jpeg_bytes(pattern_image(4, size=(880, 700)))  # shorter side < 4 x 224
+    assert np.array_equal(prepare(mid, draft=True), prepare(mid, draft=False))
+    big = jpeg_bytes(pattern_image(5, size=(2000, 1800)))
+    assert min(decode(big, 224).size) >= 448 and decode(big, 224).size < Image.open(io.BytesIO(big)).size

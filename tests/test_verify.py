@@ -137,7 +137,7 @@ def test_unusable_vectors_and_dangling_rows_are_dropped(home):
         db.execute("UPDATE vectors SET vec=? WHERE photo_id=1", (b"\0" * 12,))
         db.execute("UPDATE vectors SET vec=? WHERE photo_id=2", (np.full(8, np.nan, np.float32).tobytes(),))
         db.execute("INSERT INTO vectors VALUES (55, ?)", (unit(1)[0].tobytes(),))  # no photo row (FKs off here)
-        db.execute("INSERT INTO collections VALUES ('dog', 56, '', 0, 0)")
+        db.execute("INSERT INTO collections (name, photo_id, query, rank, added_at) VALUES ('dog', 56, '', 0, 0)")
     assert kinds(check(home)) >= {
         "vector_bad_size",
         "vector_not_unit",

@@ -1,0 +1,128 @@
+"""Part `model`: bare model img/s (same compiled call, same batch, in-memory tensors) vs the full build pipeline
+from photos on disk (folder -> read -> decode -> embed -> SQLite + FAISS), measured alternately so that the
+machine's background load cancels out of the ratio as far as it can.
+
+Also, inside each pipeline run, the fraction of its wall time the model was busy (time in embed() / wall): on a
+shared machine it is the steadier sign that batches reach the model without stalls."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import OUT, Options, photo_files, rate, table
+
+
+def _embedder(batch_size: int | None = None):
+    from indexer.embed import Embedder, accelerator, default_batch_size, default_precision
+    from indexer.weights import resolve
+
+    device = accelerator()
+    spec = resolve("random:0", "fc2", Path("/nonexistent"), "")  # same FLOPs as the ImageNet weights
+    emb = Embedder(
+        "fc2", spec, precision=default_precision(device), batch_size=batch_size or default_batch_size(device)
+    )
+    return emb.load(), device
+
+
+def _folder(files: list[Path]) -> Path:
+    """A folder of links to the photos (cats/ and dogs/), so that a subset can be built like the whole."""
+    root = Path(tempfile.mkdtemp(prefix="photos-", dir=OUT))
+    for f in files:
+        (root / f.parent.name).mkdir(exist_ok=True)
+        os.symlink(f, root / f.parent.name / f.name)
+    return root
+
+
+class _Timed:
+    """The embedder, counting the time spent in embed()."""
+
+    def __init__(self, emb):
+        self.emb, self.busy = emb, 0.0
+        self.stamp, self.batch_size = emb.stamp, emb.batch_size
+
+    def embed(self, images):
+        start = time.perf_counter()
+        try:
+            return self.emb.embed(images)
+        finally:
+            self.busy += time.perf_counter() - start
+
+
+def _pipeline(emb, folder: Path) -> dict:
+    from indexer.fetch import Fetcher
+    from indexer.pipeline import ingest
+    from indexer.sources import FolderSource
+    from indexer.store import Store
+
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=OUT))
+    try:
+        with Store(home) as store:
+            ids = store.add_photos(FolderSource(folder).photos())
+            timed = _Timed(emb)
+            report = ingest(store, ids, timed, Fetcher(workers=4), workers=4)
+        return {**report.as_dict(), "model_busy": timed.busy / report.seconds}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(opts: Options) -> tuple[dict, str]:
+    from indexer.images import prepare
+
+    files = photo_files(320 if opts.quick else 1000)
+    OUT.mkdir(parents=True, exist_ok=True)
+    emb, device = _embedder()
+    bs = emb.batch_size
+    x = np.stack([prepare(f.read_bytes()) for f in files[:bs]])
+    emb.embed(x)  # trace once, like the build does before its first batch
+
+    def bare() -> float:
+        return rate(lambda: len(emb.embed(x)), min_seconds=5 if opts.quick else 12)
+
+    folder = _folder(files)
+    try:
+        bares, pipes, reports = [bare()], [], []
+        for _ in range(2 if opts.quick else 3):
+            reports.append(_pipeline(emb, folder))
+            pipes.append(reports[-1]["photos_per_second"])
+            bares.append(bare())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    ratios = [p / statistics.mean(bares[i : i + 2]) for i, p in enumerate(pipes)]
+    result = {
+        "device": device,
+        "layer": "fc2",
+        "weights": "random:0 (same FLOPs as imagenet)",
+        "precision": emb.precision,
+        "batch_size": bs,
+        "photos": len(files),
+        "bare_img_per_s": [round(b, 2) for b in bares],
+        "pipeline_img_per_s": pipes,
+        "ratios": [round(r, 3) for r in ratios],
+        "ratio": round(statistics.median(ratios), 3),
+        "model_busy": [round(r["model_busy"], 3) for r in reports],
+        "goal": 0.95 if device == "gpu" else 0.85,
+        "skipped_photos": reports[-1]["skipped"],
+        "reused_photos": reports[-1]["reused"],
+    }
+    if device == "gpu":  # the batch size question only matters there
+        result["bare_by_batch"] = {b: round(rate(_sweep(b, x), min_seconds=5), 1) for b in (64, 128, 256)}
+    rows = [("bare model (in-memory batch)", f"{b:.1f}") for b in bares]
+    rows += [("full build pipeline from disk", f"{p:.1f}") for p in pipes]
+    rows.append(("ratio pipeline / bare (median)", f"{result['ratio']:.3f} (goal >= {result['goal']})"))
+    rows.append(("model busy in the pipeline", " ".join(f"{b:.3f}" for b in result["model_busy"])))
+    title = f"1. model vs pipeline: {device}, fc2, {emb.precision}, batch {bs}, {len(files)} photos (img/s)"
+    return result, table(title, ["what", "img/s"], rows)
+
+
+def _sweep(batch_size: int, x: np.ndarray):
+    emb, _ = _embedder(batch_size)
+    xb = np.resize(x, (batch_size, *x.shape[1:]))
+    emb.embed(xb)
+    return lambda: len(emb.embed(xb))

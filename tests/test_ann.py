@@ -1,0 +1,154 @@
+"""Index kinds (indexer/ann.py) through the real Store: kind by size, reindex round trips, recall vs exact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from indexer import ann
+from indexer.records import Photo, Stamp
+from indexer.store import Store
+from search.cli import app
+
+DIM = 32
+STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=DIM)
+SMALL = ann.Policy(flat_max=300, nprobe=8, train_per_list=10)
+
+
+def clustered(n: int, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    """Unit vectors around `clusters` random centres (faiss contrib SyntheticDataset in spirit)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    v = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, dim))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(store: Store, vectors: np.ndarray, start: int = 0) -> list[int]:
+    ids = store.add_photos(
+        [Photo(source="folder", source_id=f"p{start + i}.jpg", collection="c") for i in range(len(vectors))]
+    )
+    store.add_vectors([(i, "", f"sha{i}") for i in ids], vectors)
+    return ids
+
+
+def recall(store: Store, queries: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
+    got = store.search(queries, k)
+    return float(np.mean([len({h.photo_id for h in row} & set(e)) / k for row, e in zip(got, exact, strict=True)]))
+
+
+def exact_top(ids: list[int], vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    return np.asarray(ids)[np.argsort(-(queries @ vectors.T), axis=1)[:, :k]]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "home", index_policy=SMALL)
+    s.ensure_stamp(STAMP)
+    yield s
+    s.close()
+
+
+def test_kind_is_chosen_by_size():
+    assert ann.choose_kind(50_000) == "flat" and ann.choose_kind(50_001) == "ivf"
+    assert ann.choose_kind(301, SMALL) == "ivf" and ann.choose_kind(300, SMALL) == "flat"
+    assert ann.nlist_for(1_000_000) == 4000 and ann.nlist_for(100_000) == 1264
+    assert ann.nlist_for(100, SMALL) == 10  # never fewer than train_per_list training vectors per list
+
+
+def test_index_grows_from_flat_into_ivf_past_the_threshold_and_stays_exact_in_sqlite(store, tmp_path):
+    v = clustered(700)
+    ids = fill(store, v[:250])
+    store.save_index()
+    assert ann.kind_of(store.index) == "flat"
+    ids += fill(store, v[250:], start=250)
+    store.save_index()  # the build saves every minute and at the end: that is when the kind follows the size
+    assert ann.describe(store.index) == {
+        "kind": "ivf",
+        "size": 700,
+        "storage": "float16",
+        "nlist": ann.nlist_for(700, SMALL),
+        "nprobe": 8,
+    }
+    assert np.array_equal(store.vectors(ids), v)  # raw vectors stay exact float32
+    with Store(tmp_path / "home", readonly=True) as again:
+        assert ann.kind_of(again.index) == "ivf" and sorted(ann.ids_of(again.index)) == ids
+        assert recall(again, v[:50], exact_top(ids, v, v[:50])) >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "flat"])
+def test_reindex_round_trip_keeps_ids_vectors_and_recall(store, tmp_path, kind):
+    v, queries = np.split(clustered(2100, seed=1), [2000])  # queries from the same clusters, not indexed
+    ids = fill(store, v)
+    store.rebuild_index(kind)
+    with Store(tmp_path / "home", readonly=True) as again:
+        assert again.index_kind == kind and ann.kind_of(again.index) == kind
+        assert sorted(ann.ids_of(again.index).tolist()) == ids
+        assert np.array_equal(again.vectors(ids), v)
+        r = recall(again, queries, exact_top(ids, v, queries))
+        assert r >= (1.0 if kind == "flat" else 0.95), r
+        assert ann.recall_at_k(again.index, ids, again.vectors) >= 0.95
+
+
+def test_a_kind_chosen_by_hand_is_kept_as_the_index_grows(store):
+    fill(store, clustered(200))
+    store.rebuild_index("hnsw")
+    fill(store, clustered(400, seed=3), start=200)
+    store.save_index()
+    assert ann.kind_of(store.index) == "hnsw" and store.index.ntotal == 600
+    store.rebuild_index("auto")
+    assert ann.kind_of(store.index) == "ivf"
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_restricted_search_stays_inside_the_collection_and_finds_its_true_neighbours(store, kind):
+    v = clustered(1500, seed=4)
+    ids = fill(store, v)
+    store.rebuild_index(kind)
+    allowed = ids[::15]  # one photo in 15: a small collection
+    sub = v[::15]
+    got = store.search(v[:20], 5, allowed=allowed)
+    assert all(len(row) == 5 and {h.photo_id for h in row} <= set(allowed) for row in got)
+    exact = exact_top(allowed, sub, v[:20], 5)
+    hit = np.mean([len({h.photo_id for h in row} & set(e)) / 5 for row, e in zip(got, exact, strict=True)])
+    assert hit >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_re_embedded_photo_replaces_its_vector_in_every_kind(store, kind):
+    v = clustered(400, seed=5)
+    ids = fill(store, v)
+    store.rebuild_index(kind)
+    new = clustered(1, seed=6)
+    store.add_vectors([(ids[7], "", "sha-new")], new)
+    assert store.index.ntotal == 400
+    assert store.search(new, 1)[0][0].photo_id == ids[7]
+
+
+def test_reopen_catches_up_an_ivf_index_after_a_crash(store, tmp_path):
+    fill(store, clustered(500, seed=7))
+    store.rebuild_index("ivf")
+    more = fill(store, clustered(30, seed=8), start=500)  # committed, never saved
+    with Store(tmp_path / "home", readonly=True) as again:
+        assert again.index.ntotal == 530 and set(more) <= set(ann.ids_of(again.index).tolist())
+
+
+def test_reindex_command_reports_before_after_and_recall(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGIDX_HOME", str(tmp_path / "home"))
+    with Store(tmp_path / "home") as s:
+        s.ensure_stamp(STAMP)
+        fill(s, clustered(600, seed=9))
+    runner = CliRunner()
+    r = runner.invoke(app, ["reindex", "--kind", "ivf", "--json"])
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["before"]["kind"] == "flat" and report["after"]["kind"] == "ivf"
+    assert report["recall_at_10"] >= 0.95
+    info = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert info["index"]["kind"] == "ivf" and info["index"]["requested"] == "ivf" and info["index"]["size"] == 600
+    bad = runner.invoke(app, ["reindex", "--kind", "pq"])
+    assert bad.exit_code == 1 and "flat|ivf|hnsw|auto" in bad.stderr
+    empty = runner.invoke(app, ["--home", str(tmp_path / "nothing"), "reindex"])
+    assert empty.exit_code == 1 and "imgidx build" in empty.stderr
