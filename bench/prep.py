@@ -41,6 +41,7 @@ def recipes() -> dict:
 
 def run(opts: Options) -> tuple[dict, str]:
     from indexer.flow import cores
+    from indexer.images import DRAFT_MARGIN, TARGET_SIZE
 
     data = [f.read_bytes() for f in photo_files(300 if opts.quick else 1000)]
     n_cores = cores()
@@ -52,10 +53,10 @@ def run(opts: Options) -> tuple[dict, str]:
             many = rate(lambda fn=fn, pool=pool: sum(1 for r in pool.map(fn, data) if r is not None), min_seconds=secs)
         result[name] = {"one_core": round(one, 1), "all_cores": round(many, 1)}
         rows.append((name, f"{one:.0f}", f"{many:.0f}", f"{many / one:.2f}x"))
-    large = sum(1 for b in data if min(Image.open(io.BytesIO(b)).size) >= 448)
+    large = sum(1 for b in data if min(Image.open(io.BytesIO(b)).size) >= 2 * DRAFT_MARGIN * TARGET_SIZE)
     result["photos"], result["cores"], result["photos_draft_applies"] = len(data), n_cores, large
     title = (
-        f"2. image preparation: {len(data)} shared photos (~200-500 px; draft applies to {large}), "
+        f"2. image preparation: {len(data)} shared photos (~200-1000 px; draft applies to {large}), "
         f"1 core vs {n_cores} threads (img/s)"
     )
     return result, table(title, ["recipe", "1 core", f"{n_cores} threads", "scaling"], rows)

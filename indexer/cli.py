@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .licenses import parse_license_ids
 from .records import Photo
 from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
-from .store import Store
+from .store import DB_NAME, Store
 
 
 @console.handle_errors
@@ -84,13 +84,10 @@ def build(
         raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
+    precision = precision or _index_precision(settings.home)  # keep adding in the precision it was built with
+    embedder = make_embedder(settings, layer, weights or settings.weights, precision=precision, batch_size=batch_size)
     with build_lock(settings.home), Store(settings.home) as store:
         store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
-        if precision is None and store.stamp is not None:
-            precision = store.stamp.precision  # keep adding to an index in the precision it was built with
-        embedder = make_embedder(
-            settings, layer, weights or settings.weights, precision=precision, batch_size=batch_size
-        )
         store.ensure_stamp(embedder.stamp)
         if embedder.weights.path:
             store.set_meta("weights_source", str(embedder.weights.path.resolve()))
@@ -137,6 +134,13 @@ def build(
             ("index size", counts["photos"]),
         ],
     )
+
+
+def _index_precision(home: Path) -> str | None:
+    if not (home / DB_NAME).exists():
+        return None
+    with Store(home, readonly=True) as store:
+        return store.stamp.precision if store.stamp else None
 
 
 def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:

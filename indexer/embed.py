@@ -6,7 +6,7 @@ compiled call on TensorFlow and on a float copy elsewhere (preprocess_input work
 to float32 before they are L2-normalised, so inner product = cosine whatever the compute precision.
 
 Speed (README "Performance"): one cached tf.function with a [None, 224, 224, 3] uint8 signature (one trace for
-every batch size); `mixed_bfloat16` on CPUs with AMX-BF16 (several times fp32, cosine to fp32 >= 0.999);
+every batch size); `mixed_bfloat16` on CPUs with AMX-BF16 (~10x fp32, cosine to fp32 >= 0.9999);
 batches of 64 on CPU, 128 on a GPU. On JAX/PyTorch the jitted predict_on_batch runs at a fixed batch shape.
 """
 
@@ -42,7 +42,7 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
 
 
 def default_precision(device: str = "cpu", flags: frozenset[str] | None = None) -> str:
-    """bf16 on CPUs with AMX-BF16 (~3.5x fp32 here, cosine to fp32 >= 0.999: README); fp32 elsewhere.
+    """bf16 on CPUs with AMX-BF16 (~10x fp32 on 2 cores here, cosine to fp32 >= 0.9999: README); fp32 elsewhere.
 
     On a GPU fp32 stays the default: the model is no longer the bottleneck there (decoding is), so lower
     precision would buy little build speed for a small loss of exactness; pass --precision bf16 to choose it."""
