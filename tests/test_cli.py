@@ -133,3 +133,10 @@ def test_precision_is_stamped_kept_by_later_builds_and_a_mismatch_is_refused(pho
     assert r.exit_code == 1 and "fp32" in r.stderr and "bf16" in r.stderr and "Traceback" not in r.stderr
     r = run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "int8", ok=False)
     assert r.exit_code == 1 and "fp32|bf16|fp16" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_builds_and_searches_offline(tmp_path):
+    r = run("--home", tmp_path / "demo", "demo", "--per-family", 3)
+    assert "random weights" in r.stderr and "indexing 9 generated photos" in r.stderr
+    assert r.stdout.count("nearest to") == 3 and "new_rings.jpg" in r.stdout
