@@ -16,14 +16,14 @@ from indexer import ann, console
 from indexer.cli import build
 from indexer.compose import build_lock, build_running, embedder_for_index
 from indexer.config import Settings
-from indexer.errors import ConfigError, ImageError, ImgidxError, StoreError
-from indexer.images import prepare
+from indexer.errors import ConfigError, ImgidxError, StoreError
 from indexer.store import DB_NAME, Store
 
 from .cli_clean import audit, clean
 from .cli_serve import serve
 from .cli_train import classify, train
 from .cli_vision import activations, labels
+from .inputs import read_photo
 from .knn import nearest
 
 app = typer.Typer(
@@ -116,14 +116,7 @@ def _short_path(path: str) -> str:
 
 
 def _embed_file(store: Store, settings: Settings, photo: Path, layer: str | None, weights: str | None):
-    try:
-        data = photo.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {photo}: {e.strerror or e}") from None
-    try:
-        pixels = prepare(data)
-    except ImageError as e:
-        raise ConfigError(f"{photo} cannot be used: {e.reason}") from None
+    pixels = read_photo(photo)
     embedder = embedder_for_index(store, settings, layer=layer, weights=weights, batch_size=1)
     return embedder.embed(pixels[None])[0]
 

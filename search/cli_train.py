@@ -11,11 +11,11 @@ import typer
 
 from indexer import console
 from indexer.config import Settings
-from indexer.errors import ConfigError, ImageError, StampMismatch
-from indexer.images import prepare
+from indexer.errors import ConfigError, StampMismatch
 from indexer.store import Store
 
 from .cli_clean import labelled_ids, member_ids
+from .inputs import read_photo
 from .knn import describe
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -163,13 +163,6 @@ def classify(
 def _embed_files(store: Store, settings: Settings, photos: list[Path]) -> tuple[list[dict], np.ndarray]:
     from indexer.compose import embedder_for_index
 
-    pixels = []
-    for photo in photos:
-        try:
-            pixels.append(prepare(photo.read_bytes()))
-        except OSError as e:
-            raise ConfigError(f"cannot read {photo}: {e.strerror or e}") from None
-        except ImageError as e:
-            raise ConfigError(f"{photo} cannot be used: {e.reason}") from None
+    pixels = [read_photo(photo) for photo in photos]
     embedder = embedder_for_index(store, settings, batch_size=min(32, len(pixels)))
     return [{"path": str(p)} for p in photos], embedder.embed(np.stack(pixels))

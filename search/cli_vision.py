@@ -9,18 +9,10 @@ import typer
 
 from indexer import console
 from indexer.config import Settings
-from indexer.errors import ConfigError, ImageError
-from indexer.images import prepare
+from indexer.errors import ConfigError
 from indexer.weights import resolve
 
-
-def _pixels(photo: Path):
-    try:
-        return prepare(photo.read_bytes())
-    except OSError as e:
-        raise ConfigError(f"cannot read {photo}: {e.strerror or e}") from None
-    except ImageError as e:
-        raise ConfigError(f"{photo} cannot be used: {e.reason}") from None
+from .inputs import read_photo
 
 
 @console.handle_errors
@@ -40,7 +32,7 @@ def activations(
     from .activations import activation_grid
 
     settings: Settings = ctx.obj
-    pixels = _pixels(photo)
+    pixels = read_photo(photo)
     spec = resolve(
         weights or settings.weights, "block5_pool", settings.keras_home, settings.weights_url, settings.cache_dir
     )
@@ -64,7 +56,7 @@ def labels(
     from indexer.embed import imagenet_top
 
     settings: Settings = ctx.obj
-    pixels = _pixels(photo)
+    pixels = read_photo(photo)
     try:
         spec = resolve(
             weights or settings.weights, "fc2", settings.keras_home, settings.weights_url, settings.cache_dir
