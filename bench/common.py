@@ -112,3 +112,27 @@ def _fmt(c: object) -> str:
 
 def _num(c: str) -> bool:
     return c.replace(".", "").replace(",", "").replace("-", "").isdigit()
+
+
+class Others:
+    """How many cores other processes used while a block ran (from /proc/stat minus this process's own time):
+    on a shared machine it says which measurements saw the same background load."""
+
+    def __enter__(self) -> Others:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (busy0, own0, t0), (busy1, own1, t1) = self._start, self._read()
+        self.cores = max(0.0, ((busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / (t1 - t0))
+
+    @staticmethod
+    def _read() -> tuple[int, int, float]:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()
+            return sum(v) - v[3] - v[4], int(own[11]) + int(own[12]), time.monotonic()
+        except (OSError, ValueError, IndexError):
+            return 0, 0, time.monotonic()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import OUT, Options, photo_files, rate, table
+from .common import OUT, Options, Others, photo_files, rate, table
 
 
 def _embedder(batch_size: int | None = None):
@@ -82,14 +82,21 @@ def run(opts: Options) -> tuple[dict, str]:
     x = np.stack([prepare(f.read_bytes()) for f in files[:bs]])
     emb.embed(x)  # trace once, like the build does before its first batch
 
+    others: list[float] = []
+
     def bare() -> float:
-        return rate(lambda: len(emb.embed(x)), min_seconds=5 if opts.quick else 12)
+        with Others() as o:
+            got = rate(lambda: len(emb.embed(x)), min_seconds=5 if opts.quick else 12)
+        others.append(o.cores)
+        return got
 
     folder = _folder(files)
     try:
         bares, pipes, reports = [bare()], [], []
         for _ in range(2 if opts.quick else 3):
-            reports.append(_pipeline(emb, folder))
+            with Others() as o:
+                reports.append(_pipeline(emb, folder))
+            others.append(o.cores)
             pipes.append(reports[-1]["photos_per_second"])
             bares.append(bare())
     finally:
@@ -107,18 +114,23 @@ def run(opts: Options) -> tuple[dict, str]:
         "ratios": [round(r, 3) for r in ratios],
         "ratio": round(statistics.median(ratios), 3),
         "model_busy": [round(r["model_busy"], 3) for r in reports],
+        "other_processes_cores": {
+            "bare": [round(c, 2) for c in others[:1] + others[2::2]],
+            "pipeline": [round(c, 2) for c in others[1::2]],
+        },
         "goal": 0.95 if device == "gpu" else 0.85,
         "skipped_photos": reports[-1]["skipped"],
         "reused_photos": reports[-1]["reused"],
     }
     if device == "gpu":  # the batch size question only matters there
         result["bare_by_batch"] = {b: round(rate(_sweep(b, x), min_seconds=5), 1) for b in (64, 128, 256)}
-    rows = [("bare model (in-memory batch)", f"{b:.1f}") for b in bares]
-    rows += [("full build pipeline from disk", f"{p:.1f}") for p in pipes]
-    rows.append(("ratio pipeline / bare (median)", f"{result['ratio']:.3f} (goal >= {result['goal']})"))
-    rows.append(("model busy in the pipeline", " ".join(f"{b:.3f}" for b in result["model_busy"])))
+    bare_others, pipe_others = others[:1] + others[2::2], others[1::2]
+    rows = [("bare model (in-memory batch)", f"{b:.1f}", f"{c:.2f}") for b, c in zip(bares, bare_others, strict=True)]
+    rows += [("full build pipeline from disk", f"{p:.1f}", f"{c:.2f}") for p, c in zip(pipes, pipe_others, strict=True)]
+    rows.append(("ratio pipeline / bare (median)", f"{result['ratio']:.3f} (goal >= {result['goal']})", ""))
+    rows.append(("model busy in the pipeline", " ".join(f"{b:.3f}" for b in result["model_busy"]), ""))
     title = f"1. model vs pipeline: {device}, fc2, {emb.precision}, batch {bs}, {len(files)} photos (img/s)"
-    return result, table(title, ["what", "img/s"], rows)
+    return result, table(title, ["what", "img/s", "cores used by other processes"], rows)
 
 
 def _sweep(batch_size: int, x: np.ndarray):

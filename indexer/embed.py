@@ -26,7 +26,7 @@ from .weights import LAYERS, WeightsSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode="caffe"
-BATCH_SIZE = {"cpu": 64, "gpu": 128}  # measured: bf16 on 2 AMX cores 43 img/s at 8, ~72 at 64 (issue 4)
+BATCH_SIZE = {"cpu": 64, "gpu": 128}  # bf16 fc2 on 2 AMX cores: 33 img/s at 32, 37 at 64, 40 at 128 (2x memory)
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
