@@ -46,7 +46,7 @@ def home(tmp_path):
     rng = np.random.default_rng(0)
     with Store(tmp_path / "home") as s:
         s.ensure_stamp(Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=512))
-        ids = s.add_photos([Photo(source="folder", source_id=f"{i}.jpg", collection="c") for i in range(50)])
+        ids = s.add_photos([Photo(source="folder", source_id=f"{i}.jpg", collection="cd"[i % 2]) for i in range(50)])
         v = rng.normal(size=(50, 512)).astype(np.float32)
         s.add_vectors([(i, "", f"s{i}") for i in ids], v / np.linalg.norm(v, axis=1, keepdims=True))
         s.save_index()
@@ -67,7 +67,16 @@ def test_importing_the_cli_loads_no_model_framework():
 
 @pytest.mark.parametrize(
     "args",
-    [("info", "--json"), ("info", "--failures"), ("reindex", "--kind", "ivf", "--json"), ("similar", "--id", "3")],
+    [
+        ("info", "--json"),
+        ("info", "--failures"),
+        ("reindex", "--kind", "ivf", "--json"),
+        ("similar", "--id", "3"),
+        ("clean", "c", "--json"),
+        ("audit", "c", "d", "--json"),
+        ("train", "m", "c", "d", "--json"),
+        ("verify", "--json"),
+    ],
 )
 def test_commands_that_need_no_model_never_import_tensorflow(home, args):
     out, heavy = run_fresh(home, *args)
