@@ -10,7 +10,7 @@ import typer
 from . import console
 from .compose import build_lock, make_embedder, make_fetcher, make_flickr_source
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .licenses import parse_license_ids
 from .records import Photo
 from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
@@ -137,10 +137,15 @@ def build(
 
 
 def _index_precision(home: Path) -> str | None:
+    """The precision an existing index was built with; None for a new home, or one a killed first build left
+    without a schema (the build below creates it)."""
     if not (home / DB_NAME).exists():
         return None
-    with Store(home, readonly=True) as store:
-        return store.stamp.precision if store.stamp else None
+    try:
+        with Store(home, readonly=True) as store:
+            return store.stamp.precision if store.stamp else None
+    except StoreError:
+        return None
 
 
 def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:
