@@ -16,12 +16,6 @@ from .errors import StoreError
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
-def new_index(dim: int):
-    from .ann import new_flat
-
-    return new_flat(dim)
-
-
 def read_index(path: Path):
     """The index in `path`, or None when it is missing or unreadable (callers rebuild it)."""
     import faiss

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import index_file
+from . import ann, index_file
 from .store import Store
 
 REPORT_IDS = 20  # example ids per finding
@@ -241,7 +241,7 @@ def repair(store: Store, report: Report) -> list[str]:
 def rebuild_index(store: Store) -> int:
     """A fresh index from every stored vector, in id order, written atomically; then every photo is 'indexed'."""
     ids = store.vector_ids()
-    index = index_file.new_index(store.stamp.dim)
+    index = ann.new_flat(store.stamp.dim)
     for start in range(0, len(ids), 4096):
         chunk = ids[start : start + 4096]
         index.add_with_ids(store.vectors(chunk), np.array(chunk, dtype=np.int64))

@@ -13,15 +13,7 @@ from indexer.config import Settings
 from indexer.errors import ConfigError
 from indexer.store import Store
 
-from .knn import describe
-
-
-def member_ids(store: Store, name: str, *, include_flagged: bool = True) -> list[int]:
-    """Embedded photos of a collection (an unknown name is an error that lists the known ones)."""
-    if name not in store.collection_names():
-        known = ", ".join(store.collection_names()) or "none yet"
-        raise ConfigError(f"no collection {name!r} in the index (collections: {known})")
-    return store.vector_ids(name, include_flagged=include_flagged)
+from .knn import describe, member_ids
 
 
 def collection_vectors(store: Store, name: str, *, include_flagged: bool = True) -> tuple[list[int], np.ndarray]:

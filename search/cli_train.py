@@ -14,9 +14,9 @@ from indexer.config import Settings
 from indexer.errors import ConfigError, StampMismatch
 from indexer.store import Store
 
-from .cli_clean import labelled_ids, member_ids
+from .cli_clean import labelled_ids
 from .inputs import read_photo
-from .knn import describe
+from .knn import describe, member_ids
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -25,12 +25,17 @@ def nearest(
         raise ConfigError(f"-k must be > 0; received {k}")
     allowed = None
     if collection is not None:
-        if collection not in store.collection_names():
-            known = ", ".join(store.collection_names()) or "none yet"
-            raise ConfigError(f"no collection {collection!r} in the index (collections: {known})")
-        allowed = store.vector_ids(collection, include_flagged=include_flagged)
+        allowed = member_ids(store, collection, include_flagged=include_flagged)
     hits = store.search(query.reshape(1, -1), k, allowed=allowed)[0]
     return describe(store, [(h.photo_id, h.score) for h in hits])
+
+
+def member_ids(store: Store, name: str, *, include_flagged: bool = True) -> list[int]:
+    """Embedded photos of a collection (an unknown name is an error that lists the known ones)."""
+    if name not in store.collection_names():
+        known = ", ".join(store.collection_names()) or "none yet"
+        raise ConfigError(f"no collection {name!r} in the index (collections: {known})")
+    return store.vector_ids(name, include_flagged=include_flagged)
 
 
 def describe(store: Store, scored: list[tuple[int, float]]) -> list[dict]:

@@ -68,7 +68,8 @@ def test_transient_faults_are_retried(fresh_fake_flickr):
     slept = []
     photos = list(source(fake, sleep=slept.append).search(FlickrQuery("cat", count=5)))
     assert len(photos) == 5 and len(slept) == 5
-    assert slept == sorted(slept) or max(slept) > min(slept)  # backoff grows (with jitter)
+    # exponential backoff with ±50% jitter: attempt i waits between 0.5·2^i and 1.5·2^i seconds
+    assert all(0.5 * 2**i <= s <= 1.5 * 2**i for i, s in enumerate(slept)), slept
 
 
 def test_invalid_key_stops_at_once_with_one_line(fresh_fake_flickr):
