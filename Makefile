@@ -30,12 +30,12 @@ test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LI
 	$(BIN)/python -m pytest -q
 
 lint: install  ## ruff check + format check
-	$(BIN)/ruff check indexer search tests bench
-	$(BIN)/ruff format --check indexer search tests bench
+	$(BIN)/ruff check imgidx indexer search tests bench
+	$(BIN)/ruff format --check imgidx indexer search tests bench
 
 format: install  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix indexer search tests bench
-	$(BIN)/ruff format indexer search tests bench
+	$(BIN)/ruff check --fix imgidx indexer search tests bench
+	$(BIN)/ruff format imgidx indexer search tests bench
 
 demo: install  ## offline demo: generate photos, build an index from them, run `imgidx similar`
 	$(BIN)/imgidx demo

@@ -19,8 +19,8 @@ from .common import OUT, ROOT, Options, photo_files, table
 
 
 def _home() -> tuple[Path, Path]:
-    from indexer.records import Photo, Stamp
-    from indexer.store import Store
+    from imgidx.indexer.records import Photo, Stamp
+    from imgidx.indexer.store import Store
 
     home = Path(tempfile.mkdtemp(prefix="cold-", dir=OUT))
     photo = photo_files(1)[0]
@@ -37,7 +37,7 @@ def _home() -> tuple[Path, Path]:
 def _wall(home: Path, *args: str) -> float:
     env = {**os.environ, "IMGIDX_HOME": str(home), "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "search.cli", *args], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "imgidx", *args], env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 

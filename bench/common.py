@@ -68,8 +68,8 @@ def mem_available() -> int:
 
 
 def machine() -> dict:
-    from indexer.embed import cpu_flags
-    from indexer.flow import cores
+    from imgidx.indexer.embed import cpu_flags
+    from imgidx.indexer.flow import cores
 
     flags = cpu_flags()
     try:

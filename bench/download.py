@@ -42,9 +42,9 @@ def _server(payload: dict[str, bytes]):
 
 
 def _measure(port: int, n: int, workers: int, decode: bool) -> float:
-    from indexer.fetch import Fetcher
-    from indexer.flow import cores, two_stage
-    from indexer.pipeline import Job, Loader
+    from imgidx.indexer.fetch import Fetcher
+    from imgidx.indexer.flow import cores, two_stage
+    from imgidx.indexer.pipeline import Job, Loader
 
     home = Path(tempfile.mkdtemp(prefix="dl-", dir=OUT))
     try:

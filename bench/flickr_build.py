@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [
             sys.executable,
             "-m",
-            "search.cli",
+            "imgidx",
             "build",
             "cat",
             "-n",

@@ -150,9 +150,9 @@ def local_server(photos: int, extra: list[str]) -> Iterator[tuple[str, list[byte
     """A throw-away index of generated photos (random weights) and a server on a free loopback port."""
     from typer.testing import CliRunner
 
-    from search.cli import app
-    from search.demo import generate
-    from search.server import spawned
+    from imgidx.cli.app import app
+    from imgidx.search.demo import generate
+    from imgidx.service.server import spawned
 
     with tempfile.TemporaryDirectory(prefix="imgidx-load-") as tmp:
         root = Path(tmp)

@@ -20,8 +20,8 @@ from .common import OUT, Options, Others, photo_files, rate, table
 
 
 def _embedder(batch_size: int | None = None):
-    from indexer.embed import Embedder, accelerator, default_batch_size, default_precision
-    from indexer.weights import resolve
+    from imgidx.indexer.embed import Embedder, accelerator, default_batch_size, default_precision
+    from imgidx.indexer.weights import resolve
 
     device = accelerator()
     spec = resolve("random:0", "fc2", Path("/nonexistent"), "")  # same FLOPs as the ImageNet weights
@@ -56,10 +56,10 @@ class _Timed:
 
 
 def _pipeline(emb, folder: Path) -> dict:
-    from indexer.fetch import Fetcher
-    from indexer.pipeline import ingest
-    from indexer.sources import FolderSource
-    from indexer.store import Store
+    from imgidx.indexer.fetch import Fetcher
+    from imgidx.indexer.pipeline import ingest
+    from imgidx.indexer.sources import FolderSource
+    from imgidx.indexer.store import Store
 
     home = Path(tempfile.mkdtemp(prefix="home-", dir=OUT))
     try:
@@ -73,7 +73,7 @@ def _pipeline(emb, folder: Path) -> dict:
 
 
 def run(opts: Options) -> tuple[dict, str]:
-    from indexer.images import prepare
+    from imgidx.indexer.images import prepare
 
     files = photo_files(320 if opts.quick else 1000)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ FP16_SUBSET = 400  # fp16 runs at ~half fp32 speed on CPUs (no native fp16 matmu
 
 
 def _embedder(precision: str):
-    from indexer.embed import Embedder
-    from indexer.weights import resolve
+    from imgidx.indexer.embed import Embedder
+    from imgidx.indexer.weights import resolve
 
     spec = resolve(str(need_weights()), "block5_pool", need_weights().parent, "")
     return Embedder("block5_pool", spec, precision=precision, batch_size=32).load()
@@ -61,7 +61,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def run_precision(opts: Options) -> tuple[dict, str]:
-    from indexer.images import prepare
+    from imgidx.indexer.images import prepare
 
     need_weights()
     files = photo_files(600 if opts.quick else None)
@@ -145,8 +145,8 @@ def run_draft(opts: Options) -> tuple[dict, str]:
     c. the rule in use on those photos upscaled 2x (>= 896 px; JPEG q92): the real path, on smoother content;
        with the decode speed of both paths on these larger JPEGs.
     """
-    from indexer import images
-    from indexer.images import prepare
+    from imgidx.indexer import images
+    from imgidx.indexer.images import prepare
 
     need_weights()
     files = photo_files(None)

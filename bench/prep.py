@@ -27,8 +27,8 @@ def _seed_pil(data: bytes) -> np.ndarray:
 
 
 def recipes() -> dict:
-    from indexer.embed import import_keras
-    from indexer.images import prepare
+    from imgidx.indexer.embed import import_keras
+    from imgidx.indexer.images import prepare
 
     import_keras()
     return {
@@ -40,8 +40,8 @@ def recipes() -> dict:
 
 
 def run(opts: Options) -> tuple[dict, str]:
-    from indexer.flow import cores
-    from indexer.images import DRAFT_MARGIN, TARGET_SIZE
+    from imgidx.indexer.flow import cores
+    from imgidx.indexer.images import DRAFT_MARGIN, TARGET_SIZE
 
     data = [f.read_bytes() for f in photo_files(300 if opts.quick else 1000)]
     n_cores = cores()

@@ -29,7 +29,7 @@ OUT = ROOT / "bench" / "out"
 
 
 def imgidx(home: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "search.cli", "--home", str(home), *args]
+    cmd = [sys.executable, "-m", "imgidx", "--home", str(home), *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
@@ -38,7 +38,7 @@ def imgidx(home: Path, *args: str) -> str:
 
 def build_index(home: Path, extra: list[str]) -> None:
     """Index the shared photos and the generated non-animal pictures (an already built home is reused)."""
-    from search.demo import FAMILIES, draw
+    from imgidx.search.demo import FAMILIES, draw
 
     others = home.parent / "non_animals" / "non_animal"
     others.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def build_index(home: Path, extra: list[str]) -> None:
 
 
 def load(home: Path) -> dict[str, tuple[list[int], np.ndarray]]:
-    from indexer.store import Store
+    from imgidx.indexer.store import Store
 
     with Store(home, readonly=True) as store:
         return {
@@ -67,14 +67,14 @@ def load(home: Path) -> dict[str, tuple[list[int], np.ndarray]]:
 
 
 def classify_70_30(cats: np.ndarray, dogs: np.ndarray, seed: int = 0) -> float:
-    from search.classifier import train_classifier
+    from imgidx.search.classifier import train_classifier
 
     labels = ["cat"] * len(cats) + ["dog"] * len(dogs)
     return train_classifier(np.concatenate([cats, dogs]), labels, test_size=0.3, seed=seed).accuracy
 
 
 def knn_precision_at_10(cats: np.ndarray, dogs: np.ndarray) -> float:
-    from search.audit import nearest_neighbours
+    from imgidx.search.audit import nearest_neighbours
 
     labels = np.array([0] * len(cats) + [1] * len(dogs))
     nn = nearest_neighbours(np.concatenate([cats, dogs]), 10)
@@ -84,7 +84,7 @@ def knn_precision_at_10(cats: np.ndarray, dogs: np.ndarray) -> float:
 def clean_scores(inliers: np.ndarray, outliers: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from search.cleanup import clean_ranking
+    from imgidx.search.cleanup import clean_ranking
 
     vectors = np.concatenate([inliers, outliers])
     truth = np.array([0] * len(inliers) + [1] * len(outliers))
@@ -117,7 +117,7 @@ def over_draws(cats: np.ndarray, outliers: np.ndarray, draws: int = 5) -> dict:
 
 
 def audit_swaps(cats: np.ndarray, dogs: np.ndarray, share: float = 0.05, seed: int = 0) -> dict:
-    from search.audit import audit_labels
+    from imgidx.search.audit import audit_labels
 
     rng = np.random.default_rng(seed)
     labels = np.array(["cat"] * len(cats) + ["dog"] * len(dogs), dtype=object)

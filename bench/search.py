@@ -62,7 +62,7 @@ def index_bytes(index) -> int:
     """Memory the index holds (codes, ids, graph links, coarse centroids), from its structure."""
     import faiss
 
-    from indexer import ann
+    from imgidx.indexer import ann
 
     n, kind = index.ntotal, ann.kind_of(index)
     if kind == "ivf":
@@ -76,7 +76,7 @@ def index_bytes(index) -> int:
 
 
 def variants():
-    from indexer import ann
+    from imgidx.indexer import ann
 
     return {
         "flat (exact, float32)": ("flat", ann.DEFAULT),
@@ -94,7 +94,7 @@ def estimate(kind: str, policy, n: int) -> int:
 
 
 def ann_train_vectors(n: int, policy) -> int:
-    from indexer import ann
+    from imgidx.indexer import ann
 
     return min(n, ann.nlist_for(n, policy) * policy.train_per_list)
 
@@ -102,7 +102,7 @@ def ann_train_vectors(n: int, policy) -> int:
 def measure(kind, policy, data: Clustered, queries: np.ndarray, truth: np.ndarray, held) -> dict:
     import faiss
 
-    from indexer import ann
+    from imgidx.indexer import ann
 
     start = time.perf_counter()
     if held is not None:
@@ -132,7 +132,7 @@ def measure(kind, policy, data: Clustered, queries: np.ndarray, truth: np.ndarra
 
 def _build_streaming(kind: str, policy, data: Clustered):
     """IVF over vectors too many to hold: train on the first chunks, then add chunk by chunk."""
-    from indexer import ann
+    from imgidx.indexer import ann
 
     if kind != "ivf":
         raise ValueError("streaming build is for IVF only")

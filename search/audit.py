@@ -18,7 +18,7 @@ from numbers import Integral
 import numpy as np
 import numpy.typing as npt
 
-from search.cleanup import check_vectors, clean_ranking
+from .cleanup import check_vectors, clean_ranking
 
 # Rows of the similarity matrix computed at once: 1024 × 10k float32 is 40 MB, whatever the collection size.
 _BLOCK_ROWS = 1024

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from search.cleanup import check_vectors
+from .cleanup import check_vectors
 
 # scikit-learn and joblib are imported inside the functions that use them: importing sklearn takes about
 # a second, and the CLI imports this module for every command, including --help.

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from indexer.errors import ConfigError, ImageError
-from indexer.images import prepare
+from imgidx.indexer.errors import ConfigError, ImageError
+from imgidx.indexer.images import prepare
 
 
 def read_photo(photo: Path) -> npt.NDArray[np.uint8]:

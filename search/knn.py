@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from indexer.errors import ConfigError
-from indexer.licenses import license_name
-from indexer.store import Store
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.licenses import license_name
+from imgidx.indexer.store import Store
 
 
 def nearest(

@@ -58,7 +58,7 @@ def make_photos(root: Path) -> Path:
 
 
 def build(home: Path, folder: Path, env: dict[str, str], *extra: str) -> None:
-    from search.cli import app
+    from imgidx.cli.app import app
 
     args = ["--home", str(home), "build", "--from-dir", str(folder), *RANDOM, *extra]
     result = CliRunner().invoke(app, args, env={k: env.get(k) for k in ("KERAS_HOME", "XDG_CACHE_HOME")})
@@ -67,8 +67,8 @@ def build(home: Path, folder: Path, env: dict[str, str], *extra: str) -> None:
 
 def save_classifiers(home: Path) -> None:
     """`shapes`: stripes vs rings on this index; `elsewhere`: trained under another model stamp."""
-    from indexer.store import Store
-    from search.classifier import train_classifier
+    from imgidx.indexer.store import Store
+    from imgidx.search.classifier import train_classifier
 
     with Store(home, readonly=True) as store:
         ids = [i for name in FAMILIES for i in store.vector_ids(name)]
@@ -91,8 +91,8 @@ def served_index(tmp_path_factory) -> ServedIndex:
 
 @pytest.fixture(scope="session")
 def server(served_index) -> Iterator:
-    """The default server (a search.server.ServerProcess): loopback, no token, 20 MiB cap."""
-    from search.server import spawned
+    """The default server (an imgidx.service.server.ServerProcess): loopback, no token, 20 MiB cap."""
+    from imgidx.service.server import spawned
 
     with spawned(served_index.home, env=served_index.env) as running:
         yield running

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-CMD = [sys.executable, "-m", "search.cli"]
+CMD = [sys.executable, "-m", "imgidx"]
 TIMESTAMPS = {"added_at", "updated_at"}
 STATIC_ID = re.compile(r"/\d+/(\d+)_")
 

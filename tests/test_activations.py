@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from search.activations import PAD_VALUE, activation_grid, normalise_channels
+from imgidx.search.activations import PAD_VALUE, activation_grid, normalise_channels
 
 
 def _maps(h: int, w: int, c: int) -> np.ndarray:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer import ann
-from indexer.records import Photo, Stamp
-from indexer.store import Store
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer import ann
+from imgidx.indexer.records import Photo, Stamp
+from imgidx.indexer.store import Store
 
 DIM = 32
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=DIM)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-import search.audit
-from search.audit import AuditResult, PhotoAudit, audit_labels, nearest_neighbours
+import imgidx.search.audit
+from imgidx.search.audit import AuditResult, PhotoAudit, audit_labels, nearest_neighbours
 
 DIM = 64
 CAT_AS_DOG = (3, 50, 97)  # cat photos labelled "dog"
@@ -87,7 +87,7 @@ def test_neighbour_majority_alone_flags_a_photo():
 def test_blocked_neighbour_search_matches_one_block(clusters, monkeypatch):
     vectors, _ = clusters
     whole = nearest_neighbours(vectors, 5)
-    monkeypatch.setattr(search.audit, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(imgidx.search.audit, "_BLOCK_ROWS", 7)
     np.testing.assert_array_equal(nearest_neighbours(vectors, 5), whole)
     assert not (whole == np.arange(len(vectors))[:, None]).any()  # never its own neighbour
     sims = (vectors @ vectors.T)[np.arange(len(vectors))[:, None], whole]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from search.batcher import Busy, MicroBatcher
+from imgidx.service.batcher import Busy, MicroBatcher
 
 
 class Recorder:

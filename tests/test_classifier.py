@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import sklearn
 
-from search.classifier import (
+from imgidx.search.classifier import (
     ClassScore,
     LinearClassifier,
     Misclassified,

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from search.cleanup import CleanResult, clean_ranking, robust_z
+from imgidx.search.cleanup import CleanResult, clean_ranking, robust_z
 
 DIM = 64
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from search.cli import app
+from imgidx.cli.app import app
 
 runner = CliRunner()
 RANDOM = ["--weights", "random:0", "--layer", "block5_pool"]

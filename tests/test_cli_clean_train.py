@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from indexer.records import Photo, Stamp
-from indexer.store import Store
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer.records import Photo, Stamp
+from imgidx.indexer.store import Store
 
 runner = CliRunner()
 DIM = 512

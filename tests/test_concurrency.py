@@ -10,8 +10,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from indexer.compose import build_running
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer.compose import build_running
 from tests.subproc import count, imgidx_env, run, start, wait_for
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from indexer.config import Settings
-from indexer.errors import ConfigError
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError
 
 
 def test_defaults_and_environment():

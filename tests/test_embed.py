@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.config import Settings
-from indexer.embed import Embedder, preprocess
-from indexer.errors import ConfigError
-from indexer.images import prepare
-from indexer.weights import TOP_FILE, resolve
+from imgidx.indexer.config import Settings
+from imgidx.indexer.embed import Embedder, preprocess
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.images import prepare
+from imgidx.indexer.weights import TOP_FILE, resolve
 from tests.conftest import SHARED_PHOTOS, SHARED_WEIGHTS, jpeg_bytes, pattern_image
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,7 @@ def test_imagenet_is_downloaded_when_online(random_weights_file, tmp_path, monke
 
 @pytest.fixture(scope="module")
 def notop_file(tmp_path_factory):
-    from indexer.embed import import_keras
+    from imgidx.indexer.embed import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(5)

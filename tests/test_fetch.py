@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.fetch import Fetcher, is_placeholder
+from imgidx.indexer.fetch import Fetcher, is_placeholder
 
 
 def fetcher(**kw) -> tuple[Fetcher, list[float]]:
@@ -98,8 +98,8 @@ def test_non_http_schemes_are_refused():
 
 
 def test_html_sent_as_image_jpeg_is_caught_by_the_decoder(fake):
-    from indexer.errors import ImageError
-    from indexer.images import prepare
+    from imgidx.indexer.errors import ImageError
+    from imgidx.indexer.images import prepare
 
     got = fetcher()[0].fetch(fake.photo_url(fake.hostile_ids["html_as_jpeg"], "z"))
     assert got.error is None  # the host claims image/jpeg ...

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from indexer.licenses import license_name
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer.licenses import license_name
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -85,7 +85,7 @@ def test_photo_found_by_two_searches_is_stored_once_in_both_collections(flickr_e
 def test_subprocess_build_and_similar(flickr_env, tmp_path):
     """The installed console script, as a user runs it: exit codes, stdout JSON, stderr progress."""
     env = {**os.environ, "IMGIDX_HOME": str(tmp_path / "sub"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "search.cli"]
+    cmd = [sys.executable, "-m", "imgidx"]
     built = subprocess.run(
         [*cmd, "build", "dog", "-n", "12", "--weights", "random:0", "--layer", "block5_pool"],
         env=env,

@@ -9,10 +9,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from indexer.errors import ConfigError, ImgidxError
-from indexer.flickr_api import CallBudget
-from indexer.sources import FlickrQuery, FlickrSource
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer.errors import ConfigError, ImgidxError
+from imgidx.indexer.flickr_api import CallBudget
+from imgidx.indexer.sources import FlickrQuery, FlickrSource
 from tests.fake_flickr import FakeFlickr, ManualClock
 from tests.subproc import imgidx_env, run
 

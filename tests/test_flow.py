@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from indexer.flow import two_stage
+from imgidx.indexer.flow import two_stage
 
 
 def test_every_item_comes_out_once_through_both_stages():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer.images import prepare
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer.images import prepare
 from tests.fake_flickr import VARIANTS, FakeFlickr, make_variant
 from tests.fake_flickr.variants import _gradient, _save
 

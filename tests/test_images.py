@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from indexer.errors import ImageError
-from indexer.images import center_square, image_format, prepare
+from imgidx.indexer.errors import ImageError
+from imgidx.indexer.images import center_square, image_format, prepare
 from tests.conftest import jpeg_bytes
 
 
@@ -160,7 +160,7 @@ def test_center_square_of_portrait():
 def test_draft_never_decodes_below_twice_the_target():
     """Drafting down to the target aliased fine patterns (cosine 0.989 on a scanned print): below 4x the target
     the plain decode is used, and above it the draft leaves >= 2x for Lanczos."""
-    from indexer.images import decode
+    from imgidx.indexer.images import decode
     from tests.conftest import pattern_image
 
     mid = jpeg_bytes(pattern_image(4, size=(880, 700)))  # shorter side < 4 x 224

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from indexer.fetch import Download, Fetcher
-from indexer.pipeline import Job, Loader
+from imgidx.indexer.fetch import Download, Fetcher
+from imgidx.indexer.pipeline import Job, Loader
 from tests.subproc import imgidx_env, run
 
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from search.cli import app
-from search.server import spawned
+from imgidx.cli.app import app
+from imgidx.service.server import spawned
 
 from .conftest import jpeg_bytes, pattern_image
 from .serving import FAMILIES, build

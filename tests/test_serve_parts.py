@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.config import Settings
-from indexer.errors import ConfigError
-from search.guard import host_name
-from search.metrics import Metrics
-from search.queries import classifier_path
-from search.server import check_binding, is_loopback
-from search.service import BadRequest, UnsupportedImage, decode_upload
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError
+from imgidx.service.guard import host_name
+from imgidx.service.metrics import Metrics
+from imgidx.service.queries import classifier_path
+from imgidx.service.server import check_binding, is_loopback
+from imgidx.service.service import BadRequest, UnsupportedImage, decode_upload
 
 from .conftest import jpeg_bytes, pattern_image
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from PIL import Image
 
-from search.sheet import contact_sheet, render_sheet, thumbnail_uri
+from imgidx.search.sheet import contact_sheet, render_sheet, thumbnail_uri
 
 HOSTILE = '<script>alert("x")</script>'
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.errors import ConfigError, ImgidxError
-from indexer.sources import FlickrQuery, FlickrSource, choose_url
+from imgidx.indexer.errors import ConfigError, ImgidxError
+from imgidx.indexer.sources import FlickrQuery, FlickrSource, choose_url
 from tests.fake_flickr import FakeFlickr
 
 

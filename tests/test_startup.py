@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.records import Photo, Stamp
-from indexer.store import Store
+from imgidx.indexer.records import Photo, Stamp
+from imgidx.indexer.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("tensorflow", "keras", "jax", "torch")
 PROBE = """
 import json, sys
-from search.cli import app
+from imgidx.cli.app import app
 try:
     app(sys.argv[1:], standalone_mode=False)
 finally:
@@ -55,7 +55,7 @@ def home(tmp_path):
 
 def test_importing_the_cli_loads_no_model_framework():
     r = subprocess.run(
-        [sys.executable, "-c", f"import sys, search.cli; print([m for m in {HEAVY!r} if m in sys.modules])"],
+        [sys.executable, "-c", f"import sys, imgidx.cli.app; print([m for m in {HEAVY!r} if m in sys.modules])"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.errors import StampMismatch, StoreError
-from indexer.records import Photo, Stamp
-from indexer.store import Store
+from imgidx.indexer.errors import StampMismatch, StoreError
+from imgidx.indexer.records import Photo, Stamp
+from imgidx.indexer.store import Store
 
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=8)
 

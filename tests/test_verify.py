@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer import index_file, pipeline
-from indexer.compose import build_lock
-from indexer.errors import StoreError
-from indexer.fetch import Download
-from indexer.records import Photo, Stamp
-from indexer.store import Store
-from indexer.verify import repair, verify
-from search.cli import app
+from imgidx.cli.app import app
+from imgidx.indexer import index_file, pipeline
+from imgidx.indexer.compose import build_lock
+from imgidx.indexer.errors import StoreError
+from imgidx.indexer.fetch import Download
+from imgidx.indexer.records import Photo, Stamp
+from imgidx.indexer.store import Store
+from imgidx.indexer.verify import repair, verify
 
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=8)
 runner = CliRunner()

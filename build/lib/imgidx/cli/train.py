@@ -9,14 +9,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from indexer import console
-from indexer.config import Settings
-from indexer.errors import ConfigError, StampMismatch
-from indexer.store import Store
+from . import console
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError, StampMismatch
+from imgidx.indexer.store import Store
 
-from .cli_clean import labelled_ids
-from .inputs import read_photo
-from .knn import describe, member_ids
+from .clean import labelled_ids
+from imgidx.search.inputs import read_photo
+from imgidx.search.knn import describe, member_ids
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -29,8 +29,8 @@ def classifier_path(home: Path, name: str) -> Path:
 
 
 def load_classifier(store: Store, name: str):
-    from .classifier import LinearClassifier
-    from .classifier import StampMismatch as ModelStampMismatch
+    from imgidx.search.classifier import LinearClassifier
+    from imgidx.search.classifier import StampMismatch as ModelStampMismatch
 
     path = classifier_path(store.home, name)
     if not path.exists():
@@ -54,7 +54,7 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Train, evaluate on a held-out split, and save a classifier stamped with the index's model."""
-    from .classifier import train_classifier
+    from imgidx.search.classifier import train_classifier
 
     settings: Settings = ctx.obj
     if len(set(collections)) < 2:
@@ -161,7 +161,7 @@ def classify(
 
 
 def _embed_files(store: Store, settings: Settings, photos: list[Path]) -> tuple[list[dict], np.ndarray]:
-    from indexer.compose import embedder_for_index
+    from imgidx.indexer.compose import embedder_for_index
 
     pixels = [read_photo(photo) for photo in photos]
     embedder = embedder_for_index(store, settings, batch_size=min(32, len(pixels)))

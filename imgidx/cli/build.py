@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
+from imgidx.indexer.compose import build_lock, make_embedder, make_fetcher, make_flickr_source
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError, StoreError
+from imgidx.indexer.licenses import parse_license_ids
+from imgidx.indexer.records import Photo
+from imgidx.indexer.sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
+from imgidx.indexer.store import DB_NAME, Store
+
 from . import console
-from .compose import build_lock, make_embedder, make_fetcher, make_flickr_source
-from .config import Settings
-from .errors import ConfigError, StoreError
-from .licenses import parse_license_ids
-from .records import Photo
-from .sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
-from .store import DB_NAME, Store
 
 
 @console.handle_errors
@@ -77,7 +78,7 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
-    from .pipeline import ingest  # here, not at the top: commands that need no network start faster (~0.2 s)
+    from imgidx.indexer.pipeline import ingest  # here, not at the top: commands that need no network start faster (~0.2 s)
 
     settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
     if bool(queries) == bool(from_dir):

@@ -8,12 +8,12 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from indexer import console
-from indexer.config import Settings
-from indexer.errors import ConfigError
-from indexer.store import Store
+from . import console
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.store import Store
 
-from .knn import describe, member_ids
+from imgidx.search.knn import describe, member_ids
 
 
 def collection_vectors(store: Store, name: str, *, include_flagged: bool = True) -> tuple[list[int], np.ndarray]:
@@ -53,7 +53,7 @@ def clean(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers."""
-    from .cleanup import clean_ranking
+    from imgidx.search.cleanup import clean_ranking
 
     settings: Settings = ctx.obj
     if apply and undo:
@@ -137,7 +137,7 @@ def _rows(store: Store, ids: list[int], result) -> list[dict]:
 
 
 def _sheet(path: Path, collection: str, rows: list[dict]) -> Path:
-    from .sheet import contact_sheet
+    from imgidx.search.sheet import contact_sheet
 
     items = [
         {**r, "reason": f"outlier since pass {r['iteration']} (z {r['z']:.1f})" if r["flagged"] else ""} for r in rows
@@ -165,7 +165,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model-free label-noise check: photos closer to another collection, or whose neighbours are another's."""
-    from .audit import audit_labels
+    from imgidx.search.audit import audit_labels
 
     settings: Settings = ctx.obj
     if len(set(collections)) < 2:

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from indexer import console
-from indexer.config import Settings
-from indexer.errors import ConfigError
+from . import console
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError
 
 
 @console.handle_errors
@@ -27,8 +27,8 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request to stderr.")] = False,
 ) -> None:
     """HTTP API and web page over the index (read-only; runs beside a build)."""
-    from .server import serve as run_server
-    from .service import ServeOptions
+    from imgidx.service.server import serve as run_server
+    from imgidx.service.service import ServeOptions
 
     settings: Settings = ctx.obj
     settings = settings.with_options(token=token, weights=weights)

@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from indexer.compose import embedder_for_index
-from indexer.config import Settings
-from indexer.errors import ImageError, ImgidxError, StoreError
-from indexer.images import prepare
-from indexer.records import Stamp
-from indexer.store import INDEX_NAME, Store
+from imgidx.indexer.compose import embedder_for_index
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ImageError, ImgidxError, StoreError
+from imgidx.indexer.images import prepare
+from imgidx.indexer.records import Stamp
+from imgidx.indexer.store import INDEX_NAME, Store
 
 from .batcher import MicroBatcher
 from .metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics

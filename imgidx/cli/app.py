@@ -12,19 +12,20 @@ from typing import Annotated
 
 import typer
 
-from indexer import ann, console
-from indexer.cli import build
-from indexer.compose import build_lock, build_running, embedder_for_index
-from indexer.config import Settings
-from indexer.errors import ConfigError, ImgidxError, StoreError
-from indexer.store import DB_NAME, Store
+from imgidx.indexer import ann
+from imgidx.indexer.compose import build_lock, build_running, embedder_for_index
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError, ImgidxError, StoreError
+from imgidx.indexer.store import DB_NAME, Store
+from imgidx.search.inputs import read_photo
+from imgidx.search.knn import nearest
 
-from .cli_clean import audit, clean
-from .cli_serve import serve
-from .cli_train import classify, train
-from .cli_vision import activations, labels
-from .inputs import read_photo
-from .knn import nearest
+from . import console
+from .build import build
+from .clean import audit, clean
+from .serve import serve
+from .train import classify, train
+from .vision import activations, labels
 
 app = typer.Typer(
     name="imgidx",
@@ -181,7 +182,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check the index against its metadata and files; exit 1 with a report when they disagree."""
-    from indexer import verify as checks
+    from imgidx.indexer import verify as checks
 
     settings: Settings = ctx.obj
     if not (settings.home / DB_NAME).exists():
@@ -231,9 +232,8 @@ def demo(
     per_family: Annotated[int, typer.Option(help="Generated photos per family.")] = 12,
 ) -> None:
     """Offline demo: generate photos, index them, show `similar` for a new photo of each family."""
-    from indexer.weights import TOP_FILE
-
-    from .demo import generate
+    from imgidx.indexer.weights import TOP_FILE
+    from imgidx.search.demo import generate
 
     settings: Settings = ctx.obj
     root = settings.home / "demo-photos"

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from indexer.errors import ConfigError, StoreError
-from indexer.store import Store
+from imgidx.cli import train as cli_train
+from imgidx.indexer.errors import ConfigError, StoreError
+from imgidx.indexer.store import Store
+from imgidx.search.classifier import LinearClassifier
+from imgidx.search.classifier import StampMismatch as ClassifierStampMismatch
+from imgidx.search.cleanup import clean_ranking
+from imgidx.search.knn import describe, nearest
 
-from . import cli_train
-from .classifier import LinearClassifier
-from .classifier import StampMismatch as ClassifierStampMismatch
-from .cleanup import clean_ranking
-from .knn import describe, nearest
 from .service import BadRequest, Conflict, NotFound
 
 MAX_CLASSIFY = 5000  # stored photos per classify request

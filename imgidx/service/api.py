@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from indexer.errors import ImgidxError
+from imgidx.indexer.errors import ImgidxError
 
 from .batcher import Busy
 from .guard import BodyLimit, RequestMetrics, TokenGuard

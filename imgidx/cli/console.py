@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import ImgidxError
+from imgidx.indexer.errors import ImgidxError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)

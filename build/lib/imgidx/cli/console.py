@@ -1,0 +1,108 @@
+"""Output for people and scripts: tables on stdout, --json, progress on stderr, one-line errors (exit 1)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from imgidx.indexer.errors import ImgidxError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Domain errors become `error: <what to do>` on stderr and exit code 1; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ImgidxError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except sqlite3.DatabaseError as e:  # damage found mid-command; `imgidx verify` says more
+            typer.echo(f"error: the index database failed ({e}); run `imgidx verify` for a report", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: everything committed so far is kept; run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A table for people; columns that are empty in every row are left out (folder photos have no owner)."""
+    keep = [i for i in range(len(columns)) if not rows or any(r[i] not in (None, "") for r in rows)]
+    columns = [columns[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold", justify="right" if c in ("#", "id", "score", "count", "n") else "left")
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    out.print(table)
+
+
+@contextmanager
+def progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr; yields an `advance(n)` callback."""
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def setup_logging(verbose: bool, secrets: Sequence[str | None] = ()) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
+    )
+    # flickrapi logs every non-200 reply body at ERROR; our own retry lines say the same thing once
+    logging.getLogger("flickrapi").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    hidden = [s for s in secrets if s]
+    if hidden:
+        for handler in logging.getLogger().handlers:
+            for old in [f for f in handler.filters if isinstance(f, Redact)]:
+                handler.removeFilter(old)
+            handler.addFilter(Redact(hidden))
+
+
+class Redact(logging.Filter):
+    """Replace secrets in every log line, whichever library wrote it (belt and braces: none is known to)."""
+
+    def __init__(self, secrets: Sequence[str]):
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            for s in self.secrets:
+                message = message.replace(s, "***")
+            record.msg, record.args = message, None
+        return True

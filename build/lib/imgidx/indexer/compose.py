@@ -1,0 +1,141 @@
+"""Composition helpers shared by the commands: build the heavy parts once and hand them in."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import Settings
+from .embed import PRECISIONS, Embedder, accelerator, default_batch_size, default_precision
+from .errors import ConfigError, LockedError, StampMismatch
+from .fetch import Fetcher
+from .flickr_api import CallBudget
+from .sources import FlickrSource
+from .store import Store, stamp_mismatch_message
+from .weights import resolve
+
+
+def make_embedder(
+    settings: Settings, layer: str, weights: str, *, precision: str | None = None, batch_size: int | None = None
+) -> Embedder:
+    """precision/batch_size None: chosen for the device the model will run on (see embed.default_precision)."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
+    if batch_size is not None and batch_size <= 0:
+        raise ConfigError(f"--batch-size must be > 0; received {batch_size}")
+    spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir)
+    device = accelerator() if precision is None or batch_size is None else "cpu"
+    return Embedder(
+        layer,
+        spec,
+        precision=precision or default_precision(device),
+        batch_size=batch_size or default_batch_size(device),
+    )
+
+
+def embedder_for_index(
+    store: Store, settings: Settings, *, layer: str | None = None, weights: str | None = None, batch_size: int = 32
+) -> Embedder:
+    """An embedder that reproduces the index's own stamp; options, when given, must agree with it."""
+    stamp = store.stamp
+    if stamp is None:
+        raise ConfigError(f"the index in {store.home} is empty; build it first with `imgidx build`")
+    layer = layer or stamp.layer
+    if weights is None:
+        candidates = [c for c in (store.meta("weights_source"), settings.weights) if c]
+        if stamp.weights.startswith("random:"):
+            candidates = [stamp.weights]
+    else:
+        candidates = [weights]
+    last_error: Exception | None = None
+    for cand in dict.fromkeys(candidates):
+        try:
+            emb = make_embedder(settings, layer, cand, precision=stamp.precision, batch_size=batch_size)
+        except ConfigError as e:
+            last_error = e
+            continue
+        if emb.stamp == stamp:
+            return emb
+        last_error = StampMismatch(stamp_mismatch_message(stamp, emb.stamp, store.home))
+    if weights is not None or layer != stamp.layer:
+        raise last_error or StampMismatch(f"options disagree with the index in {store.home}")
+    raise ConfigError(
+        f"the index in {store.home} was built with weights {stamp.weights[:23]}…, which are not "
+        f"available here ({last_error}); pass --weights PATH to that weights file"
+    )
+
+
+def make_fetcher(settings: Settings, workers: int) -> Fetcher:
+    return Fetcher(
+        workers=workers,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        deadline=settings.download_deadline,
+        retries=settings.retries,
+        backoff=settings.backoff,
+        max_backoff=settings.max_backoff,
+        max_bytes=settings.max_bytes,
+    )
+
+
+def make_flickr_source(settings: Settings) -> FlickrSource:
+    def say_wait(seconds: float) -> None:
+        print(
+            f"flickr: call budget of {settings.flickr_calls_per_hour} per {settings.flickr_budget_window:g} s "
+            f"reached; waiting {seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    budget = CallBudget(settings.flickr_calls_per_hour, settings.flickr_budget_window, on_wait=say_wait)
+    return FlickrSource(
+        settings.flickr_key,
+        settings.flickr_secret,
+        settings.flickr_rest_url,
+        timeout=settings.flickr_timeout,
+        retries=settings.retries,
+        backoff=settings.backoff,
+        budget=budget,
+    )
+
+
+@contextmanager
+def build_lock(home: Path) -> Iterator[None]:
+    """One build per data home: a second one is refused with a clear message instead of interleaving writes."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "build.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(
+                f"another imgidx build (pid {holder}) is writing to {home}; wait for it to finish "
+                "or use another IMGIDX_HOME"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def build_running(home: Path) -> bool:
+    """Whether a build holds the lock of `home` right now (asked without waiting and without taking it)."""
+    path = home / "build.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

@@ -1,0 +1,75 @@
+"""Frozen records that flow between modules. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One search hit or one local file, before it is downloaded or embedded."""
+
+    source: str  # "flickr" | "folder"
+    source_id: str  # Flickr photo id, or the path relative to the folder
+    collection: str  # collection the photo is added to (query name or --as / sub-folder name)
+    origin: str = ""  # folder root for folder photos; "" for Flickr
+    url: str | None = None  # where to download it (Flickr)
+    path: str | None = None  # local file (folder photos)
+    title: str = ""
+    owner: str = ""  # Flickr NSID
+    owner_name: str = ""
+    license: int | None = None
+    page_url: str = ""
+    tags: tuple[str, ...] = ()
+    date_upload: str = ""
+    date_taken: str = ""
+    width: int | None = None  # of the chosen size, when the source says
+    height: int | None = None
+    query: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """Bytes of one photo or the reason it could not be had (never raised)."""
+
+    photo_id: int
+    data: bytes | None
+    error: str | None = None
+    retryable: bool = False
+    final_url: str = ""
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What produced a vector. Vectors with different stamps are never mixed."""
+
+    model: str
+    layer: str
+    weights: str  # "sha256:<hex>" of the weights file, or "random:<seed>"
+    dim: int
+    precision: str = "fp32"
+    preprocess: str = "center-crop/224/draft>=2x+lanczos/caffe"  # images.py: draft stops at 2x the target
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("model", "layer", "weights", "dim", "precision", "preprocess")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Stamp:
+        return cls(**{k: d[k] for k in ("model", "layer", "weights", "dim", "precision", "preprocess") if k in d})
+
+    def describe(self) -> str:
+        w = self.weights if len(self.weights) < 24 else self.weights[:19] + "…"
+        return f"{self.model}/{self.layer} weights={w} dim={self.dim} {self.precision}"
+
+
+class Hit(NamedTuple):
+    photo_id: int
+    score: float
+
+
+Vectors = npt.NDArray[np.float32]

@@ -1,0 +1,291 @@
+"""`imgidx verify`: check the FAISS file against SQLite (the source of truth) and the files on disk; `--repair`
+rebuilds what can be rebuilt from the stored vectors and files (never from the network, never with the model).
+
+Errors make `verify` exit 1; warnings do not (a moved source folder leaves vectors that still work). After a
+killed build the index file is legitimately behind SQLite: that is reported (the next build or --repair catches
+up), and while a build runs it is only a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ann
+from . import index_file
+from .store import Store
+
+REPORT_IDS = 20  # example ids per finding
+UNIT_TOLERANCE = 1e-3
+
+
+@dataclass
+class Finding:
+    kind: str
+    detail: str
+    ids: list = field(default_factory=list)
+    repairable: bool = True
+    error: bool = True
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "severity": "error" if self.error else "warning",
+            "count": len(self.ids),
+            "detail": self.detail,
+            "repairable": self.repairable,
+            "examples": self.ids[:REPORT_IDS],
+        }
+
+
+@dataclass
+class Report:
+    home: str
+    checked: dict = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.error for f in self.findings)
+
+    def add(self, kind: str, ids: list, detail: str, *, repairable: bool = True, error: bool = True) -> None:
+        if ids:
+            self.findings.append(Finding(kind, f"{len(ids)} {detail}", list(ids), repairable, error))
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "home": self.home,
+            "checked": self.checked,
+            "problems": [f.as_dict() for f in self.findings],
+            "repaired": self.repaired,
+        }
+
+
+def verify(store: Store, *, build_running: bool = False) -> Report:
+    """Check everything; never changes anything."""
+    report = Report(str(store.home))
+    try:
+        quick = store.db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as e:
+        quick = [(str(e),)]
+    if [r[0] for r in quick] != ["ok"]:
+        detail = "; ".join(str(r[0]) for r in quick[:3])
+        report.add("sqlite_corrupt", [0], f"SQLite integrity problem(s): {detail}", repairable=False)
+        return report  # nothing below can be trusted; see SECURITY.md / README for recovery
+    dim = store.stamp.dim if store.stamp else None
+    vector_ids = _check_vectors(store, dim, report)
+    _check_states(store, report)
+    _check_index(store, vector_ids, dim, report, build_running)
+    _check_files(store, report, build_running)
+    report.checked["photos"] = store.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    report.checked["vectors"] = len(vector_ids)
+    return report
+
+
+def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
+    bad_size, not_unit, good = [], [], []
+    for pid, blob in store.db.execute("SELECT photo_id, vec FROM vectors ORDER BY photo_id"):
+        if dim is None or len(blob) != 4 * dim:
+            bad_size.append(pid)
+            continue
+        v = np.frombuffer(blob, dtype=np.float32)
+        if not np.isfinite(v).all() or abs(float(np.linalg.norm(v)) - 1.0) > UNIT_TOLERANCE:
+            not_unit.append(pid)
+            continue
+        good.append(pid)
+    report.add("vector_bad_size", bad_size, f"stored vectors do not have the stamp's dimension {dim}")
+    report.add("vector_not_unit", not_unit, "stored vectors are not finite unit vectors")
+    orphans = _ids(store, "SELECT v.photo_id FROM vectors v LEFT JOIN photos p ON p.id = v.photo_id WHERE p.id IS NULL")
+    report.add("vector_without_photo", orphans, "vectors have no photo row (no metadata)")
+    orphan_set = set(orphans)
+    return [i for i in good if i not in orphan_set]
+
+
+def _check_states(store: Store, report: Report) -> None:
+    q = "SELECT p.id FROM photos p LEFT JOIN vectors v ON v.photo_id = p.id WHERE "
+    report.add(
+        "photo_without_vector",
+        _ids(store, q + "p.state IN ('embedded','indexed') AND v.photo_id IS NULL"),
+        "photos are marked embedded/indexed but have no stored vector",
+    )
+    report.add(
+        "state_behind_vector",
+        _ids(store, q + "p.state NOT IN ('embedded','indexed') AND v.photo_id IS NOT NULL"),
+        "photos have a stored vector but are not marked embedded/indexed",
+    )
+    report.add(
+        "collection_without_photo",
+        _ids(store, "SELECT c.photo_id FROM collections c LEFT JOIN photos p ON p.id = c.photo_id WHERE p.id IS NULL"),
+        "collection rows point at no photo",
+    )
+
+
+def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: Report, running: bool) -> None:
+    index = index_file.read_index(store.index_path)
+    if index is None:
+        if vector_ids:
+            lag = running and not store.index_path.exists()  # a running build has not saved it yet
+            what = "is unreadable" if store.index_path.exists() else "is missing"
+            report.add(
+                "index_missing", vector_ids, f"vectors are not searchable: {store.index_path} {what}", error=not lag
+            )
+        return
+    report.checked["index_size"] = int(index.ntotal)
+    if dim is not None and index.d != dim:
+        report.add("index_wrong_dim", vector_ids or [0], f"vectors: the index file has dimension {index.d}, not {dim}")
+        return
+    ids = index_file.index_ids(index)
+    uniq, counts = np.unique(ids, return_counts=True)
+    report.add("index_duplicates", uniq[counts > 1].tolist(), "ids appear more than once in the index file")
+    in_file, stored = set(uniq.tolist()), set(vector_ids)
+    report.add(  # while a build runs, its newest save may hold vectors committed after our snapshot began
+        "index_orphans",
+        sorted(in_file - stored),
+        "index entries have no stored vector (no metadata)",
+        error=not running,
+    )
+    behind = sorted(stored - in_file)
+    note = "a build is running" if running else "an interrupted build; the next build or --repair adds them"
+    report.add("index_behind", behind, f"stored vectors are not in the index file yet ({note})", error=not running)
+    report.add("index_vector_differs", _differing(store, index, ids, stored), "index vectors differ from stored ones")
+    marked = set(_ids(store, "SELECT id FROM photos WHERE state='embedded'"))
+    report.add(
+        "state_behind_index",
+        sorted(marked & in_file),
+        "photos are in the index file but still marked 'embedded' (killed during a save)",
+        error=not running,
+    )
+
+
+def _differing(store: Store, index, ids: np.ndarray, stored: set[int]) -> list[int]:
+    import faiss
+
+    inner = faiss.downcast_index(index.index)
+    differ: list[int] = []
+    for start in range(0, len(ids), 4096):
+        chunk = ids[start : start + 4096]
+        keep = [i for i, pid in enumerate(chunk.tolist()) if pid in stored]
+        if not keep:
+            continue
+        have = inner.reconstruct_n(start, len(chunk))[keep]
+        want = store.vectors([int(chunk[i]) for i in keep])
+        rows = np.flatnonzero((have != want).any(axis=1))
+        differ += [int(chunk[keep[r]]) for r in rows]
+    return sorted(set(differ))
+
+
+def _check_files(store: Store, report: Report, running: bool) -> None:
+    report.add(
+        "temp_files",
+        [str(p.relative_to(store.home)) for p in index_file.stale_temp_files(store.home)],
+        "temp files (a running build writes them; a killed one leaves them)",
+        error=not running,
+    )
+    missing, changed, source_missing, source_changed, known = [], [], [], [], set()
+    rows = store.db.execute("SELECT id, source, path, sha256 FROM photos WHERE path <> '' AND sha256 <> ''")
+    for pid, source, path, sha in rows:
+        full = Path(path) if source == "folder" else store.home / path
+        known.add(full.resolve())
+        digest = _sha256(full)
+        if digest is None:
+            (source_missing if source == "folder" else missing).append(pid)
+        elif digest != sha:
+            (source_changed if source == "folder" else changed).append(pid)
+    report.checked["files"] = len(known)
+    report.add("file_missing", missing, "downloaded photos are missing (their vectors still work)", error=False)
+    report.add("file_changed", changed, "downloaded photos differ from the bytes that were embedded")
+    report.add("source_missing", source_missing, "folder photos are gone (their vectors still work)", error=False)
+    report.add("source_changed", source_changed, "folder photos changed since they were embedded", error=False)
+    photos = store.home / "photos"
+    extra = [p for p in photos.rglob("*") if p.is_file() and not p.name.startswith(".")] if photos.is_dir() else []
+    failed = {r[0] for r in store.db.execute("SELECT source_id FROM photos WHERE state='failed'")}
+    report.add(  # a failed photo's download is kept for --retry-failed; others are a killed build's last downloads
+        "file_without_photo",
+        sorted(str(p.relative_to(store.home)) for p in extra if p.resolve() not in known and p.stem not in failed),
+        "downloads not recorded yet (the next build uses them instead of downloading again)",
+        error=False,
+    )
+
+
+def repair(store: Store, report: Report) -> list[str]:
+    """Fix what `report` found, from stored vectors and files only. Call with the build lock held."""
+    kinds = {f.kind: f for f in report.findings}
+    done = []
+    if "temp_files" in kinds:
+        done.append(f"removed {len(store.remove_stale_temp_files())} temp files")
+    with store.transaction():
+        for kind in ("vector_without_photo", "vector_bad_size", "vector_not_unit"):
+            if kind in kinds:
+                _delete_vectors(store.db, kinds[kind].ids)
+                done.append(f"dropped {len(kinds[kind].ids)} unusable vectors ({kind}); the next build re-embeds")
+        if "collection_without_photo" in kinds:
+            store.db.execute("DELETE FROM collections WHERE photo_id NOT IN (SELECT id FROM photos)")
+            done.append("dropped collection rows without photos")
+        if "file_changed" in kinds:
+            _forget_files(store, kinds["file_changed"].ids)
+            done.append(f"removed {len(kinds['file_changed'].ids)} changed downloads")
+        n = _fix_states(store.db)
+        if n:
+            done.append(f"corrected the state of {n} photos")
+    if store.stamp is not None:
+        n = rebuild_index(store)
+        done.append(f"rebuilt {store.index_path.relative_to(store.home)} from {n} stored vectors")
+    return done
+
+
+def rebuild_index(store: Store) -> int:
+    """A fresh index from every stored vector, in id order, written atomically; then every photo is 'indexed'."""
+    ids = store.vector_ids()
+    index = ann.new_flat(store.stamp.dim)
+    for start in range(0, len(ids), 4096):
+        chunk = ids[start : start + 4096]
+        index.add_with_ids(store.vectors(chunk), np.array(chunk, dtype=np.int64))
+    index_file.write_atomic(index, store.index_path)
+    with store.transaction():
+        store.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
+    return len(ids)
+
+
+def _fix_states(db: sqlite3.Connection) -> int:
+    has_vec = "EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id = photos.id)"
+    a = db.execute(
+        f"UPDATE photos SET state='embedded', error=NULL WHERE state NOT IN ('embedded','indexed') AND {has_vec}"
+    )
+    b = db.execute(
+        "UPDATE photos SET state=CASE WHEN path IS NULL THEN 'found' ELSE 'downloaded' END "
+        f"WHERE state IN ('embedded','indexed') AND NOT {has_vec}"
+    )
+    return a.rowcount + b.rowcount
+
+
+def _delete_vectors(db: sqlite3.Connection, ids: list[int]) -> None:
+    db.executemany("DELETE FROM vectors WHERE photo_id=?", [(i,) for i in ids])
+
+
+def _forget_files(store: Store, ids: list[int]) -> None:
+    for pid in ids:
+        row = store.db.execute("SELECT path FROM photos WHERE id=?", (pid,)).fetchone()
+        if row and row[0]:
+            (store.home / row[0]).unlink(missing_ok=True)
+        store.db.execute("UPDATE photos SET path=NULL WHERE id=?", (pid,))
+
+
+def _ids(store: Store, sql: str) -> list[int]:
+    return [r[0] for r in store.db.execute(sql)]
+
+
+def _sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()

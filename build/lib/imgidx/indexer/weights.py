@@ -1,0 +1,152 @@
+"""Which VGG16 weights to use, where they live, and their fingerprint. No Keras import here.
+
+`imagenet` follows Keras' own cache (`$KERAS_HOME/models/`, default `~/.keras/models/`) and downloads when
+online; `random[:SEED]` is an explicit, deterministic random init (tests and benchmarks only); anything else is
+a path to a weights file. A file that lacks the layers a requested layer needs is an error, never a silent
+random init.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+TOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Keras' published md5 of the official files (keras/src/applications/vgg16.py).
+OFFICIAL_MD5 = {TOP_FILE: "64373286793e3c8b2b4e3219cbf3544b", NOTOP_FILE: "6d6bbae143d832006294945121d1f1fc"}
+LAYERS = {"fc2": 4096, "block5_pool": 512}
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    kind: str  # "random" | "file"
+    path: Path | None = None
+    seed: int = 0
+    has_top: bool = True
+    fingerprint: str = ""  # "random:SEED" or "sha256:HEX"; stamped into the index
+
+
+def check_layer(layer: str) -> str:
+    if layer not in LAYERS:
+        raise ConfigError(f"unknown layer {layer!r}; choose one of: {', '.join(LAYERS)}")
+    return layer
+
+
+def resolve(weights: str, layer: str, keras_home: Path, weights_url: str, cache_dir: Path | None = None) -> WeightsSpec:
+    """Turn --weights imagenet|random[:SEED]|PATH into a usable spec, downloading imagenet weights if needed."""
+    check_layer(layer)
+    if weights == "random" or weights.startswith("random:"):
+        seed_text = weights.partition(":")[2] or "0"
+        if not seed_text.isdigit():
+            raise ConfigError(f"random weights take an integer seed, e.g. random:0; received {weights!r}")
+        return WeightsSpec("random", seed=int(seed_text), fingerprint=f"random:{int(seed_text)}")
+    if weights == "imagenet":
+        path = _imagenet_file(layer, keras_home, weights_url)
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"weights file {path} does not exist; pass --weights imagenet|random|PATH")
+    has_top = file_has_top(path)
+    if layer == "fc2" and not has_top:
+        raise ConfigError(
+            f"weights file {path} has no fc1/fc2 layers (a convolutional-only 'notop' file); "
+            "use --layer block5_pool with it, or a full VGG16 weights file for fc2"
+        )
+    sha = file_sha256(path, cache_dir / "weights-sha256.json" if cache_dir else None)
+    return WeightsSpec("file", path=path, has_top=has_top, fingerprint=f"sha256:{sha}")
+
+
+def _imagenet_file(layer: str, keras_home: Path, weights_url: str) -> Path:
+    models = keras_home / "models"
+    candidates = [TOP_FILE] if layer == "fc2" else [NOTOP_FILE, TOP_FILE]
+    for name in candidates:
+        if (models / name).is_file():
+            return models / name
+    name = candidates[0]
+    try:
+        return _download(name, models, weights_url)
+    except Exception as e:  # noqa: BLE001 - any download failure means the same thing to the user
+        raise ConfigError(
+            f"ImageNet weights {name} are not in {models} and could not be downloaded ({_first_line(e)}). "
+            f"Download {weights_url}{name} on a machine with internet and copy it to {models / name}, "
+            "or pass --weights PATH"
+        ) from None
+
+
+def _download(name: str, models: Path, weights_url: str) -> Path:
+    from .embed import import_keras  # only here: resolving a cached file must not import TensorFlow
+
+    keras = import_keras()
+
+    official = weights_url.rstrip("/") + "/" == "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+    models.mkdir(parents=True, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar must not pollute --json output
+        got = keras.utils.get_file(
+            name,
+            weights_url.rstrip("/") + "/" + name,
+            cache_subdir="models",
+            cache_dir=str(models.parent),
+            file_hash=OFFICIAL_MD5[name] if official else None,
+        )
+    if Path(got).resolve() != (models / name).resolve():
+        raise OSError(f"Keras saved the file to {got} instead")
+    return Path(got)
+
+
+def file_has_top(path: Path) -> bool:
+    """True when the file holds the fully connected layers (legacy Keras 2 .h5 or Keras 3 .weights.h5)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs:  # legacy format: layer names recorded as an attribute
+                names = {n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]}
+                return {"fc1", "fc2"} <= names
+            if "layers" in f:  # Keras 3 format: groups named after the layer classes
+                return sum(1 for k in f["layers"] if k.startswith("dense")) >= 2
+    except OSError as e:
+        raise ConfigError(f"weights file {path} is not a readable HDF5 weights file ({_first_line(e)})") from None
+    raise ConfigError(f"weights file {path} is not a Keras weights file (no layer_names attribute, no layers group)")
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path, cache_file: Path | None = None) -> str:
+    """sha256 of the file, cached by (path, size, mtime) in memory and in `cache_file` (hashing 528 MB takes ~1 s)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _SHA_CACHE:
+        return _SHA_CACHE[key]
+    disk: dict[str, str] = {}
+    if cache_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            disk = json.loads(cache_file.read_text())
+    skey = "|".join(map(str, key))
+    if skey not in disk:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        disk[skey] = h.hexdigest()
+        if cache_file is not None:
+            with contextlib.suppress(OSError):  # the cache is an optimisation only
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(disk))
+                os.replace(tmp, cache_file)
+    _SHA_CACHE[key] = disk[skey]
+    return disk[skey]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__

@@ -1,0 +1,1 @@
+"""imgidx search: read-only use of the index (similar, clean, audit, classify) and the `imgidx` CLI."""

@@ -1,0 +1,267 @@
+// imgidx web page: plain DOM, no framework, no network beyond this server (works offline).
+// Every piece of text from the index (titles, owners) goes in through textContent, never innerHTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const THUMB = 240;
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (!response.ok) {
+    const detail = body && body.detail ? body.detail : response.statusText;
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function say(id, text, isError = false) {
+  const node = $(id);
+  node.textContent = text;
+  node.classList.toggle("error", isError);
+}
+
+function safeLink(url) {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+  } catch (e) { return null; }
+}
+
+// One photo card: thumbnail, a badge (score, rank or label), attribution.
+function card(photo, badge, extra = []) {
+  const img = el("img", {
+    class: "thumb", loading: "lazy", src: `/photos/${photo.id}/image?size=${THUMB}`,
+    alt: photo.title || photo.source_id || `photo ${photo.id}`,
+  });
+  const caption = el("figcaption");
+  caption.append(el("span", { class: "title", text: photo.title || photo.source_id || `#${photo.id}` }));
+  const who = [photo.owner && `by ${photo.owner}`, photo.license].filter(Boolean).join(" · ");
+  if (who) caption.append(el("span", { class: "meta", text: who }));
+  const page = safeLink(photo.page_url || "");
+  if (page) {
+    caption.append(el("a", { href: page, target: "_blank", rel: "noopener noreferrer", text: "photo page" }));
+  } else {
+    caption.append(el("span", { class: "meta", text: photo.source_id || "" }));
+  }
+  const colls = (photo.collections || []).join(", ");
+  if (colls) caption.append(el("span", { class: "meta", text: `in ${colls}` }));
+  for (const node of extra) caption.append(node);
+  const more = el("button", { class: "more", type: "button", text: "more like this" });
+  more.addEventListener("click", () => { showTab("similar"); similarById(photo.id); });
+  caption.append(more);
+  return el("figure", { class: "card", "data-id": String(photo.id) }, img, el("span", { class: "badge", text: badge }), caption);
+}
+
+// ---- tabs ------------------------------------------------------------------------------------------------
+function showTab(name) {
+  for (const button of document.querySelectorAll("nav button")) {
+    button.setAttribute("aria-selected", String(button.dataset.tab === name));
+  }
+  for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== `tab-${name}`;
+}
+
+// ---- similar ---------------------------------------------------------------------------------------------
+function similarQuery() {
+  const params = new URLSearchParams({ k: $("k").value || "12" });
+  if ($("similar-collection").value) params.set("collection", $("similar-collection").value);
+  if ($("include-flagged").checked) params.set("include_flagged", "true");
+  return params.toString();
+}
+
+let lastQuery = null;
+
+function showHits(result, label) {
+  const grid = $("results");
+  grid.replaceChildren(...result.hits.map((hit, i) => card(hit, `${i + 1} · ${hit.score.toFixed(3)}`)));
+  say("similar-message", `${result.hits.length} nearest to ${label}`);
+}
+
+async function similarToFile(file) {
+  lastQuery = { file };
+  const preview = $("preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("drop-text").textContent = file.name;
+  say("similar-message", `searching for photos like ${file.name}…`);
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    showHits(await api(`/similar?${similarQuery()}`, { method: "POST", body: form }), file.name);
+  } catch (e) {
+    $("results").replaceChildren();
+    say("similar-message", e.message, true);
+  }
+}
+
+async function similarById(id) {
+  lastQuery = { id };
+  $("preview").hidden = false;
+  $("preview").src = `/photos/${id}/image?size=${THUMB}`;
+  $("drop-text").textContent = `indexed photo #${id}`;
+  say("similar-message", `searching for photos like #${id}…`);
+  try {
+    const body = JSON.stringify({ id });
+    const headers = { "content-type": "application/json" };
+    showHits(await api(`/similar?${similarQuery()}`, { method: "POST", body, headers }), `#${id}`);
+  } catch (e) {
+    $("results").replaceChildren();
+    say("similar-message", e.message, true);
+  }
+}
+
+function rerunSimilar() {
+  if (lastQuery && lastQuery.file) similarToFile(lastQuery.file);
+  else if (lastQuery && lastQuery.id !== undefined) similarById(lastQuery.id);
+}
+
+function setUpDrop() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => { if (event.target.files[0]) similarToFile(event.target.files[0]); });
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.remove("over"); });
+  }
+  drop.addEventListener("drop", (event) => {
+    const file = event.dataTransfer.files[0];
+    if (file) similarToFile(file);
+  });
+  for (const id of ["k", "similar-collection", "include-flagged"]) $(id).addEventListener("change", rerunSimilar);
+  $("similar-options").addEventListener("submit", (event) => { event.preventDefault(); rerunSimilar(); });
+}
+
+// ---- collections and their clean ranking -----------------------------------------------------------------
+let currentCollection = null;
+
+async function showClean(name) {
+  currentCollection = name;
+  for (const chip of $("collection-list").children) chip.setAttribute("aria-pressed", String(chip.dataset.name === name));
+  say("clean-message", `ranking ${name}…`);
+  const params = new URLSearchParams({ k_mad: $("k-mad").value || "3", iterations: $("iterations").value || "5" });
+  try {
+    const result = await api(`/collections/${encodeURIComponent(name)}/clean?${params}`);
+    const cards = result.items.map((item) => {
+      const node = card(item, item.outlier ? `outlier · #${item.rank}` : `#${item.rank}`,
+        [el("span", { class: "meta", text: `distance ${item.distance.toFixed(3)} · z ${item.z.toFixed(2)}` })]);
+      if (item.outlier) node.classList.add("outlier");
+      return node;
+    });
+    $("ranking").replaceChildren(...cards);
+    say("clean-message", `${result.collection}: ${result.photos} photos, most typical first; ` +
+      `${result.outliers} outliers (distance > ${result.cutoff.toFixed(3)}) marked in red`);
+  } catch (e) {
+    $("ranking").replaceChildren();
+    say("clean-message", e.message, true);
+  }
+}
+
+function fillCollections(collections) {
+  const chips = collections.map((c) => {
+    const chip = el("button", { type: "button", "data-name": c.name, "aria-pressed": "false" },
+      c.name, el("span", { class: "count", text: String(c.photos) }));
+    chip.addEventListener("click", () => showClean(c.name));
+    return chip;
+  });
+  $("collection-list").replaceChildren(...chips);
+  for (const id of ["similar-collection", "classify-collection"]) {
+    const select = $(id);
+    const first = id === "similar-collection" ? [el("option", { value: "", text: "all collections" })] : [];
+    select.replaceChildren(...first, ...collections.map((c) => el("option", { value: c.name, text: `${c.name} (${c.photos})` })));
+  }
+  for (const id of ["k-mad", "iterations"]) {
+    $(id).addEventListener("change", () => { if (currentCollection) showClean(currentCollection); });
+  }
+  $("clean-options").addEventListener("submit", (event) => { event.preventDefault(); });
+}
+
+// ---- classify --------------------------------------------------------------------------------------------
+function showPredictions(result, label) {
+  const cards = result.predictions.filter((p) => p.id !== undefined).map((p) =>
+    card(p, `${p.label} · ${(100 * p.probability).toFixed(0)}%`,
+      [el("span", { class: "meta" }, "predicted ", el("span", { class: "label", text: p.label }))]));
+  $("predictions").replaceChildren(...cards);
+  const counts = {};
+  for (const p of result.predictions) counts[p.label] = (counts[p.label] || 0) + 1;
+  const summary = Object.entries(counts).map(([k, n]) => `${k}: ${n}`).join(", ");
+  say("classify-message", `${result.model} (${result.kind}, classes ${result.classes.join(", ")}) on ${label} → ${summary}`);
+}
+
+async function classify(event) {
+  if (event) event.preventDefault();
+  const model = $("classifier").value;
+  if (!model) return;
+  const collection = $("classify-collection").value;
+  say("classify-message", `predicting ${collection} with ${model}…`);
+  try {
+    const body = JSON.stringify({ collection });
+    const headers = { "content-type": "application/json" };
+    showPredictions(await api(`/classify/${encodeURIComponent(model)}`, { method: "POST", body, headers }), collection);
+  } catch (e) {
+    $("predictions").replaceChildren();
+    say("classify-message", e.message, true);
+  }
+}
+
+async function classifyFile(file) {
+  const model = $("classifier").value;
+  if (!model || !file) return;
+  const form = new FormData();
+  form.append("file", file);
+  say("classify-message", `predicting ${file.name} with ${model}…`);
+  try {
+    const result = await api(`/classify/${encodeURIComponent(model)}`, { method: "POST", body: form });
+    const p = result.predictions[0];
+    const img = el("img", { class: "thumb", src: URL.createObjectURL(file), alt: file.name });
+    const badge = el("span", { class: "badge", text: `${p.label} · ${(100 * p.probability).toFixed(0)}%` });
+    const caption = el("figcaption", {}, el("span", { class: "title", text: file.name }),
+      el("span", { class: "meta" }, "predicted ", el("span", { class: "label", text: p.label })));
+    $("predictions").replaceChildren(el("figure", { class: "card upload" }, img, badge, caption));
+    say("classify-message", `${model}: ${file.name} is "${p.label}" (probability ${(100 * p.probability).toFixed(1)}%)`);
+  } catch (e) {
+    say("classify-message", e.message, true);
+  }
+}
+
+function fillClassifiers(names) {
+  const select = $("classifier");
+  select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+  if (!names.length) say("classify-message", "No classifiers yet: train one with `imgidx train`.");
+}
+
+// ---- start -----------------------------------------------------------------------------------------------
+async function start() {
+  for (const button of document.querySelectorAll("nav button")) {
+    button.addEventListener("click", () => showTab(button.dataset.tab));
+  }
+  setUpDrop();
+  $("classify-form").addEventListener("submit", classify);
+  $("classify-file").addEventListener("change", (event) => classifyFile(event.target.files[0]));
+  try {
+    const [health, collections, classifiers] = await Promise.all([
+      api("/healthz"), api("/collections"), api("/classifiers"),
+    ]);
+    $("status").textContent = `${health.photos} photos in ${health.collections} collections · ${health.model || "no model"}`;
+    fillCollections(collections.collections);
+    fillClassifiers(classifiers.classifiers);
+    document.body.dataset.ready = "true";
+  } catch (e) {
+    $("status").textContent = `cannot reach the index: ${e.message}`;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);
