@@ -21,6 +21,17 @@ SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
 SHARED_PHOTOS = SHARED / "photos" / "catsdogs"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+LONG = os.environ.get("IMGIDX_LONG_TESTS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`long` tests repeat what make test covers at a larger size (make test-long); skipped unless asked for."""
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long: IMGIDX_LONG_TESTS=1 (make test-long)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
