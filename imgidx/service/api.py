@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from imgidx.indexer.errors import ImgidxError
+from imgidx.indexer.errors import ClassifierError, ImgidxError, InvalidArgument, NotFound, StampMismatch
 
 from .batcher import Busy
 from .guard import BodyLimit, RequestMetrics, TokenGuard
@@ -235,7 +235,20 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(ImgidxError)
     async def domain_error(request: Request, exc: ImgidxError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+
+
+# the library's exceptions, by whose fault they are; anything else of the library's is the service's (503)
+_STATUS: tuple[tuple[type[ImgidxError], int], ...] = (
+    (NotFound, 404),
+    (InvalidArgument, 400),
+    (StampMismatch, 409),  # a classifier trained on other vectors
+    (ClassifierError, 409),  # a classifier file that cannot be loaded
+)
+
+
+def status_of(exc: ImgidxError) -> int:
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 503)
 
 
 def _nothing(store: object) -> None:
