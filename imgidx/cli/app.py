@@ -73,7 +73,7 @@ def similar(
         raise ConfigError("give a photo file or --id N (not both)")
     idx = Index(settings=_with_weights(ctx.obj, weights))
     if layer or weights:
-        idx.embedder(layer=layer, weights=weights)  # they must agree with the index's stamp
+        idx.embedder(layer=layer, weights=weights, batch_size=1)  # they must agree with the index's stamp
     hits = idx.similar(photo, id=photo_id, k=k, collection=collection, include_flagged=include_flagged)
     if as_json:
         console.print_json({"hits": [h.as_dict() for h in hits]})
