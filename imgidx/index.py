@@ -285,7 +285,7 @@ class Index:
             )
 
     def undo_clean(self, collection: str) -> int:
-        """Remove the stored clean flags of a collection; returns how many photos were flagged."""
+        """Remove the stored clean flags (and ranks) of a collection; returns how many of its photos had them."""
         with self._writing() as store:
             return store.clear_flags(collection)
 

@@ -119,7 +119,7 @@ def test_clean_apply_and_undo(world):
     assert idx.photo(flagged).flagged_in == ("stripes",)
     within = idx.similar(id=flagged, k=50, collection="stripes")
     assert flagged not in {h.id for h in within}
-    assert idx.undo_clean("stripes") == 2 and idx.info().clean["stripes"] == PER_FAMILY
+    assert idx.undo_clean("stripes") >= 2 and idx.info().clean["stripes"] == PER_FAMILY
 
 
 def test_audit_train_and_classify(world, tmp_path):
