@@ -129,7 +129,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_readonly_open_of_missing_index_says_to_build(tmp_path):
-    with pytest.raises(StoreError, match="imgidx build"):
+    with pytest.raises(StoreError, match="build one first"):
         Store(tmp_path / "nothing", readonly=True)
 
 

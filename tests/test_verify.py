@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from imgidx.cli.app import app
-from imgidx.indexer import index_file, pipeline
+from imgidx.indexer import pipeline
 from imgidx.indexer.compose import build_lock
 from imgidx.indexer.errors import StoreError
 from imgidx.indexer.fetch import Download
 from imgidx.indexer.records import Photo, Stamp
-from imgidx.indexer.store import Store
+from imgidx.indexer.store import Store, faiss_index
 from imgidx.indexer.verify import repair, verify
 
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=8)
@@ -110,10 +110,10 @@ def test_a_missing_or_unreadable_index_file_is_rebuilt(home, damage):
 
 
 def test_orphans_duplicates_and_changed_vectors_in_the_index_file(home):
-    index = index_file.read_index(home / "index" / "faiss.index")
+    index = faiss_index.read_index(home / "index" / "faiss.index")
     index.add_with_ids(unit(1, seed=3), np.array([777], dtype=np.int64))  # no metadata
     index.add_with_ids(unit(1, seed=4), np.array([2], dtype=np.int64))  # id 2 twice, with another vector
-    index_file.write_atomic(index, home / "index" / "faiss.index")
+    faiss_index.write_atomic(index, home / "index" / "faiss.index")
     assert kinds(check(home)) == {"index_orphans", "index_duplicates", "index_vector_differs"}
     fix(home)
     with Store(home, readonly=True) as s:
@@ -247,7 +247,7 @@ def test_a_full_disk_while_saving_a_photo_stops_the_run(tmp_path, monkeypatch):
     def enospc(target, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_atomic", enospc)
+    monkeypatch.setattr(pipeline, "write_bytes", enospc)
     with Store(tmp_path / "home") as s:
         ids = s.add_photos(Photo("flickr", str(10 + i), "cat", url=f"http://x/{i}") for i in range(3))
         with pytest.raises(StoreError, match=r"photos \(No space left on device\): the disk .* looks full"):
