@@ -10,6 +10,7 @@ FAISS ids equal photos.id, so a vector and its metadata cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,23 @@ class Store(Catalog):
         if self.readonly or self.stamp is None:
             raise StoreError(f"cannot rebuild the index in {self.home}: it is read-only or empty")
         kind = ann.check_kind(kind or self.index_kind)
-        self.faiss.build(kind, self)
+        self.faiss.policy = self._policy()
+        built = self.faiss.build(kind, self)
         self.faiss.write()
         if kind != self.index_kind:
             self.set_meta("index_kind", kind)
+        if ann.kind_of(built) != "flat":  # remembered, so a repair or a regrowth keeps float32 when it was chosen
+            storage = "float16" if ann.is_fp16(built) else "float32"
+            if self.meta("index_storage") != storage:
+                self.set_meta("index_storage", storage)
         self.mark_indexed()
+
+    def _policy(self) -> ann.Policy:
+        """The caller's policy; with the default one, the storage the home's last rebuild chose (fp16 or not)."""
+        stored = self.meta("index_storage")
+        if self.index_policy != ann.DEFAULT or stored is None:
+            return self.index_policy
+        return replace(self.index_policy, fp16=stored == "float16")
 
     def save_index(self) -> None:
         """Atomic write (temp file + fsync + rename), then record which photos the file holds.
@@ -84,6 +97,7 @@ class Store(Catalog):
             return
         if self.index is None:
             return
+        self.faiss.policy = self._policy()
         self.faiss.grow(self.index_kind, self)  # outgrew its kind (auto only)
         if self.faiss.dirty or self.has_state("embedded") or not self.index_path.exists():
             self.faiss.write()
