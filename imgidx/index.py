@@ -23,9 +23,10 @@ from imgidx import ops
 from imgidx.indexer import ann
 from imgidx.indexer.compose import build_lock, build_running, embedder_for_index, make_embedder, make_fetcher
 from imgidx.indexer.config import Settings
-from imgidx.indexer.errors import InvalidArgument, NoIndex, StoreError
+from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
+from imgidx.indexer.layout import DB_NAME
 from imgidx.indexer.records import Photo, Stamp
-from imgidx.indexer.store import DB_NAME, Store
+from imgidx.indexer.store import Store
 from imgidx.search.classifier import Classifiers
 from imgidx.search.knn import describe, member_ids, nearest
 
@@ -82,7 +83,7 @@ class Index:
     @contextmanager
     def _reading(self) -> Iterator[Store]:
         if not self.exists():
-            raise NoIndex(f"no index in {self.home}; build one first")
+            raise NoIndexError(f"no index in {self.home}; build one first")
         with Store(self.home, readonly=True) as store, store.snapshot():
             yield store
 
@@ -90,7 +91,7 @@ class Index:
     def _writing(self, *, lock: bool = False) -> Iterator[Store]:
         """lock: hold the build lock too (for changes to the FAISS index; metadata writes share SQLite's lock)."""
         if not self.exists():
-            raise NoIndex(f"no index in {self.home}; build one first")
+            raise NoIndexError(f"no index in {self.home}; build one first")
         with build_lock(self.home) if lock else nullcontext(), Store(self.home) as store:
             yield store
 

@@ -18,6 +18,10 @@ class StoreError(ImgidxError):
     """The index or its metadata cannot be opened or written."""
 
 
+class NoIndexError(StoreError):
+    """There is no index in the data home yet (the face says how to build one)."""
+
+
 class LockedError(ImgidxError):
     """Another build holds the data home."""
 
@@ -36,10 +40,6 @@ class InvalidArgument(ConfigError, ValueError):
 
 class NotFound(ImgidxError, LookupError):
     """A named thing is not in the index: a photo id, a collection, a classifier."""
-
-
-class NoIndex(StoreError):
-    """The data home holds no index yet (build one first)."""
 
 
 class EmptyIndex(ConfigError):

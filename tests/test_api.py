@@ -52,9 +52,9 @@ def test_open_reads_nothing_and_a_missing_index_says_so(tmp_path):
     idx = imgidx.open(tmp_path / "nothing")
     assert not (tmp_path / "nothing").exists()
     for call in (idx.info, lambda: idx.similar(id=1), idx.verify, lambda: idx.clean("x")):
-        with pytest.raises(imgidx.NoIndex, match="no index in"):
+        with pytest.raises(imgidx.NoIndexError, match="no index in"):
             call()
-    assert issubclass(imgidx.NoIndex, imgidx.StoreError) and issubclass(imgidx.StoreError, imgidx.ImgidxError)
+    assert issubclass(imgidx.NoIndexError, imgidx.StoreError) and issubclass(imgidx.StoreError, imgidx.ImgidxError)
 
 
 def test_build_reports_and_a_second_build_does_nothing(world):

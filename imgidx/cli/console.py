@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imgidx.indexer.errors import EmptyIndex, ImgidxError, NoIndex
+from imgidx.indexer.errors import EmptyIndex, ImgidxError, NoIndexError, StampMismatch
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -43,10 +43,12 @@ def handle_errors(fn: Callable) -> Callable:
 
 def hint(error: ImgidxError) -> str:
     """The library's messages name no command; on the command line, say which one to run."""
-    if isinstance(error, NoIndex):
-        return " with `imgidx build` (or set IMGIDX_HOME / --home to an existing index)"
+    if isinstance(error, NoIndexError):
+        return "; `imgidx build` makes one"
     if isinstance(error, EmptyIndex):
         return " with `imgidx build`"
+    if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):
+        return " (omit --layer/--weights to use the index's own)"
     return ""
 
 
