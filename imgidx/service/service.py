@@ -27,7 +27,8 @@ import numpy.typing as npt
 from imgidx.indexer.compose import embedder_for_index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ImageError, ImgidxError, StoreError
-from imgidx.indexer.images import prepare
+from imgidx.indexer.flow import cores
+from imgidx.indexer.images import FORMATS_TEXT, prepare
 from imgidx.indexer.records import Stamp
 from imgidx.indexer.store import INDEX_NAME, Store
 
@@ -155,6 +156,9 @@ class Service:
         self._batcher: MicroBatcher | None = None
         self._batcher_stamp: Stamp | None = None
         self._batcher_lock = asyncio.Lock()
+        # about one decode per core: a decode is CPU-bound and can hold a few hundred MB (up to the decoded-bytes
+        # cap), so uploads beyond that wait here, without holding a worker thread, instead of multiplying memory
+        self._decodes = asyncio.Semaphore(cores())
         self._register_metrics()
 
     # ---- life cycle ------------------------------------------------------------------------------------------
@@ -186,7 +190,8 @@ class Service:
     async def embed_bytes(self, data: bytes) -> npt.NDArray[np.float32]:
         from starlette.concurrency import run_in_threadpool
 
-        pixels = await run_in_threadpool(decode_upload, data)
+        async with self._decodes:
+            pixels = await run_in_threadpool(decode_upload, data)
         return await self.embed_pixels(pixels)
 
     async def embed_pixels(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -255,6 +260,6 @@ def decode_upload(data: bytes) -> npt.NDArray[np.uint8]:
     except ImageError as e:
         if e.reason.startswith("not "):
             raise UnsupportedImage(
-                f"the upload is not an image ({e.reason}); send a JPEG, PNG, GIF, BMP, TIFF or WebP file"
+                f"the upload is not an image ({e.reason}); send a {FORMATS_TEXT} file"
             ) from None
         raise BadRequest(f"the upload cannot be used as a photo: {e.reason}") from None
