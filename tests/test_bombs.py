@@ -52,7 +52,8 @@ def float_tiff(w: int = SIDE, h: int = SIDE) -> bytes:
 
     def entry(tag: int, kind: int, value: int) -> bytes:
         value = data_at if tag == 273 else value
-        return struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        return struct.pack("<HHI", tag, kind, 1) + packed
 
     ifd = struct.pack("<H", len(tags)) + b"".join(entry(*t) for t in tags) + b"\0\0\0\0"
     return b"II*\0" + struct.pack("<I", 8) + ifd + strip
