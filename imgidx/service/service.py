@@ -259,7 +259,5 @@ def decode_upload(data: bytes) -> npt.NDArray[np.uint8]:
         return prepare(data)
     except ImageError as e:
         if e.reason.startswith("not "):
-            raise UnsupportedImage(
-                f"the upload is not an image ({e.reason}); send a {FORMATS_TEXT} file"
-            ) from None
+            raise UnsupportedImage(f"the upload is not an image ({e.reason}); send a {FORMATS_TEXT} file") from None
         raise BadRequest(f"the upload cannot be used as a photo: {e.reason}") from None
