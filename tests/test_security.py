@@ -30,7 +30,7 @@ def test_only_http_and_https_even_after_a_redirect():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        f = Fetcher(retries=3, sleep=lambda s: None)
+        f = Fetcher(retries=3, sleep=lambda s: None, allow_private_hosts=True)
         for url in ("file:///etc/passwd", "ftp://example.com/x.jpg", "gopher://x/", "data:image/png;base64,AAAA"):
             got = f.fetch(url)
             assert got.data is None and "scheme" in got.error and not got.retryable, url
