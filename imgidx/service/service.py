@@ -211,7 +211,7 @@ class Service:
                 )
                 old = self._batcher
                 self._batcher = MicroBatcher(
-                    lambda items: list(embedder.embed(np.stack(items))),
+                    query_embed(embedder),
                     max_batch=self.options.max_batch,
                     max_wait_s=self.options.max_wait_s,
                     max_queue=self.options.max_queue,
@@ -243,6 +243,23 @@ class Service:
         m.gauge("imgidx_index_generation", "Times the index was (re)opened.", lambda: self.store.generation)
         m.gauge("imgidx_model_loaded", "1 once the embedding model is loaded.", lambda: int(self.model_loaded))
         m.gauge("imgidx_uptime_seconds", "Seconds since the service started.", lambda: time.time() - self.started_at)
+
+
+def query_embed(embedder: Any) -> Callable[[list], list]:
+    """The model call for queries: exactly the images that arrived together, never padded to the build's batch
+    size. (Builds pad every batch to one shape so that a photo's stored vector is bit-for-bit the same however
+    the run was batched; a query only needs the same model, and a lone upload would otherwise pay for 32.) The
+    Keras embedder's `raw` takes any batch size; an embedder without it falls back to `embed`."""
+    raw = getattr(embedder, "raw", None)
+    if raw is None:
+        return lambda items: list(embedder.embed(np.stack(items)))
+
+    def call(items: list) -> list:
+        features = np.asarray(raw(np.stack(items)), dtype=np.float32)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        return list(features / np.maximum(norms, 1e-12))  # unit vectors, as embed() gives
+
+    return call
 
 
 def _single_threaded_faiss() -> None:
