@@ -82,8 +82,9 @@ def photo_file(store: Store, photo_id: int) -> Path:
         raise NotFound(f"no photo with id {photo_id}")
     if not row["path"]:
         raise NotFound(f"photo {photo_id} has no local file (it was never downloaded)")
-    base = Path(os.path.abspath(row["origin"] if row["source"] == "folder" else store.home))
-    path = Path(os.path.abspath(base / row["path"]))  # normalised; an absolute row path replaces base
+    # realpath, not abspath: a symlink inside the folder that points outside it must not be served
+    base = Path(os.path.realpath(row["origin"] if row["source"] == "folder" else store.home))
+    path = Path(os.path.realpath(base / row["path"]))  # links resolved; an absolute row path replaces base
     if base not in path.parents:
         raise NotFound(f"photo {photo_id}'s file is outside its folder; not served")
     if not path.is_file():

@@ -79,6 +79,7 @@ def make_fetcher(settings: Settings, workers: int) -> Fetcher:
         backoff=settings.backoff,
         max_backoff=settings.max_backoff,
         max_bytes=settings.max_bytes,
+        allow_private_hosts=settings.allow_private_hosts,
     )
 
 
