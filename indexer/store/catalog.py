@@ -1,0 +1,340 @@
+"""The catalogue: SQLite (metadata, collections, states, predictions, the exact float32 vectors: the source of
+truth). WAL lets readers and one writer proceed together.
+
+One transaction rule: every write goes through `transaction()`, so a full disk or a read-only home is always the
+one-line StoreError of faiss_index.write_error (the transaction is rolled back), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import layout
+from ..errors import NoIndexError, StampMismatch, StoreError
+from ..records import Photo, Stamp
+from . import schema
+from .faiss_index import write_error
+
+PHOTO_FIELDS = (
+    "url",
+    "title",
+    "owner",
+    "owner_name",
+    "license",
+    "page_url",
+    "tags",
+    "date_upload",
+    "date_taken",
+    "width",
+    "height",
+)
+
+
+class Catalog:
+    def __init__(self, home: Path, *, readonly: bool = False):
+        self.home = Path(home)
+        self.readonly = readonly
+        self.db_path = self.home / layout.DB_NAME
+        if readonly and not self.db_path.exists():
+            raise NoIndexError(f"no index in {self.home}; build one first (or set IMGIDX_HOME)")
+        if not readonly:
+            self.home.mkdir(parents=True, exist_ok=True)
+        self.db = self._connect()
+
+    # ---- connection and schema -------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+            else:
+                db = sqlite3.connect(self.db_path, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys=ON")
+            schema.ensure(db, self.db_path, readonly=self.readonly)
+        except sqlite3.OperationalError as e:
+            raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
+                "fixed.sqlite`, put fixed.sqlite in its place, then verify the home with repair"
+            ) from None
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a full disk becomes one clear StoreError (the transaction is rolled back)."""
+        try:
+            with self.db:
+                yield self.db
+        except sqlite3.OperationalError as e:
+            raise write_error(self.db_path, e) from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Catalog]:
+        """Read inside one SQLite read transaction: a consistent view of metadata, vectors and the index while
+        a build commits next to us (WAL lets readers and the writer proceed together)."""
+        if self.db.in_transaction:
+            yield self
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.db.rollback()
+
+    # ---- stamp and meta --------------------------------------------------------------------------------------
+    @property
+    def stamp(self) -> Stamp | None:
+        value = self.meta("stamp")
+        return Stamp.from_dict(json.loads(value)) if value else None
+
+    def ensure_stamp(self, stamp: Stamp) -> None:
+        """Adopt `stamp` for an empty store, or refuse when it differs from the one the vectors were made with."""
+        current = self.stamp
+        if current is None:
+            self.set_meta("stamp", json.dumps(stamp.as_dict()))
+        elif current != stamp:
+            raise StampMismatch(stamp_mismatch_message(current, stamp, self.home))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ---- photos and collections ------------------------------------------------------------------------------
+    def add_photos(self, photos: Iterable[Photo]) -> list[int]:
+        """Insert or refresh photos (deduplicated by source identity) and their collection membership."""
+        ids = []
+        now = time.time()
+        with self.transaction():
+            for rank, p in enumerate(photos):
+                values = {f: getattr(p, f) for f in PHOTO_FIELDS}
+                values["tags"] = " ".join(p.tags)
+                row = self.db.execute(
+                    f"""INSERT INTO photos (source, origin, source_id, path, state, added_at, updated_at,
+                            {", ".join(PHOTO_FIELDS)})
+                        VALUES (?, ?, ?, ?, 'found', ?, ?, {", ".join("?" * len(PHOTO_FIELDS))})
+                        ON CONFLICT (source, origin, source_id) DO UPDATE SET
+                            {", ".join(f"{f}=excluded.{f}" for f in PHOTO_FIELDS)},
+                            path=COALESCE(photos.path, excluded.path), updated_at=excluded.updated_at
+                        RETURNING id""",
+                    (p.source, p.origin, p.source_id, p.path, now, now, *values.values()),
+                ).fetchone()
+                ids.append(row[0])
+                self.db.execute(
+                    "INSERT OR IGNORE INTO collections (name, photo_id, query, rank, added_at) VALUES (?, ?, ?, ?, ?)",
+                    (p.collection, row[0], p.query, rank, now),
+                )
+        return ids
+
+    def pending(self, ids: Sequence[int], *, retry_failed: bool = False) -> list[sqlite3.Row]:
+        """Rows among `ids` that still need work (not yet embedded; failed ones only when asked to retry)."""
+        states = ("found", "downloaded", "failed") if retry_failed else ("found", "downloaded")
+        rows = []
+        for chunk in chunks(ids, 900):
+            rows += self.db.execute(
+                f"SELECT * FROM photos WHERE id IN ({','.join('?' * len(chunk))}) AND state IN "
+                f"({','.join('?' * len(states))})",
+                (*chunk, *states),
+            ).fetchall()
+        if retry_failed:
+            rows = [r for r in rows if r["state"] != "failed" or r["retryable"]]
+        return sorted(rows, key=lambda r: r["id"])
+
+    def states(self, ids: Sequence[int]) -> dict[int, str]:
+        out = {}
+        for chunk in chunks(list(dict.fromkeys(ids)), 900):
+            q = f"SELECT id, state FROM photos WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update(dict(self.db.execute(q, chunk).fetchall()))
+        return out
+
+    def mark_downloaded(self, photo_id: int, path: str, sha256: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE photos SET state='downloaded', path=?, sha256=?, error=NULL, updated_at=? "
+                "WHERE id=? AND state IN ('found','failed')",
+                (path, sha256, time.time(), photo_id),
+            )
+
+    def mark_failed(self, failures: Iterable[tuple[int, str, bool]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE photos SET state='failed', error=?, retryable=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                [(reason, int(retryable), time.time(), pid) for pid, reason, retryable in failures],
+            )
+
+    def vector_for_sha256(self, sha256: str) -> npt.NDArray[np.float32] | None:
+        """A stored vector of a photo with identical bytes (the same file under two names is embedded once)."""
+        row = self.db.execute(
+            "SELECT v.vec FROM vectors v JOIN photos p ON p.id = v.photo_id WHERE p.sha256=? LIMIT 1", (sha256,)
+        ).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    # ---- vectors ---------------------------------------------------------------------------------------------
+    def insert_vectors(self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]) -> None:
+        """Commit vectors with their photos' path/sha256 (state 'embedded') in one transaction.
+
+        items: (photo_id, path, sha256) aligned with the rows of `vectors`."""
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} photos but {len(vectors)} vectors")
+        now = time.time()
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors (photo_id, vec) VALUES (?, ?)",
+                [(pid, vec.tobytes()) for (pid, _, _), vec in zip(items, vectors, strict=True)],
+            )
+            self.db.executemany(
+                "UPDATE photos SET state='embedded', path=?, sha256=?, error=NULL, updated_at=? WHERE id=?",
+                [(path, sha, now, pid) for pid, path, sha in items],
+            )
+
+    def mark_indexed(self) -> None:
+        """Every 'embedded' photo is in the saved index file now."""
+        with self.transaction():
+            self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
+
+    def has_state(self, state: str) -> bool:
+        return self.db.execute("SELECT 1 FROM photos WHERE state=? LIMIT 1", (state,)).fetchone() is not None
+
+    def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Exact stored vectors for `ids`, in that order (never the approximate index)."""
+        dim = self.stamp.dim if self.stamp else 0
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        pos = {pid: i for i, pid in enumerate(ids)}
+        found = 0
+        for chunk in chunks(list(ids), 900):
+            for pid, blob in self.db.execute(
+                f"SELECT photo_id, vec FROM vectors WHERE photo_id IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[pos[pid]] = np.frombuffer(blob, dtype=np.float32)
+                found += 1
+        if found != len(pos):
+            raise StoreError(f"{len(pos) - found} of the requested photos have no stored vector")
+        return out
+
+    def has_vector(self, photo_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM vectors WHERE photo_id=?", (photo_id,)).fetchone() is not None
+
+    def vector_ids(self, collection: str | None = None, *, include_flagged: bool = True) -> list[int]:
+        sql = "SELECT v.photo_id FROM vectors v"
+        args: list = []
+        if collection is not None:
+            sql += " JOIN collections c ON c.photo_id = v.photo_id AND c.name = ?"
+            args.append(collection)
+            if not include_flagged:
+                sql += " AND c.flagged = 0"
+        return [r[0] for r in self.db.execute(sql + " ORDER BY v.photo_id", args)]
+
+    # ---- reading metadata ------------------------------------------------------------------------------------
+    def photo_rows(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+        rows = {}
+        for chunk in chunks(list(ids), 900):
+            for r in self.db.execute(f"SELECT * FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                rows[r["id"]] = r
+        return rows
+
+    def collections_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {i: [] for i in ids}
+        for chunk in chunks(list(ids), 900):
+            for pid, name in self.db.execute(
+                f"SELECT photo_id, name FROM collections WHERE photo_id IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY name",
+                chunk,
+            ):
+                out[pid].append(name)
+        return out
+
+    def set_flags(self, collection: str, info: dict[int, dict], flagged: set[int]) -> None:
+        """Store a clean result on the collection's memberships (reversible with clear_flags)."""
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE collections SET flagged=?, clean_info=? WHERE name=? AND photo_id=?",
+                [(int(pid in flagged), json.dumps(data), collection, pid) for pid, data in info.items()],
+            )
+
+    def clear_flags(self, collection: str) -> int:
+        with self.transaction():
+            return self.db.execute(
+                "UPDATE collections SET flagged=0, clean_info=NULL WHERE name=? AND (flagged=1 OR clean_info IS NOT "
+                "NULL)",
+                (collection,),
+            ).rowcount
+
+    def save_predictions(self, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
+        now = time.time()
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO predictions (photo_id, model, label, probability, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(pid, model, label, float(p), now) for pid, label, p in rows],
+            )
+
+    def collection_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
+
+    def counts(self) -> dict:
+        q = self.db.execute
+        per_collection = {
+            name: n
+            for name, n in q(
+                "SELECT c.name, COUNT(v.photo_id) FROM collections c LEFT JOIN vectors v ON v.photo_id = c.photo_id "
+                "GROUP BY c.name ORDER BY c.name"
+            )
+        }
+        clean = dict(
+            q(
+                "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
+                "WHERE c.flagged = 0 GROUP BY c.name"
+            ).fetchall()
+        )
+        states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
+        return {
+            "photos": q("SELECT COUNT(*) FROM vectors").fetchone()[0],
+            "collections": per_collection,
+            "clean": {name: clean.get(name, 0) for name in per_collection},
+            "states": states,
+            "failures": states.get("failed", 0),
+        }
+
+    def failures(self, limit: int = 1000) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT id, source, source_id, error, retryable, attempts FROM photos WHERE state='failed' "
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    def find_by_source_id(self, source_id: str) -> int | None:
+        row = self.db.execute("SELECT id FROM photos WHERE source_id=? ORDER BY id LIMIT 1", (source_id,)).fetchone()
+        return row[0] if row else None
+
+
+def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
+    diffs = [
+        f"{k} {getattr(have, k)!s} vs {getattr(want, k)!s}"
+        for k in have.as_dict()
+        if getattr(have, k) != getattr(want, k)
+    ]
+    return (
+        f"the index in {home} was built with {have.describe()}, not {want.describe()} ({'; '.join(diffs)}); "
+        "use the index's own model settings (its layer and weights), or build into another home"
+    )
+
+
+def chunks(seq: Sequence, n: int):
+    for i in range(0, len(seq), n):
+        yield list(seq[i : i + n])
