@@ -85,7 +85,11 @@ def pattern_image(seed: int, size=(320, 240), kind: str = "stripes") -> Image.Im
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
     """A folder with two sub-folders (collections) of distinct pattern images, plus one top-level file."""
-    root = tmp_path / "photos"
+    return make_photo_dir(tmp_path)
+
+
+def make_photo_dir(parent: Path) -> Path:
+    root = parent / "photos"
     for kind, n in (("stripes", 6), ("rings", 6)):
         (root / kind).mkdir(parents=True)
         for i in range(n):
