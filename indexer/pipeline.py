@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -133,17 +134,19 @@ class Loader:
 
 
 def photo_file(home: Path, source: str, source_id: str) -> tuple[Path, str]:
-    """Where a downloaded photo lives: (folder, file name without the extension). The one place that knows it.
+    """Where a downloaded photo lives: (folder, file name without the extension). The one place here that knows it
+    (the storage work moves it to layout.py, same scheme).
 
-    Numeric ids (Flickr's) keep the layout of existing homes: photos/<source>/<last two digits>/<id>.<ext>.
-    Any other id (a URL list's key, or its URL's sha1) is never used as a file name as it is: the file is named
-    by the sha1 of the id, in photos/<source>/<first two hex digits>/ (no path tricks, bounded length)."""
-    if not (source.isascii() and source.replace("_", "").isalnum()):
+    Numeric ids (Flickr's) keep the layout of existing homes: photos/<source>/<last two digits>/<id>.<ext>. Any
+    other id (a URL list's key, or its URL's sha1) is never used as a file name: its stem is "h" + 32 hex digits
+    of its sha256 (no path tricks, no collisions with numeric ids, bounded length)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", source):
         raise OSError(f"refusing the source name {source!r} as a folder name")
-    if source_id.isascii() and source_id.isdigit():
-        return home / "photos" / source / source_id[-2:].rjust(2, "0"), source_id
-    stem = hashlib.sha1(source_id.encode()).hexdigest()
-    return home / "photos" / source / stem[:2], stem
+    if source_id.isascii() and source_id.isdigit() and len(source_id) <= 40:
+        stem = source_id
+    else:
+        stem = "h" + hashlib.sha256(source_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return home / "photos" / source / stem[-2:].rjust(2, "0"), stem
 
 
 def _existing_file(folder: Path, stem: str) -> Path | None:

@@ -8,6 +8,8 @@ import functools
 import hashlib
 import http.server
 import json
+import os
+import re
 import threading
 from pathlib import Path
 
@@ -83,11 +85,13 @@ def test_a_url_list_is_downloaded_embedded_and_searchable(served, tmp_path):
     )
     ring_ids = {hashlib.sha1(f"{served}/rings_{i}.jpg".encode()).hexdigest() for i in range(3)}
     assert ring_ids <= set(by_id) and {by_id[r]["title"] for r in ring_ids} == {"rings 0", "rings 1", "rings 2"}
-    for h in hits:  # each file under the home, named by the sha1 of its key, never by the key itself
-        path = Path(h["path"])
-        stem = hashlib.sha1(h["source_id"].encode()).hexdigest()
-        assert path.is_file() and path.name == f"{stem}.jpg" and path.parent.name == stem[:2]
-        assert path.parent.parent.name == "urls" and path.parent.parent.parent.name == "photos"
+    home = Path(os.environ["IMGIDX_HOME"]).resolve()
+    for h in hits:  # each file under the home's photos/urls/, named by a hash of its key, never by the key itself
+        path = Path(h["path"]).resolve()
+        assert path.is_file() and path.relative_to(home / "photos" / "urls")
+        assert re.fullmatch(r"[0-9a-z]+\.jpg", path.name) and h["source_id"] not in path.name
+    assert len({h["path"] for h in hits}) == 6
+    assert sorted(p.name for p in home.rglob("*") if p.is_file() and "passwd" in str(p)) == []
 
     again = json.loads(run("build", "--from-urls", listing, *RANDOM, "--as", "more", "--json").stdout)
     assert again["already_indexed"] == 6 and again["embedded"] == 0 and again["downloaded"] == 0
