@@ -20,7 +20,7 @@ import numpy as np
 
 from . import layout
 from .atomic import write_bytes
-from .embed import Embedder
+from .embedders import Embedder
 from .errors import ImageError
 from .fetch import Fetcher
 from .flow import cores, two_stage
@@ -112,12 +112,12 @@ class Loader:
             return replace(got, sha256=sha, error=e.reason, data=None)
 
     def _bytes(self, job: Job) -> tuple[bytes | None, str, str | None, bool]:
-        if job.source == "folder":
+        if job.url is None and job.path:  # a local file: read in place, never copied
             try:
                 return Path(job.path or "").read_bytes(), job.path or "", None, False
             except OSError as e:
                 return None, "", f"cannot read {job.path} ({e.strerror or e})", False
-        existing = self._existing_file(job)
+        existing = layout.existing_photo(self.home, job.source, job.source_id)
         if existing is not None:  # downloaded by an earlier run: never fetch twice
             return existing.read_bytes(), layout.stored_path(self.home, existing), None, False
         got = self.fetcher.fetch(job.url)
@@ -129,9 +129,6 @@ class Loader:
         target = layout.photo_file(self.home, job.source, job.source_id, ext)
         write_bytes(target, got.data)
         return got.data, layout.stored_path(self.home, target), None, False
-
-    def _existing_file(self, job: Job) -> Path | None:
-        return layout.existing_photo(self.home, job.source, job.source_id)
 
 
 def ingest(
@@ -194,7 +191,7 @@ def ingest(
 def _commit(store: Store, embedder: Embedder, batch: list[Loaded], report: IngestReport) -> None:
     """Embed one batch (reusing vectors of identical bytes) and commit it in one transaction."""
     for b in batch:
-        if b.job.source == "flickr" and b.path:
+        if b.job.url is not None and b.path:
             store.mark_downloaded(b.job.id, b.path, b.sha256)
     known = {b.sha256: store.vector_for_sha256(b.sha256) for b in batch}
     todo = [b for b in batch if known[b.sha256] is None]
@@ -206,5 +203,5 @@ def _commit(store: Store, embedder: Embedder, batch: list[Loaded], report: Inges
         vectors.setdefault(b.job.id, known[b.sha256])
     report.embedded += len(todo)
     report.reused += len(batch) - len(todo)
-    report.downloaded += sum(1 for b in batch if b.job.source == "flickr")
+    report.downloaded += sum(1 for b in batch if b.job.url is not None)
     store.add_vectors([(b.job.id, b.path, b.sha256) for b in batch], np.stack([vectors[b.job.id] for b in batch]))

@@ -13,12 +13,12 @@ import numpy.typing as npt
 class Photo:
     """One search hit or one local file, before it is downloaded or embedded."""
 
-    source: str  # "flickr" | "folder"
-    source_id: str  # Flickr photo id, or the path relative to the folder
+    source: str  # the Source's name: "flickr" | "folder" | "urls"
+    source_id: str  # Flickr photo id, the path relative to the folder, or a URL list's key (else sha1 of the URL)
     collection: str  # collection the photo is added to (query name or --as / sub-folder name)
     origin: str = ""  # folder root for folder photos; "" for Flickr
-    url: str | None = None  # where to download it (Flickr)
-    path: str | None = None  # local file (folder photos)
+    url: str | None = None  # where to download it (Flickr, URL lists): the pipeline fetches it
+    path: str | None = None  # a local file (folder photos), read in place when there is no url
     title: str = ""
     owner: str = ""  # Flickr NSID
     owner_name: str = ""
@@ -53,7 +53,8 @@ class Stamp:
     weights: str  # "sha256:<hex>" of the weights file, or "random:<seed>"
     dim: int
     precision: str = "fp32"
-    preprocess: str = "center-crop/224/draft>=2x+lanczos/caffe"  # images.py: draft stops at 2x the target
+    # the default = embedders.vgg16.PREPROCESS: what stamps written before this field existed mean (images.py)
+    preprocess: str = "center-crop/224/draft>=2x+lanczos/caffe"
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("model", "layer", "weights", "dim", "precision", "preprocess")}

@@ -232,8 +232,8 @@ def test_disk_full_is_one_clear_line_keeps_the_index_and_resumes(world, tmp_path
 
 @pytest.fixture(scope="module")
 def fc2_random0():
-    from imgidx.indexer.embed import Embedder
-    from imgidx.indexer.weights import resolve
+    from imgidx.indexer.embedders.keras_runtime import KerasEmbedder as Embedder
+    from imgidx.indexer.embedders.weights import resolve
 
     return Embedder("fc2", resolve("random:0", "fc2", Path("/nonexistent"), ""), batch_size=4)
 

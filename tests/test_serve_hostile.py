@@ -15,10 +15,10 @@ import requests
 from typer.testing import CliRunner
 
 from imgidx.cli.app import app
+from imgidx.indexer.errors import NotFound
 from imgidx.indexer.store import Store
 from imgidx.service.queries import Queries
 from imgidx.service.server import REQUEST_TIMEOUT_S
-from imgidx.service.service import NotFound
 from tests.conftest import pattern_image
 from tests.serving import RANDOM
 

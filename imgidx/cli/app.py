@@ -197,7 +197,7 @@ def demo(
 
     Online it fetches the ImageNet block5_pool weights (58 MB) through Keras' cache; offline it falls back to
     explicitly random weights, which show the plumbing only."""
-    from imgidx.indexer.weights import resolve
+    from imgidx.indexer.embedders.weights import resolve
     from imgidx.search.demo import generate
 
     settings: Settings = ctx.obj

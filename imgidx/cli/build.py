@@ -10,7 +10,7 @@ import typer
 from imgidx.index import Index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ConfigError
-from imgidx.indexer.sources import SIZE_LETTERS, SORTS
+from imgidx.indexer.sources.flickr import SIZE_LETTERS, SORTS
 
 from . import console
 
@@ -25,8 +25,17 @@ def build(
             "--from-dir", help="Index a local folder instead of Flickr; first-level sub-folders become collections."
         ),
     ] = None,
+    from_urls: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-urls",
+            help="Index a CSV/Parquet list of photo URLs (columns: url, and any of id, title, owner, license, "
+            "page_url, caption, collection); collection from its column, else --as, else the file name.",
+        ),
+    ] = None,
     as_name: Annotated[
-        str | None, typer.Option("--as", help="Collection name (one query, or a folder's top level files).")
+        str | None,
+        typer.Option("--as", help="Collection name (one query, a folder's top level files, or a URL list's rows)."),
     ] = None,
     count: Annotated[int, typer.Option("--count", "-n", help="Photos per query (Flickr serves at most 4,000).")] = 100,
     sort: Annotated[str, typer.Option(help=f"Flickr order: {'|'.join(SORTS)}.")] = "relevance",
@@ -74,16 +83,20 @@ def build(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
-    from imgidx.sources import Flickr, Folder
+    """Search Flickr (or read a folder, or a list of URLs), download, embed with VGG16 and add to the index."""
+    from imgidx.sources import Flickr, Folder, UrlList
 
     settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
-    if bool(queries) == bool(from_dir):
-        raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
+    if sum(map(bool, (queries, from_dir, from_urls))) != 1:
+        raise ConfigError(
+            "give Flickr queries (imgidx build cat dog), --from-dir PATH or --from-urls FILE: one of them"
+        )
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
     if from_dir:
         source = Folder(from_dir, as_name=as_name)
+    elif from_urls:
+        source = UrlList(from_urls, as_name=as_name)
     else:
 
         def found(text: str, n: int) -> None:

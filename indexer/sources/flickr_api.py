@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import retry
-from .errors import ConfigError, ImgidxError
-from .retry import retry_after_seconds
+from .. import retry
+from ..errors import ConfigError, ImgidxError
+from ..retry import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
