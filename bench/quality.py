@@ -36,6 +36,58 @@ def imgidx(home: Path, *args: str) -> str:
     return done.stdout
 
 
+SCENES = ("landscape", "shapes")
+
+
+def draw_scene(family: str, seed: int, size: tuple[int, int] = (400, 300)):
+    """A synthetic non-animal picture: the demo's patterns (stripes, rings, checks), or a landscape (sky gradient,
+    sun, layered hills) or a still life of random shapes on a shaded background."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    from imgidx.search.demo import FAMILIES, draw
+
+    if family in FAMILIES:
+        return draw(family, seed, size)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    top, bottom = rng.uniform(40, 230, 3), rng.uniform(40, 230, 3)
+    t = np.linspace(0, 1, h)[:, None, None]
+    img = Image.fromarray(np.broadcast_to(top * (1 - t) + bottom * t, (h, w, 3)).astype(np.uint8), "RGB")
+    pen = ImageDraw.Draw(img)
+    colour = lambda: tuple(int(c) for c in rng.integers(0, 256, 3))  # noqa: E731
+    if family == "landscape":
+        r = int(rng.integers(15, 45))
+        cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h // 2))
+        pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, int(rng.integers(180, 250)), 80))
+        for layer in range(int(rng.integers(2, 5))):
+            base = h * (0.45 + 0.15 * layer)
+            xs = np.linspace(0, w, 9)
+            ys = base + rng.normal(0, h * 0.08, len(xs))
+            pen.polygon([(0, h), *zip(xs.tolist(), ys.tolist(), strict=True), (w, h)], fill=colour())
+    else:  # shapes
+        for _ in range(int(rng.integers(4, 10))):
+            x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
+            box = [x0, y0, x0 + int(rng.integers(30, w // 2)), y0 + int(rng.integers(30, h // 2))]
+            (pen.ellipse if rng.random() < 0.5 else pen.rectangle)(box, fill=colour(), outline=colour(), width=3)
+    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(1)), dtype=np.float32) + rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def non_animal_files(folder: Path, per_family: int = 8) -> list[Path]:
+    """per_family pictures of each of the 5 non-animal families, written once (same seeds: same files)."""
+    from imgidx.search.demo import FAMILIES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f_i, family in enumerate((*FAMILIES, *SCENES)):
+        for i in range(per_family):
+            path = folder / f"{family}_{i:02d}.jpg"
+            if not path.is_file():
+                draw_scene(family, 5000 + 100 * f_i + i).save(path, quality=90)
+            out.append(path)
+    return out
+
+
 def build_index(home: Path, extra: list[str]) -> None:
     """Index the shared photos and the generated non-animal pictures (an already built home is reused)."""
     from imgidx.search.demo import FAMILIES, draw
