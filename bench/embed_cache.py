@@ -15,6 +15,7 @@ Usage (warm the cache in the background):
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -41,7 +42,8 @@ def photo_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
 
 
-def _embedder(layer: str, weights: Path, precision: str):
+@functools.lru_cache
+def embedder_for(layer: str, weights: Path, precision: str):
     from imgidx.indexer.embed import Embedder
     from imgidx.indexer.weights import WeightsSpec, file_has_top, file_sha256
 
@@ -71,7 +73,7 @@ def vectors(
     """(len(files), dim) float32 unit vectors, embedding only the files not cached yet."""
     from imgidx.indexer.images import prepare
 
-    embedder = _embedder(layer, weights, precision)
+    embedder = embedder_for(layer, weights, precision)
     folder = cache_dir(embedder, weights)
     folder.mkdir(parents=True, exist_ok=True)
     keys = [sha256(Path(f)) for f in files]

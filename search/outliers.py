@@ -292,3 +292,48 @@ def _nearest_distance(x: npt.NDArray[np.float64], pool: npt.NDArray[np.float64])
 def _robust_z(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     median, scale = _median_scale(values)
     return (values - median) / scale if scale > 0 else np.zeros_like(values)
+
+
+# ---- the inputs, read from an index (the only part of this module that touches a Store) ----------------------
+
+
+def index_inputs(store: Any, collection: str, *, classifier: Any = "auto") -> dict[str, Any]:
+    """``others``, ``classifier`` and ``label`` for :func:`rank_outliers`, read from an open Store.
+
+    others: every other collection's embedded photos, less those an earlier ``clean --apply`` flagged there and
+    less the photos this collection shares with it. classifier: "auto" takes a saved classifier
+    ($IMGIDX_HOME/classifiers/*.joblib) made on this index's vectors whose classes include this collection's
+    name, else one whose classes include another collection's name (rank_outliers then uses it only when that
+    collection is an ally); a loaded classifier is used as given; None uses none. label: this collection's
+    name when it is one of the classes."""
+    own = set(store.vector_ids(collection))
+    others = {}
+    for name in store.collection_names():
+        if name == collection:
+            continue
+        ids = [i for i in store.vector_ids(name, include_flagged=False) if i not in own]
+        if ids:
+            others[name] = store.vectors(ids)
+    model = _saved_classifier(store, collection, set(others)) if classifier == "auto" else classifier
+    label = collection if model is not None and collection in model.classes else None
+    return {"others": others, "classifier": model, "label": label}
+
+
+def _saved_classifier(store: Any, collection: str, names: set[str]) -> Any:
+    from pathlib import Path
+
+    from .classifier import LinearClassifier, StampMismatch
+
+    stamp = store.stamp.as_dict() if store.stamp else {}
+    fallback = None
+    for path in sorted((Path(store.home) / "classifiers").glob("[!.]*.joblib")):
+        try:
+            model = LinearClassifier.load(path)
+            model.check_stamp(stamp)
+        except (StampMismatch, ValueError, OSError, KeyError, EOFError):
+            continue  # made on other vectors, or unreadable: not used (`imgidx classify` reports why)
+        if collection in model.classes:
+            return model
+        if fallback is None and names & set(model.classes):
+            fallback = model
+    return fallback

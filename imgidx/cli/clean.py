@@ -40,6 +40,17 @@ def clean(
     drop: Annotated[int | None, typer.Option(help="Flag exactly the N farthest (the seed's fixed cut).")] = None,
     threshold: Annotated[str, typer.Option(help="'auto' (median + 3 MAD of distances) or a distance.")] = "auto",
     against: Annotated[str | None, typer.Option(help="Measure distance to this collection's robust centroid.")] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="'auto': also use the index's other collections and a saved classifier when there are any "
+            "(nearer another collection's centre and most of the 10 nearest photos in it, the classifier says "
+            "another label, or far from everything); 'centroid': the seed's loop alone."
+        ),
+    ] = "auto",
+    classifier: Annotated[
+        str, typer.Option(help="'auto' (a saved classifier with this collection's label), 'none', or a name.")
+    ] = "auto",
     apply: Annotated[
         bool,
         typer.Option(
@@ -52,14 +63,21 @@ def clean(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers."""
-    from imgidx.search.cleanup import clean_ranking
+    """Rank a collection from typical to outlier and flag the outliers, saying why.
+
+    Uses the index's other collections and a saved classifier when there are any; else (or with --method
+    centroid) the distance to an iteratively re-estimated centroid with a median + 3 MAD cut (seed 003 §9.6)."""
+    from imgidx.search.outliers import index_inputs, rank_outliers
+
+    from .train import load_classifier  # train imports this module
 
     settings: Settings = ctx.obj
     if apply and undo:
         raise ConfigError("--apply and --undo exclude each other")
     if drop is not None and threshold != "auto":
         raise ConfigError("--drop and --threshold exclude each other")
+    if method not in ("auto", "centroid"):
+        raise ConfigError(f"--method takes 'auto' or 'centroid'; received {method!r}")
     with Store(settings.home, readonly=not (apply or undo)) as store:
         if undo:
             n = store.clear_flags(collection)
@@ -67,9 +85,17 @@ def clean(
             return
         ids, vectors = collection_vectors(store, collection)
         reference = collection_vectors(store, against, include_flagged=False)[1] if against else None
+        # The index's other collections and a classifier (search/outliers.py), unless the seed's loop is asked for.
+        model = "auto" if classifier == "auto" else None if classifier == "none" else load_classifier(store, classifier)
+        extra = index_inputs(store, collection, classifier=model) if method == "auto" else {}
         try:
-            result = clean_ranking(
-                vectors, iterations=iterations, drop=drop, threshold=parse_threshold(threshold), reference=reference
+            result = rank_outliers(
+                vectors,
+                iterations=iterations,
+                drop=drop,
+                threshold=parse_threshold(threshold),
+                reference=reference,
+                **extra,
             )
         except (ValueError, TypeError) as e:
             raise ConfigError(str(e)) from None
@@ -87,6 +113,10 @@ def clean(
                 "against": against,
                 "iterations_run": result.iterations_run,
                 "cutoff": result.cutoff,
+                "method": result.method,
+                "allies": list(result.allies),
+                "rivals": list(result.rivals),
+                "classifier_label": result.label,
                 "applied": apply,
                 "photos": rows,
             }
@@ -95,8 +125,8 @@ def clean(
     flagged = sum(r["flagged"] for r in rows)
     console.print_table(
         f"{collection}: {len(rows)} photos, {flagged} flagged ({result.iterations_run} passes, cut at "
-        f"{result.cutoff:.4f}){' — flags stored' if apply else ''}",
-        ["#", "id", "distance", "z", "flagged", "since pass", "title", "page"],
+        f"{result.cutoff:.4f}{_compared(result)}){' — flags stored' if apply else ''}",
+        ["#", "id", "distance", "z", "flagged", "since pass", "reason", "title", "page"],
         [
             (
                 r["rank"],
@@ -105,12 +135,22 @@ def clean(
                 f"{r['z']:.2f}",
                 "yes" if r["flagged"] else "",
                 r["iteration"] or "",
+                r["reason"],
                 r["title"][:40],
                 r["page_url"],
             )
             for r in rows
         ],
     )
+
+
+def _compared(result) -> str:
+    parts = [
+        f"{label} {', '.join(names)}" for label, names in (("vs", result.rivals), ("with", result.allies)) if names
+    ]
+    if result.label:
+        parts.append(f"classifier label {result.label}")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _rows(store: Store, ids: list[int], result) -> list[dict]:
@@ -128,6 +168,8 @@ def _rows(store: Store, ids: list[int], result) -> list[dict]:
                 "z": round(float(result.z[i]), 3),
                 "flagged": bool(result.flagged[i]),
                 "iteration": int(result.first_flagged[i]) or None,
+                "reason": result.reasons[i],
+                "score": round(float(result.score[i]), 4),
                 "title": m["title"],
                 "page_url": m["page_url"],
                 "path": m["path"],
@@ -139,10 +181,7 @@ def _rows(store: Store, ids: list[int], result) -> list[dict]:
 def _sheet(path: Path, collection: str, rows: list[dict]) -> Path:
     from imgidx.search.sheet import contact_sheet
 
-    items = [
-        {**r, "reason": f"outlier since pass {r['iteration']} (z {r['z']:.1f})" if r["flagged"] else ""} for r in rows
-    ]
-    return contact_sheet(items, f"imgidx clean {collection}", path)
+    return contact_sheet(rows, f"imgidx clean {collection}", path)  # each row's reason is "" unless flagged
 
 
 def labelled_ids(store: Store, collections: list[str]) -> tuple[list[int], list[str]]:

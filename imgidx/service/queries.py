@@ -19,8 +19,8 @@ from imgidx.indexer.errors import ConfigError, StoreError
 from imgidx.indexer.store import Store
 from imgidx.search.classifier import LinearClassifier
 from imgidx.search.classifier import StampMismatch as ClassifierStampMismatch
-from imgidx.search.cleanup import clean_ranking
 from imgidx.search.knn import describe, nearest
+from imgidx.search.outliers import index_inputs, rank_outliers
 
 from .service import BadRequest, Conflict, NotFound
 
@@ -136,7 +136,8 @@ class Queries:
         if not ids:
             raise NotFound(f"collection {name!r} has no embedded photos yet")
         try:
-            result = clean_ranking(store.vectors(ids), **options)
+            # with the index's other collections and a saved classifier, as `imgidx clean` (search/outliers.py)
+            result = rank_outliers(store.vectors(ids), **options, **index_inputs(store, name))
         except (ValueError, TypeError) as e:
             raise BadRequest(str(e)) from None
         ordered = [int(i) for i in result.order]
@@ -150,6 +151,8 @@ class Queries:
                 distance=round(float(result.distances[i]), 6),
                 z=round(float(result.z[i]), 3),
                 outlier=bool(result.flagged[i]),
+                reason=result.reasons[i],
+                score=round(float(result.score[i]), 4),
                 flagged_in_index=ids[i] not in unflagged,  # by an earlier `imgidx clean --apply`
             )
             items.append(item)
@@ -159,6 +162,7 @@ class Queries:
             "outliers": int(result.flagged.sum()),
             "cutoff": round(float(result.cutoff), 6),
             "iterations_run": result.iterations_run,
+            "method": result.method,
             "items": items,
         }
         self._clean_cache[key] = answer
