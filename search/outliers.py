@@ -44,6 +44,8 @@ from .cleanup import CleanResult, Threshold, _median_scale, check_vectors, clean
 # Share of a collection's inliers that must be nearer another collection's centre for that collection to count
 # as the same kind of photo. Measured on the real photos: a held-out cat sample 0.3-0.5, dog 0.0-0.05.
 ALLY_SHARE = 0.2
+# Photos of the other collections whose own k-NN distance sets the "far from everything" bar (bounded cost).
+NULL_SAMPLE = 2000
 # Rows of the similarity matrix computed at once (1024 × 10k float32 is 40 MB whatever the index size).
 _BLOCK_ROWS = 1024
 
@@ -134,50 +136,57 @@ def rank_outliers(
         return _seed_only(base, "centroid", k_mad)
 
     # Far from everything: beyond k_mad robust scales from the own centre and, where other collections exist,
-    # from their nearest photo too (an unusual photo with look-alikes elsewhere in the index is not "far").
-    far_z = base.z
+    # from the k nearest photos outside this collection too (an unusual photo with look-alikes is not "far").
+    # "Farther than any photo of the other collections is from its own k nearest" is the second test: the
+    # index's own photos show how far a genuine photo's neighbours can be.
+    e_far = base.z / k_mad
     if others:
-        far_z = np.minimum(base.z, _robust_z(_nearest_distance(x, np.concatenate(list(others.values())))))
-    far = far_z > k_mad
-    evidence = [far_z / k_mad]  # each > 1 exactly where that signal flags
+        pool = np.concatenate(list(others.values()))
+        kn = min(int(k), len(pool) - 1)
+        if kn >= 1:
+            sample = np.random.default_rng(0).permutation(len(pool))[:NULL_SAMPLE]
+            null = _knn_distance(pool[sample], pool, kn + 1, skip_self=True).max()
+            e_far = np.minimum(e_far, _knn_distance(x, pool, kn) / null)
+    far = e_far > 1
 
+    # Does it belong to another collection? Each signal's evidence is > 1 exactly where it says so. The vote is
+    # the most precise; the centre margin and the classifier each flag some unusual genuine photos (those sit
+    # nearer a rival's centre or across the classifier's line) that their own neighbours contradict. So: most
+    # neighbours in rivals, and nearer a rival's centre or another class by the classifier (the classifier alone
+    # where there is no other collection).
     margin = np.full(n, np.nan)
     votes = np.zeros(n, dtype=np.int64)
     nearest_rival, vote_rival = [""] * n, [""] * n
     kk = 0
-    near_rival = np.zeros(n, dtype=bool)
+    e_clf = probability / 0.5 if used_label is not None else np.zeros(n)
+    e_rival = e_clf
     if rivals:
         rival_d = np.stack([to_centre[r] for r in rivals])
         margin = rival_d.min(axis=0) - own_side
         nearest_rival = [rivals[i] for i in rival_d.argmin(axis=0)]
         kk = min(int(k), n - 1 + sum(len(v) for v in others.values()))
         votes, vote_rival = _rival_votes(x, others, rivals, kk)
-        # The margin and the vote each make mistakes the other does not: flag only where both point to a rival.
-        near_rival = (margin < 0) & (votes * 2 > kk)
-        e_margin = 1.0 - margin / (_median_scale(margin)[1] or 1.0)  # > 1 exactly when nearer a rival
-        # Ranked by the continuous margin (votes tie a lot), held at or below 1 until the vote agrees.
-        evidence.append(np.where(votes * 2 > kk, e_margin, np.minimum(e_margin, 1.0)))
+        e_margin = 1.0 - margin / (_median_scale(margin)[1] or 1.0)
+        e_rival = np.minimum(votes / (kk / 2), np.maximum(e_margin, e_clf))
+    elsewhere = e_rival > 1
+    score = np.maximum(e_far, e_rival)
+    flagged = far | elsewhere
 
-    says_other = np.zeros(n, dtype=bool)
-    if used_label is not None:
-        says_other = probability > 0.5
-        evidence.append(probability / 0.5)
-
-    score = np.max(evidence, axis=0)
-    flagged = far | near_rival | says_other
     reasons = []
     for i in range(n):
         why = []
-        if says_other[i]:
-            why.append(f"classifier says {predicted[i]} (p {probability[i]:.2f})")
-        if near_rival[i]:
-            why.append(f"nearer to {nearest_rival[i]} (margin {margin[i]:+.3f})")
-            why.append(f"{votes[i]} of {kk} neighbours in {vote_rival[i]}")
+        if elsewhere[i]:
+            if e_clf[i] > 1:
+                why.append(f"classifier says {predicted[i]} (p {probability[i]:.2f})")
+            if rivals and margin[i] < 0:
+                why.append(f"nearer to {nearest_rival[i]} (margin {margin[i]:+.3f})")
+            if rivals:
+                why.append(f"{votes[i]} of {kk} neighbours in {vote_rival[i]}")
         if far[i]:
             why.append(f"z {base.z[i]:.1f} from the centre")
         reasons.append("; ".join(why))
     return OutlierResult(
-        order=np.argsort(score, kind="stable"),
+        order=np.lexsort((score, flagged)),  # kept photos first, then the flagged; each by score
         score=score,
         flagged=flagged,
         reasons=tuple(reasons),
@@ -277,15 +286,19 @@ def _rival_votes(
     return votes, top_rival
 
 
-def _nearest_distance(x: npt.NDArray[np.float64], pool: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Euclidean distance from each row of x to its nearest row of pool, in row blocks."""
+def _knn_distance(
+    x: npt.NDArray[np.float64], pool: npt.NDArray[np.float64], k: int, *, skip_self: bool = False
+) -> npt.NDArray[np.float64]:
+    """Mean Euclidean distance from each row of x to its k nearest rows of pool, in row blocks (skip_self: x's
+    rows are in pool, and the nearest, itself, is left out of the mean)."""
     p = pool.astype(np.float32)
     p_sq = (p.astype(np.float64) ** 2).sum(axis=1)
     out = np.empty(len(x))
     for start in range(0, len(x), _BLOCK_ROWS):
         block = x[start : start + _BLOCK_ROWS]
         sq = (block**2).sum(axis=1)[:, None] - 2.0 * (block.astype(np.float32) @ p.T) + p_sq[None, :]
-        out[start : start + len(block)] = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
+        nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)[:, 1 if skip_self else 0 :]
+        out[start : start + len(block)] = np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
     return out
 
 
