@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,15 +37,19 @@ WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
 OUT = ROOT / "bench" / "out"
 
 
-def imgidx(home: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "imgidx", "--home", str(home), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
-    return done.stdout
-
-
 SCENES = ("landscape", "shapes")
+
+
+def imgidx_here(home: Path, *args: str) -> str:
+    """`imgidx --home HOME ARGS…` run in this process (the same typer app; no interpreter start-up per call)."""
+    from typer.testing import CliRunner
+
+    from imgidx.cli.app import app
+
+    done = CliRunner().invoke(app, ["--home", str(home), *args])
+    if done.exit_code != 0:
+        raise SystemExit(f"imgidx {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
 
 
 def draw_scene(family: str, seed: int, size: tuple[int, int] = (400, 300)):
@@ -169,27 +172,30 @@ METHODS = {  # what each clean run is called in the report, and the CLI options 
 }
 
 
-def clean_draws(cats: list[Path], dogs: list[Path], outliers: list[Path], tag: str, draws: int = 5) -> dict:
-    """`imgidx clean maybe_cat` in an index of cat (500), dog (500) and maybe_cat (500 other cats + 25 of
-    ``outliers``), ``draws`` random draws; the outliers are dogs not in `dog` when ``outliers`` is ``dogs``."""
+def clean_draws(
+    cats: list[Path], dogs: list[Path], outliers: list[Path], tag: str, draws: int = 5, size: int = 500, odd: int = 25
+) -> dict:
+    """`imgidx clean maybe_cat` in an index of cat (``size`` cats), dog (``size`` dogs) and maybe_cat (``size``
+    other cats + ``odd`` of ``outliers``: dogs not in `dog` when ``outliers`` is ``dogs``), ``draws`` draws."""
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     for seed in range(draws):
         rng = np.random.default_rng(seed)
         c, d = rng.permutation(len(cats)), rng.permutation(len(dogs))
-        dog = [dogs[i] for i in d[:500]]
-        odd = (
-            [dogs[i] for i in d[500:525]]
+        dog = [dogs[i] for i in d[:size]]
+        strays = (
+            [dogs[i] for i in d[size : size + odd]]
             if outliers is dogs
-            else [outliers[i] for i in rng.permutation(len(outliers))[:25]]
+            else [outliers[i] for i in rng.permutation(len(outliers))[:odd]]
         )
-        maybe_cat = [cats[i] for i in c[500:1000]] + odd
+        maybe_cat = [cats[i] for i in c[size : 2 * size]] + strays
         home = OUT / "quality-clean" / f"{tag}-{seed}"
-        cached_home(home, {"cat": [cats[i] for i in c[:500]], "dog": dog, "maybe_cat": maybe_cat})
-        truth = {str(f) for f in odd}
+        cached_home(home, {"cat": [cats[i] for i in c[:size]], "dog": dog, "maybe_cat": maybe_cat})
+        truth = {str(f) for f in strays}
         for method, options in METHODS.items():
             if method == "other_collections_and_classifier":
-                imgidx(home, "train", "pets", "cat", "dog", "--json")
-            runs[method].append(clean_scores(json.loads(imgidx(home, "clean", "maybe_cat", *options, "--json")), truth))
+                imgidx_here(home, "train", "pets", "cat", "dog", "--json")
+            report = json.loads(imgidx_here(home, "clean", "maybe_cat", *options, "--json"))
+            runs[method].append(clean_scores(report, truth))
     return {method: _summary(r) for method, r in runs.items()}
 
 
@@ -222,7 +228,12 @@ def clean_scores(report: dict, truth: set[str]) -> dict:
         "rivals": report.get("rivals"),
         "allies": report.get("allies"),
         "reasons": dict(kinds),
-        "missed": [r["reason"] or f"z {r['z']:.1f}" for r in rows if r["path"] in truth and not r["flagged"]],
+        "missed": [
+            f"z {r['z']:.1f}, margin {r.get('margin')}, {r.get('neighbours_elsewhere')} neighbours elsewhere"
+            for r in rows
+            if r["path"] in truth and not r["flagged"]
+        ],
+        "false_flags": [r["reason"] for r in rows if r["flagged"] and r["path"] not in truth],
     }
 
 

@@ -170,6 +170,9 @@ def _rows(store: Store, ids: list[int], result) -> list[dict]:
                 "iteration": int(result.first_flagged[i]) or None,
                 "reason": result.reasons[i],
                 "score": round(float(result.score[i]), 4),
+                # nearest other collection's centre − own side's centre, and neighbours in other collections
+                "margin": None if np.isnan(result.margin[i]) else round(float(result.margin[i]), 6),
+                "neighbours_elsewhere": int(result.votes[i]),
                 "title": m["title"],
                 "page_url": m["page_url"],
                 "path": m["path"],
