@@ -61,7 +61,7 @@ class Classifier(Protocol):
 class OutlierResult:
     """Everything :class:`CleanResult` has (same meaning, aligned with the input rows), plus the evidence."""
 
-    order: npt.NDArray[np.intp]  # most typical first, most outlying last (by ``score``)
+    order: npt.NDArray[np.intp]  # kept (by score), then flagged as elsewhere, then far from everything
     score: npt.NDArray[np.float64]  # > 1 exactly for the flagged photos (unless a drop/threshold cut is used)
     flagged: npt.NDArray[np.bool_]
     reasons: tuple[str, ...]  # why each photo is flagged; "" when it is not
@@ -186,7 +186,8 @@ def rank_outliers(
             why.append(f"z {base.z[i]:.1f} from the centre")
         reasons.append("; ".join(why))
     return OutlierResult(
-        order=np.lexsort((score, flagged)),  # kept photos first, then the flagged; each by score
+        # kept photos first, then those that belong elsewhere, then those far from everything; each by score
+        order=np.lexsort((score, far, flagged)),
         score=score,
         flagged=flagged,
         reasons=tuple(reasons),
