@@ -281,7 +281,10 @@ def test_far_from_everything_is_flagged_but_an_odd_photo_with_look_alikes_is_kep
     assert clean_ranking(maybe).flagged[200]
     result = rank_outliers(maybe, others=others)
     assert np.flatnonzero(result.flagged).tolist() == list(range(201, 209))
-    assert all(re.fullmatch(r"z \d+\.\d from the centre", result.reasons[i]) for i in range(201, 209))
+    assert all(
+        re.fullmatch(r"z \d+\.\d from the centre, far from every other collection", result.reasons[i])
+        for i in range(201, 209)
+    )
     assert result.reasons[200] == ""
 
 
