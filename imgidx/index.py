@@ -267,23 +267,25 @@ class Index:
         threshold: str | float = "auto",
         against: str | None = None,
         apply: bool = False,
+        method: str = "auto",
+        classifier: str | None = "auto",
     ) -> CleanReport:
-        """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers.
+        """Rank a collection from typical to outlier and flag the outliers (seed 003 §9.6's loop, and more).
 
         drop=N flags the N farthest; threshold is "auto" (median + 3 MAD) or a distance; `against` measures
         distance to another collection's robust centroid. apply=True stores the flags: flagged photos then
-        leave similar(collection=...), training and the clean counts (undo_clean removes them)."""
+        leave similar(collection=...), training and the clean counts (undo_clean removes them).
+        method "auto" also uses the index's other collections and a saved classifier ("auto", a name or None),
+        and each row says why it is flagged; "centroid" is the seed's loop alone."""
+        options = dict(iterations=iterations, drop=drop, threshold=threshold, against=against)
+        options.update(method=method, classifier=classifier)
         if apply:
             with self._writing() as store:
-                report = ops.clean_report(
-                    store, collection, iterations=iterations, drop=drop, threshold=threshold, against=against
-                )
+                report = ops.clean_report(store, collection, **options)
                 ops.apply_clean(store, report)
             return replace(report, applied=True)
         with self._reading() as store:
-            return ops.clean_report(
-                store, collection, iterations=iterations, drop=drop, threshold=threshold, against=against
-            )
+            return ops.clean_report(store, collection, **options)
 
     def undo_clean(self, collection: str) -> int:
         """Remove the stored clean flags (and ranks) of a collection; returns how many of its photos had them."""

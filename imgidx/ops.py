@@ -114,17 +114,32 @@ def clean_report(
     threshold: str | float = "auto",
     k_mad: float = 3.0,
     against: str | None = None,
+    method: str = "auto",
+    classifier: str | None = "auto",
 ) -> CleanReport:
-    """Rank a collection from typical to outlier (nothing stored; see apply_clean)."""
-    from imgidx.search.cleanup import clean_ranking
+    """Rank a collection from typical to outlier (nothing stored; see apply_clean).
+
+    method "auto" also uses the index's other collections and a saved classifier (search/outliers.py);
+    "centroid" is the seed's loop alone. classifier: "auto", a saved classifier's name, or None."""
+    from imgidx.search.classifier import Classifiers
+    from imgidx.search.outliers import index_inputs, rank_outliers
 
     if drop is not None and threshold != "auto":
         raise InvalidArgument("drop and threshold exclude each other: give one of them")
     ids, vectors = collection_vectors(store, collection)
     reference = collection_vectors(store, against, include_flagged=False)[1] if against else None
+    if method not in ("auto", "centroid"):
+        raise InvalidArgument(f"method must be 'auto' or 'centroid'; received {method!r}")
+    # The index's other collections and a classifier: one call's extra inputs (search/outliers.py).
+    extra = {}
+    if method == "auto":
+        model = classifier
+        if classifier not in ("auto", None):
+            model = Classifiers(store.home).get(classifier, store.stamp.as_dict() if store.stamp else None)
+        extra = index_inputs(store, collection, classifier=model)
     try:
-        result = clean_ranking(
-            vectors, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference
+        result = rank_outliers(
+            vectors, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference, **extra
         )
     except (ValueError, TypeError) as e:
         raise InvalidArgument(str(e)) from None
@@ -140,10 +155,25 @@ def clean_report(
             iteration=int(result.first_flagged[i]) or None,
             flagged_in_index=ids[i] not in kept,
             photo=photo,
+            reason=result.reasons[i],
+            score=round(float(result.score[i]), 4),
+            margin=None if np.isnan(result.margin[i]) else round(float(result.margin[i]), 6),
+            neighbours_elsewhere=int(result.votes[i]),
         )
         for rank, (i, photo) in enumerate(zip(order, described, strict=True), start=1)
     )
-    return CleanReport(collection, against, result.iterations_run, float(result.cutoff), False, rows)
+    return CleanReport(
+        collection,
+        against,
+        result.iterations_run,
+        float(result.cutoff),
+        False,
+        rows,
+        method=result.method,
+        allies=result.allies,
+        rivals=result.rivals,
+        classifier_label=result.label,
+    )
 
 
 def apply_clean(store: Store, report: CleanReport) -> None:

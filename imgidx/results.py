@@ -75,6 +75,10 @@ class CleanRow:
     iteration: int | None  # pass that started its final run of being flagged
     flagged_in_index: bool  # flagged by an earlier stored clean (before this ranking)
     photo: Neighbour  # attribution (score 0.0)
+    reason: str = ""  # why it is flagged ("" when it is not): search/outliers.py
+    score: float = 0.0  # strongest evidence that it does not belong; > 1 where flagged by the default cut
+    margin: float | None = None  # nearest other collection's centre − own side's; None without rivals
+    neighbours_elsewhere: int = 0  # of its 10 nearest photos, those in rival collections
 
     @property
     def id(self) -> int:
@@ -90,6 +94,10 @@ class CleanRow:
             "z": self.z,
             "flagged": self.flagged,
             "iteration": self.iteration,
+            "reason": self.reason,
+            "score": self.score,
+            "margin": self.margin,
+            "neighbours_elsewhere": self.neighbours_elsewhere,
             "title": p.title,
             "page_url": p.page_url,
             "path": p.path,
@@ -104,6 +112,10 @@ class CleanReport:
     cutoff: float
     applied: bool  # the flags were stored
     rows: tuple[CleanRow, ...]  # most typical first
+    method: str = "centroid"  # "index": other collections and/or a classifier; "centroid"/"against": the seed's loop
+    allies: tuple[str, ...] = ()  # other collections of the same kind of photo
+    rivals: tuple[str, ...] = ()  # other collections its photos are compared against
+    classifier_label: str | None = None  # the saved classifier's class taken as this collection's
 
     @property
     def flagged(self) -> tuple[CleanRow, ...]:
@@ -115,6 +127,10 @@ class CleanReport:
             "against": self.against,
             "iterations_run": self.iterations_run,
             "cutoff": self.cutoff,
+            "method": self.method,
+            "allies": list(self.allies),
+            "rivals": list(self.rivals),
+            "classifier_label": self.classifier_label,
             "applied": self.applied,
             "photos": [r.as_dict() for r in self.rows],
         }

@@ -1,9 +1,11 @@
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 
 from imgidx.search.cleanup import CleanResult, clean_ranking, robust_z
+from imgidx.search.outliers import rank_outliers
 
 DIM = 64
 
@@ -191,3 +193,137 @@ def test_result_is_frozen(cats_with_planted_dogs):
     assert isinstance(result, CleanResult)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.cutoff = 0.0
+
+
+# ---- rank_outliers: the cut that uses the index's other collections (search/outliers.py) ----------------------
+
+
+def _near(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """A centre t of the way from a towards b's direction (unit length)."""
+    return _unit((a + t * b)[None])[0]
+
+
+@pytest.fixture(scope="module")
+def pets():
+    """maybe_cat: 200 cats + 10 dogs (rows 200..209) whose centre sits close to the cats' (the seed's loop
+    flags only 3 of them), next to curated `cat` and `dog` collections of 200 each."""
+    rng = np.random.default_rng(10)  # not the centres' seed: their first draws would be the centres themselves
+    c = _centres(0, 2)
+    cat, dog = c[0], _near(c[0], c[1], 0.5)
+    maybe = np.concatenate([_cluster(rng, cat, 200), _cluster(rng, dog, 10)])
+    return maybe, {"cat": _cluster(rng, cat, 200), "dog": _cluster(rng, dog, 200)}
+
+
+def test_other_collections_find_the_dogs_the_seed_loop_misses(pets):
+    maybe, others = pets
+    assert np.flatnonzero(clean_ranking(maybe).flagged).tolist() == [200, 205, 208]
+    result = rank_outliers(maybe, others=others)
+    assert np.flatnonzero(result.flagged).tolist() == list(range(200, 210))
+    assert (result.allies, result.rivals, result.method, result.k) == (("cat",), ("dog",), "index", 10)
+    assert sorted(result.order[-10:].tolist()) == list(range(200, 210))
+    assert (result.score[200:] > 1).all() and (result.score[:200] <= 1).all()
+    assert (result.margin[200:] < 0).all() and (result.votes[200:] > 5).all()
+    assert result.reasons[:200] == ("",) * 200
+    for i in range(200, 210):
+        assert re.fullmatch(
+            r"nearer to dog \(margin -0\.\d{3}\); (6|7|8|9|10) of 10 neighbours in dog", result.reasons[i]
+        )
+    # The seed's own numbers stay in the result, unchanged.
+    seed = clean_ranking(maybe)
+    np.testing.assert_array_equal(result.distances, seed.distances)
+    np.testing.assert_array_equal(result.centroid, seed.centroid)
+
+
+def test_a_rival_alone_is_enough(pets):
+    maybe, others = pets
+    result = rank_outliers(maybe, others={"dog": others["dog"]})
+    assert (result.allies, result.rivals) == ((), ("dog",))
+    assert np.flatnonzero(result.flagged).tolist() == list(range(200, 210))
+
+
+def test_single_collection_is_exactly_the_seed_loop(cats_with_planted_dogs):
+    seed = clean_ranking(cats_with_planted_dogs)
+    result = rank_outliers(cats_with_planted_dogs)
+    assert result.method == "centroid" and result.allies == result.rivals == ()
+    np.testing.assert_array_equal(result.flagged, seed.flagged)
+    np.testing.assert_array_equal(result.order, seed.order)
+    np.testing.assert_array_equal(result.first_flagged, seed.first_flagged)
+    assert result.cutoff == seed.cutoff and result.iterations_run == seed.iterations_run
+    assert result.reasons[:200] == ("",) * 200
+    assert all(re.fullmatch(r"z \d+\.\d from the centre", r) for r in result.reasons[200:])
+    assert result.reasons[205] == f"z {seed.z[205]:.1f} from the centre"
+
+
+def test_seed_cuts_on_request_ignore_the_other_collections(pets):
+    maybe, others = pets
+    for kwargs in ({"drop": 4}, {"threshold": 0.5}, {"reference": others["cat"]}):
+        seed = clean_ranking(maybe, **kwargs)
+        result = rank_outliers(maybe, others=others, **kwargs)
+        np.testing.assert_array_equal(result.flagged, seed.flagged)
+        np.testing.assert_array_equal(result.order, seed.order)
+        assert result.rivals == () and result.cutoff == seed.cutoff
+    assert rank_outliers(maybe, reference=others["cat"]).method == "against"
+
+
+def test_far_from_everything_is_flagged_but_an_odd_photo_with_look_alikes_is_kept():
+    rng = np.random.default_rng(3)
+    cat, dog, odd, scene = _centres(5, 4)
+    cats = _cluster(rng, cat, 200)
+    # An unusual cat: far from the cat centre (the seed's loop flags it), but the curated `cat` collection
+    # holds photos like it.
+    odd_cat = _unit((cat + 1.2 * odd)[None] + 0.02 * rng.normal(size=(1, DIM)))
+    scenes = _cluster(rng, scene, 8, spread=0.05)  # non-animals: far from every collection
+    maybe = np.concatenate([cats, odd_cat, scenes])
+    others = {
+        "cat": np.concatenate([_cluster(rng, cat, 200), _cluster(rng, _near(cat, odd, 1.2), 5, spread=0.02)]),
+        "dog": _cluster(rng, dog, 200),
+    }
+    assert clean_ranking(maybe).flagged[200]
+    result = rank_outliers(maybe, others=others)
+    assert np.flatnonzero(result.flagged).tolist() == list(range(201, 209))
+    assert all(
+        re.fullmatch(r"z \d+\.\d from the centre, far from every other collection", result.reasons[i])
+        for i in range(201, 209)
+    )
+    assert result.reasons[200] == ""
+
+
+def test_a_trained_classifier_for_the_collections_label_is_used(pets):
+    from imgidx.search.classifier import train_classifier
+
+    maybe, others = pets
+    clf = train_classifier(
+        np.concatenate([others["cat"], others["dog"]]), ["cat"] * 200 + ["dog"] * 200, test_size=0.2
+    ).classifier
+    # The label comes from the ally collection (`cat`), so a cat/dog classifier cleans `maybe_cat`.
+    result = rank_outliers(maybe, others=others, classifier=clf)
+    assert result.label == "cat"
+    assert np.flatnonzero(result.flagged).tolist() == list(range(200, 210))
+    assert (result.probability[200:] > 0.5).all() and (result.probability[:200] < 0.5).all()
+    assert all(
+        re.match(r"classifier says dog \(p (0\.[5-9]\d|1\.00)\); nearer to dog", r) for r in result.reasons[200:]
+    )
+    # Alone (no other collection in the index) it needs the label.
+    alone = rank_outliers(maybe, classifier=clf, label="cat")
+    assert alone.method == "index" and alone.rivals == ()
+    assert np.flatnonzero(alone.flagged).tolist() == list(range(200, 210))
+    assert rank_outliers(maybe, classifier=clf).method == "centroid"  # no label: nothing to compare with
+    with pytest.raises(ValueError, match=r"label 'bird' is not one of the classifier's classes \['cat', 'dog'\]"):
+        rank_outliers(maybe, classifier=clf, label="bird")
+
+
+def test_rank_outliers_rejects_bad_input(pets):
+    maybe, others = pets
+    with pytest.raises(TypeError, match="collection 'dog' has 3 dimensions; this one has 64"):
+        rank_outliers(maybe, others={"dog": np.zeros((4, 3))})
+    with pytest.raises(ValueError, match="collection 'dog' is empty"):
+        rank_outliers(maybe, others={"dog": np.zeros((0, 64))})
+    with pytest.raises(ValueError, match="k must be an integer >= 1; received 0"):
+        rank_outliers(maybe, others=others, k=0)
+
+
+def test_small_collections_cap_k():
+    rng = np.random.default_rng(1)
+    a, b = _centres(9, 2)
+    result = rank_outliers(_cluster(rng, a, 3), others={"b": _cluster(rng, b, 2)}, k=10)
+    assert result.k == 4 and not result.flagged.any()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -54,15 +55,28 @@ def store_ids():
     return planted
 
 
-def test_clean_ranks_planted_outliers_last_and_flags_exactly_them(store_ids):
-    out = json.loads(run("clean", "cat", "--json").stdout)
+@pytest.mark.parametrize("method", ["centroid", "auto"])
+def test_clean_ranks_planted_outliers_last_and_flags_exactly_them(store_ids, method):
+    out = json.loads(run("clean", "cat", "--method", method, "--json").stdout)
     photos = out["photos"]
     assert out["collection"] == "cat" and len(photos) == 43
     assert {p["id"] for p in photos[-3:]} == store_ids["cat"]
     assert {p["id"] for p in photos if p["flagged"]} == store_ids["cat"]
-    assert [p["distance"] for p in photos] == sorted(p["distance"] for p in photos)
+    # the seed's loop ranks by distance to the centroid; auto by its score (the other collections' evidence)
+    key = "distance" if method == "centroid" else "score"
+    assert [p[key] for p in photos] == sorted(p[key] for p in photos)
     assert all(p["iteration"] == 1 for p in photos if p["flagged"])
-    assert set(photos[0]) >= {"id", "source_id", "distance", "z", "flagged", "iteration"}
+    assert set(photos[0]) >= {"id", "source_id", "distance", "z", "flagged", "iteration", "reason", "score"}
+    assert all(bool(p["reason"]) == p["flagged"] for p in photos)
+    if method == "auto":  # `dog` is the other collection here
+        assert (out["method"], out["rivals"], out["allies"]) == ("index", ["dog"], [])
+        assert all(
+            re.match(r"nearer to dog \(margin -\d\.\d{3}\); \d+ of 10 neighbours in dog", p["reason"])
+            for p in photos
+            if p["flagged"]
+        )
+    else:
+        assert all(re.fullmatch(r"z \d+\.\d from the centre", p["reason"]) for p in photos if p["flagged"])
 
 
 def test_clean_drop_n_flags_the_n_farthest(store_ids):

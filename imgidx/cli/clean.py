@@ -31,6 +31,17 @@ def clean(
     drop: Annotated[int | None, typer.Option(help="Flag exactly the N farthest (the seed's fixed cut).")] = None,
     threshold: Annotated[str, typer.Option(help="'auto' (median + 3 MAD of distances) or a distance.")] = "auto",
     against: Annotated[str | None, typer.Option(help="Measure distance to this collection's robust centroid.")] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="'auto': also use the index's other collections and a saved classifier when there are any "
+            "(most of the 10 nearest photos in another collection and nearer its centre or the classifier agrees, "
+            "or far from everything); 'centroid': the seed's loop alone."
+        ),
+    ] = "auto",
+    classifier: Annotated[
+        str, typer.Option(help="'auto' (a saved classifier with this collection's label), 'none', or a name.")
+    ] = "auto",
     apply: Annotated[
         bool,
         typer.Option(
@@ -43,7 +54,10 @@ def clean(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers."""
+    """Rank a collection from typical to outlier and flag the outliers, saying why.
+
+    Uses the index's other collections and a saved classifier when there are any; else (or with --method
+    centroid) the distance to an iteratively re-estimated centroid with a median + 3 MAD cut (seed 003 §9.6)."""
     if apply and undo:
         raise ConfigError("--apply and --undo exclude each other")
     if drop is not None and threshold != "auto":
@@ -54,7 +68,14 @@ def clean(
         typer.echo(f"removed the clean flags of {n} photos in {collection!r}", err=True)
         return
     report = idx.clean(
-        collection, iterations=iterations, drop=drop, threshold=parse_threshold(threshold), against=against, apply=apply
+        collection,
+        iterations=iterations,
+        drop=drop,
+        threshold=parse_threshold(threshold),
+        against=against,
+        apply=apply,
+        method=method,
+        classifier=None if classifier == "none" else classifier,
     )
     if sheet:
         path = _sheet(sheet, report)
@@ -64,8 +85,8 @@ def clean(
         return
     console.print_table(
         f"{collection}: {len(report.rows)} photos, {len(report.flagged)} flagged ({report.iterations_run} passes, cut "
-        f"at {report.cutoff:.4f}){' — flags stored' if apply else ''}",
-        ["#", "id", "distance", "z", "flagged", "since pass", "title", "page"],
+        f"at {report.cutoff:.4f}{_compared(report)}){' — flags stored' if apply else ''}",
+        ["#", "id", "distance", "z", "flagged", "since pass", "reason", "title", "page"],
         [
             (
                 r.rank,
@@ -74,6 +95,7 @@ def clean(
                 f"{r.z:.2f}",
                 "yes" if r.flagged else "",
                 r.iteration or "",
+                r.reason,
                 r.photo.title[:40],
                 r.photo.page_url,
             )
@@ -82,13 +104,17 @@ def clean(
     )
 
 
+def _compared(report: CleanReport) -> str:
+    parts = [f"{word} {', '.join(names)}" for word, names in (("vs", report.rivals), ("with", report.allies)) if names]
+    if report.classifier_label:
+        parts.append(f"classifier label {report.classifier_label}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _sheet(path: Path, report: CleanReport) -> Path:
     from imgidx.search.sheet import contact_sheet
 
-    items = [
-        {**r.as_dict(), "reason": f"outlier since pass {r.iteration} (z {r.z:.1f})" if r.flagged else ""}
-        for r in report.rows
-    ]
+    items = [r.as_dict() for r in report.rows]  # each row's reason is "" unless it is flagged
     return contact_sheet(items, f"imgidx clean {report.collection}", path)
 
 

@@ -152,6 +152,8 @@ def _clean_answer(report: CleanReport) -> dict:
             "distance": r.distance,
             "z": r.z,
             "outlier": r.flagged,
+            "reason": r.reason,  # why it is flagged (search/outliers.py)
+            "score": r.score,
             "flagged_in_index": r.flagged_in_index,  # by an earlier `imgidx clean --apply`
         }
         for r in report.rows
@@ -162,5 +164,6 @@ def _clean_answer(report: CleanReport) -> dict:
         "outliers": len(report.flagged),
         "cutoff": round(report.cutoff, 6),
         "iterations_run": report.iterations_run,
+        "method": report.method,
         "items": items,
     }
