@@ -21,7 +21,7 @@ Pure functions over the stored unit vectors and a few facts per photo; no store,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,10 +37,15 @@ CALIBRATED: dict[tuple[str, str], float] = {("vgg16", "block5_pool"): 0.05}
 # Without a calibrated cut (fc2, random or unknown weights): this fraction of the median nearest-neighbour distance.
 # On block5_pool the calibrated cut is ~0.2 of the median NN distance between distinct photos.
 NN_FRACTION = 0.2
+# With a verifier (search/pixels.py), pairs between the cut and VERIFY_FACTOR x the cut are grouped when their
+# pixels align: crops reach ~0.13 on block5_pool while distinct similar photos start at ~0.09.
+VERIFY_FACTOR = 3.0
 K = 16  # neighbours per photo: a group larger than K+1 still joins through chains of neighbours
 BATCH = 2048  # queries per FAISS call: bounds the neighbour arrays to BATCH x (K+1)
-FLAT_MAX = 50_000  # exact search up to here; above, an IVF index (near duplicates share a cell or a probed one)
-IVF_NPROBE = 16
+FLAT_MAX = 20_000  # exact search up to here; above, an IVF index (near duplicates share a cell or a probed one)
+IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 sqrt(n): ~80 vectors a list
+IVF_NPROBE = 8
+IVF_TRAIN_PER_LIST = 32
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class Duplicates:
     photos: int
     search: str  # "flat" | "ivf:NLIST/NPROBE" | "none"
     nn_median: float | None = None  # median nearest-neighbour distance (what the data-driven rule scales)
+    verified_up_to: float | None = None  # pairs in (threshold, verified_up_to] were grouped only if verified
+    verified_pairs: int = 0  # pairs the verifier was asked about
+    confirmed_pairs: int = 0  # ... and confirmed
     _by_id: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     def group_of(self, photo_id: int) -> int | None:
@@ -113,6 +121,9 @@ class Duplicates:
             "photos": self.photos,
             "search": self.search,
             "nn_median": None if self.nn_median is None else round(self.nn_median, 6),
+            "verified_up_to": None if self.verified_up_to is None else round(self.verified_up_to, 6),
+            "verified_pairs": self.verified_pairs,
+            "confirmed_pairs": self.confirmed_pairs,
             "duplicates": len(self.dropped),
         }
 
@@ -126,11 +137,14 @@ def find_duplicates(
     k: int = K,
     batch: int = BATCH,
     search: str = "auto",
+    verify: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.bool_]] | None = None,
 ) -> Duplicates:
     """Duplicate groups among `vectors` (unit rows, aligned with `facts`).
 
     threshold: a cosine distance, or "auto": the calibrated cut for `model` ((model, layer), ImageNet weights),
-    else NN_FRACTION x the median nearest-neighbour distance of these vectors. search: "auto" | "flat" | "ivf"."""
+    else NN_FRACTION x the median nearest-neighbour distance of these vectors. search: "auto" | "flat" | "ivf".
+    verify(pairs) -> bool per pair (rows of (i, j) positions), optional: a second opinion (search/pixels.py) on
+    the pairs between the threshold and VERIFY_FACTOR x the threshold, which are grouped only when it agrees."""
     n = len(facts)
     if vectors.shape[0] != n:
         raise ConfigError(f"{vectors.shape[0]} vectors for {n} photos")
@@ -141,14 +155,24 @@ def find_duplicates(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     # With "auto" and no calibrated cut the threshold depends on the NN distances, found in the same pass:
     # keep candidate pairs up to a generous bound and filter once the cut is known.
-    bound = cut if cut is not None else 0.5
+    bound = 0.5 if cut is None else min(2.0, cut * VERIFY_FACTOR) if verify else cut
     pairs, dists, nn1, how = _near_pairs(vectors, bound, k=k, batch=batch, search=search)
     nn_median = float(np.median(nn1[np.isfinite(nn1)])) if np.isfinite(nn1).any() else None
     if cut is None:
         cut = min(bound, NN_FRACTION * (nn_median or 0.0))
         rule = f"{NN_FRACTION} x median nearest-neighbour distance"
-        keep = dists <= cut
-        pairs = pairs[keep]
+    pairs, dists = _dedupe_pairs(pairs, dists)
+    upto = min(2.0, cut * VERIFY_FACTOR) if verify else None
+    sure = dists <= cut
+    asked = confirmed = 0
+    if verify is not None:
+        band = np.flatnonzero(~sure & (dists <= upto))
+        asked = len(band)
+        if asked:
+            ok = np.asarray(verify(pairs[band]), dtype=bool)
+            confirmed = int(ok.sum())
+            sure[band[ok]] = True
+    pairs = pairs[sure]
     graph = np.concatenate([pairs, exact_edges]) if len(exact_edges) else pairs
     groups = _components(n, graph)
     exact_label = _components_labels(n, exact_edges)
@@ -160,7 +184,7 @@ def find_duplicates(
         colls = sorted({c for m in members for c in facts[m].collections})
         out.append(DuplicateGroup(kind, ids[0], ids, _max_distance(vectors, ordered), tuple(colls)))
     out.sort(key=lambda g: (g.kind != "exact", -len(g.ids), g.keep))
-    return Duplicates(tuple(out), float(cut), rule, n, how, nn_median)
+    return Duplicates(tuple(out), float(cut), rule, n, how, nn_median, upto, asked, confirmed)
 
 
 def _given(threshold: str | float, model: tuple[str, str] | None) -> tuple[float | None, str]:
@@ -219,6 +243,17 @@ def _near_pairs(
     return pairs, np.clip(dists, 0.0, None), np.clip(nn1, 0.0, None), how
 
 
+def _dedupe_pairs(pairs, dists):
+    """Each pair once (i's list and j's list both hold it), with its smaller distance."""
+    if not len(pairs):
+        return pairs, dists
+    order = np.lexsort((dists, pairs[:, 1], pairs[:, 0]))
+    pairs, dists = pairs[order], dists[order]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+    return pairs[first], dists[first]
+
+
 def _index(v: npt.NDArray[np.float32], search: str):
     import faiss
 
@@ -229,11 +264,11 @@ def _index(v: npt.NDArray[np.float32], search: str):
         index = faiss.IndexFlatIP(d)
         index.add(v)
         return index, "flat"
-    nlist = max(1, int(math.sqrt(n)))
+    nlist = max(1, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n)))
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(0)  # a fixed training sample: the same input gives the same groups
-    sample = v[np.sort(rng.choice(n, min(n, nlist * 64), replace=False))]
+    sample = v[np.sort(rng.choice(n, min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
     index.train(sample)
     index.add(v)
     index.nprobe = min(IVF_NPROBE, nlist)

@@ -3,14 +3,17 @@ same groups whatever the batch size or search kind (real FAISS, real scipy)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageEnhance
 
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.licenses import LICENSES, PERMISSIVENESS, license_rank
 from imgidx.search.duplicates import PhotoFacts, find_duplicates, upload_time
+from imgidx.search.pixels import SAME, similarity, thumbnail, verifier
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -175,3 +178,58 @@ def test_upload_time():
     assert upload_time("1234567890") == 1234567890.0
     assert upload_time("2009-02-13T23:31:30Z") == 1234567890.0
     assert upload_time("") == upload_time("garbage") == float("inf")
+
+
+# ---- the pixel check (search/pixels.py) ----------------------------------------------------------------------------
+def texture(seed: int, w: int = 320, h: int = 240) -> Image.Image:
+    """A photo-like picture: smooth blobs plus fine grain (pure noise would not survive resizing)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+    grain = rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).astype(np.uint8))
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def edits(img: Image.Image) -> dict[str, bytes]:
+    w, h = img.size
+    marked = img.copy()
+    ImageDraw.Draw(marked).text((8, 8), "(c) somebody", fill=(255, 255, 255))
+    return {
+        "jpeg40": jpeg(img, 40),
+        "resize60": jpeg(img.resize((w * 6 // 10, h * 6 // 10))),
+        "crop85": jpeg(img.crop((30, 10, 30 + w * 85 // 100, 10 + h * 85 // 100)).resize((w, h))),
+        "watermark": jpeg(marked),
+        "colour": jpeg(ImageEnhance.Brightness(ImageEnhance.Color(img).enhance(1.3)).enhance(1.1)),
+    }
+
+
+def test_pixels_align_edits_and_not_other_pictures_or_mirrors():
+    original = texture(1)
+    base = thumbnail(jpeg(original))
+    for kind, data in edits(original).items():
+        assert similarity(base, thumbnail(data)) >= SAME, kind
+    assert similarity(base, thumbnail(jpeg(texture(2)))) < SAME
+    assert similarity(base, thumbnail(jpeg(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))) < SAME
+
+
+def test_verifier_decides_the_band_between_the_cut_and_three_times_it():
+    """Vectors at 0.08 from an original: grouped only when the pixels say it is the same picture."""
+    pictures = [texture(10), texture(11), texture(12)]
+    files = [jpeg(p) for p in pictures] + [edits(pictures[0])["crop85"], jpeg(texture(13))]
+    base = scene(3, seed=9)
+    v = np.concatenate([base, nudge(base[0], 0.08, 1)[None], nudge(base[1], 0.08, 2)[None]])
+    f = facts(5)
+    plain = find_duplicates(v, f, threshold=0.05)
+    assert plain.groups == () and plain.verified_up_to is None
+    checked = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: files[row]))
+    assert [g.ids for g in checked.groups] == [(100, 103)]  # the crop; the look-alike (104 vs 101) stays apart
+    assert checked.verified_pairs == 2 and checked.confirmed_pairs == 1
+    assert checked.verified_up_to == pytest.approx(0.15) and checked.as_dict()["verified_pairs"] == 2
+    unreadable = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: None))
+    assert unreadable.groups == ()
