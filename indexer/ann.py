@@ -15,7 +15,7 @@ hnsw = IndexIDMap2(IndexHNSWSQ(fp16)). Every kind holds the photo ids as FAISS i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,3 +273,65 @@ def recall_at_k(
         best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
     _, got = index.search(np.ascontiguousarray(q, dtype=np.float32), k)
     return float(np.mean([len(set(g) & set(b)) / k for g, b in zip(got.tolist(), best_i.tolist(), strict=True)]))
+
+
+def iter_vectors(index, chunk: int = 4096) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+    """Every (ids, vectors) the index holds, entry by entry (a duplicated id comes twice), for any kind: what
+    `verify` compares with the stored vectors. Vectors are as the index keeps them (float16 ones decoded)."""
+    import faiss
+
+    if index is None or index.ntotal == 0:
+        return
+    if isinstance(index, faiss.IndexIDMap):
+        ids = ids_of(index)
+        inner = faiss.downcast_index(index.index)
+        for start in range(0, len(ids), chunk):
+            n = min(chunk, len(ids) - start)
+            yield ids[start : start + n], inner.reconstruct_n(start, n)
+        return
+    ivf = faiss.extract_index_ivf(index)
+    invlists, cs = ivf.invlists, ivf.invlists.code_size
+    for lst in range(invlists.nlist):
+        size = invlists.list_size(lst)
+        if not size:
+            continue
+        all_ids = faiss.rev_swig_ptr(invlists.get_ids(lst), size).astype(np.int64)
+        all_codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * cs)
+        for start in range(0, size, chunk):
+            n = min(chunk, size - start)
+            codes = all_codes[start * cs : (start + n) * cs].reshape(n, cs).copy()
+            yield all_ids[start : start + n], _decode_ivf(ivf, lst, start, codes)
+
+
+def _decode_ivf(ivf, lst: int, start: int, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    import faiss
+
+    inner, n, d = faiss.downcast_index(ivf), len(codes), ivf.d
+    if isinstance(inner, faiss.IndexIVFFlat):
+        return codes.view(np.float32).reshape(n, d)
+    if isinstance(inner, faiss.IndexIVFScalarQuantizer) and not inner.by_residual:
+        return inner.sq.decode(codes)
+    out = np.empty((n, d), dtype=np.float32)  # any other IVF: one by one (slow, but exactly what FAISS decodes)
+    for i in range(n):
+        ivf.reconstruct_from_offset(lst, start + i, faiss.swig_ptr(out[i]))
+    return out
+
+
+def differs(index, have: npt.NDArray[np.float32], want: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Rows where the index's vectors `have` are not the stored float32 vectors `want` as this kind keeps them:
+    bitwise for float32 kinds; within float16 rounding (half an ulp: 2**-11 relative, subnormals absolute) for
+    float16 ones, where every vector legitimately differs in its last bits."""
+    if not is_fp16(index):
+        return (have != want).any(axis=1)
+    tolerance = 2.0**-10 * np.abs(want) + 2.0**-24  # twice the rounding error of fp16, never a real difference
+    return (np.abs(have - want) > tolerance).any(axis=1) | ~np.isfinite(have).all(axis=1)
+
+
+def is_fp16(index) -> bool:
+    """True when the index keeps its vectors in float16 (any kind)."""
+    import faiss
+
+    if index is None:
+        return False
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else faiss.downcast_index(index)
+    return _is_fp16(inner)

@@ -17,6 +17,10 @@ class StoreError(ImgidxError):
     """The index or its metadata cannot be opened or written."""
 
 
+class NoIndexError(StoreError):
+    """There is no index in the data home yet (the face says how to build one)."""
+
+
 class LockedError(ImgidxError):
     """Another build holds the data home."""
 

@@ -8,8 +8,6 @@ served as an image, and Flickr's "photo unavailable" placeholder, which answers 
 
 from __future__ import annotations
 
-import email.utils
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,9 +18,11 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from . import retry
+from .retry import RETRY_STATUS, retry_after_seconds  # noqa: F401 - re-exported: callers used them from here
+
 MAX_BYTES = 20 * 1024 * 1024
 PLACEHOLDER_NAMES = ("photo_unavailable", "photo_unavailable_l")
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,7 @@ class Fetcher:
             last, wait = self._once(url)
             if not last.retryable or attempt == self.retries:
                 return last
-            delay = wait if wait is not None else self.backoff * 2**attempt * (0.5 + random.random())
-            self._sleep(min(delay, self.max_backoff))
+            self._sleep(retry.delay(attempt, base=self.backoff, cap=self.max_backoff, retry_after=wait))
         return last
 
     def _once(self, url: str) -> tuple[Download, float | None]:
@@ -89,7 +88,7 @@ class Fetcher:
                 final = r.url
                 if urlparse(final).scheme not in ("http", "https"):
                     return Download(None, "redirected to a non-http(s) URL"), None
-                if r.status_code in RETRY_STATUS:
+                if retry.retryable_status(r.status_code):
                     return Download(None, f"HTTP {r.status_code}", True, final), retry_after_seconds(r)
                 if r.status_code != 200:
                     return Download(None, f"HTTP {r.status_code}", False, final), None
@@ -135,19 +134,6 @@ class Fetcher:
 def is_placeholder(url: str) -> bool:
     name = urlparse(url).path.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
     return name in PLACEHOLDER_NAMES
-
-
-def retry_after_seconds(r: requests.Response) -> float | None:
-    value = r.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _int(v: str | None) -> int | None:

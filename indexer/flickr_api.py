@@ -12,17 +12,18 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 
+from . import retry
 from .errors import ConfigError, ImgidxError
-from .fetch import retry_after_seconds
+from .retry import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_CODES = {0, 10, 105, 201}  # Flickr's "service unavailable" family (stat=fail, HTTP 200)
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = retry.RETRY_STATUS
+MAX_WAIT = 600.0  # a Retry-After beyond this is not waited out in full
 GARBAGE = (json.JSONDecodeError, ValueError, AttributeError, KeyError, TypeError)
 
 
@@ -99,7 +100,7 @@ class FlickrApi:
                 return outcome
             last = outcome
             if attempt < self.retries:
-                delay = wait if wait is not None else self.backoff * 2**attempt * (0.5 + random.random())
+                delay = retry.delay(attempt, base=self.backoff, cap=MAX_WAIT, retry_after=wait)
                 log.warning("Flickr %s failed (%s); retrying in %.1f s", method, last, delay)
                 self._sleep(delay)
         raise ImgidxError(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layout
+from .atomic import write_bytes
 from .embed import Embedder
 from .errors import ImageError
 from .fetch import Fetcher
 from .flow import cores, two_stage
 from .images import image_format, prepare
-from .index_file import DISK_FULL, write_error
 from .store import Store
+from .store.faiss_index import DISK_FULL, write_error
 
 log = logging.getLogger(__name__)
 DECODE_NICE = 10  # decode threads yield the cores to the model's threads (flow.py; README "Performance")
@@ -119,39 +119,19 @@ class Loader:
                 return None, "", f"cannot read {job.path} ({e.strerror or e})", False
         existing = self._existing_file(job)
         if existing is not None:  # downloaded by an earlier run: never fetch twice
-            return existing.read_bytes(), str(existing.relative_to(self.home)), None, False
+            return existing.read_bytes(), layout.stored_path(self.home, existing), None, False
         got = self.fetcher.fetch(job.url)
         if got.data is None:
             return None, "", got.error, got.retryable
         ext = image_format(got.data)
         if ext == "bin":
             return got.data, "", None, False  # not an image: decode records why; nothing worth keeping on disk
-        target = self._folder(job) / f"{job.source_id}.{ext}"
-        write_atomic(target, got.data)
-        return got.data, str(target.relative_to(self.home)), None, False
-
-    def _folder(self, job: Job) -> Path:
-        if not (job.source_id.isascii() and job.source_id.isdigit()):  # names from ASCII digits only, never text
-            raise OSError(f"refusing a non-numeric photo id {job.source_id!r} as a file name")
-        return self.home / "photos" / job.source / job.source_id[-2:].rjust(2, "0")
+        target = layout.photo_file(self.home, job.source, job.source_id, ext)
+        write_bytes(target, got.data)
+        return got.data, layout.stored_path(self.home, target), None, False
 
     def _existing_file(self, job: Job) -> Path | None:
-        folder = self._folder(job)
-        if not folder.is_dir():
-            return None
-        return next((p for p in folder.glob(f"{job.source_id}.*") if not p.name.endswith(".tmp")), None)
-
-
-def write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+        return layout.existing_photo(self.home, job.source, job.source_id)
 
 
 def ingest(

@@ -1,9 +1,11 @@
 """`imgidx verify`: check the FAISS file against SQLite (the source of truth) and the files on disk; `--repair`
-rebuilds what can be rebuilt from the stored vectors and files (never from the network, never with the model).
+rebuilds what can be rebuilt from the stored vectors and files (never from the network, never with the model),
+through the Store's own index code, so every kind (flat, IVF, HNSW, float16 or not) is checked and kept.
 
 Errors make `verify` exit 1; warnings do not (a moved source folder leaves vectors that still work). After a
-killed build the index file is legitimately behind SQLite: that is reported (the next build or --repair catches
-up), and while a build runs it is only a warning.
+killed build the index file is legitimately behind SQLite: that is reported (the next build or a repair catches
+up), and while a build runs it is only a warning; a missing file with every vector in SQLite is only a warning
+(the Store rebuilds it from them).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ann, index_file
+from . import ann, layout
 from .store import Store
 
 REPORT_IDS = 20  # example ids per finding
@@ -126,20 +128,24 @@ def _check_states(store: Store, report: Report) -> None:
 
 
 def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: Report, running: bool) -> None:
-    index = index_file.read_index(store.index_path)
+    index = store.faiss.read_file()  # the file as it is, not the Store's caught-up copy
     if index is None:
         if vector_ids:
-            lag = running and not store.index_path.exists()  # a running build has not saved it yet
-            what = "is unreadable" if store.index_path.exists() else "is missing"
-            report.add(
-                "index_missing", vector_ids, f"vectors are not searchable: {store.index_path} {what}", error=not lag
-            )
+            exists = store.index_path.exists()
+            if exists:
+                detail = f"vectors are not searchable: {store.index_path} is unreadable"
+            else:  # e.g. a first build stopped by a full disk: every vector is in SQLite, the file is derived
+                detail = f"vectors are in SQLite but {store.index_path} is missing (it is rebuilt from them)"
+            report.add("index_missing", vector_ids, detail, error=exists)
         return
     report.checked["index_size"] = int(index.ntotal)
     if dim is not None and index.d != dim:
         report.add("index_wrong_dim", vector_ids or [0], f"vectors: the index file has dimension {index.d}, not {dim}")
         return
-    ids = index_file.index_ids(index)
+    requested, kind = store.index_kind, ann.kind_of(index)
+    if requested != "auto" and kind != requested and index.ntotal:
+        report.add("index_wrong_kind", [kind], f"index file(s) are {kind}, not the requested {requested}")
+    ids = ann.ids_of(index)
     uniq, counts = np.unique(ids, return_counts=True)
     report.add("index_duplicates", uniq[counts > 1].tolist(), "ids appear more than once in the index file")
     in_file, stored = set(uniq.tolist()), set(vector_ids)
@@ -150,9 +156,9 @@ def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: R
         error=not running,
     )
     behind = sorted(stored - in_file)
-    note = "a build is running" if running else "an interrupted build; the next build or --repair adds them"
+    note = "a build is running" if running else "an interrupted build; the next build or a repair adds them"
     report.add("index_behind", behind, f"stored vectors are not in the index file yet ({note})", error=not running)
-    report.add("index_vector_differs", _differing(store, index, ids, stored), "index vectors differ from stored ones")
+    report.add("index_vector_differs", _differing(store, index, stored), "index vectors differ from stored ones")
     marked = set(_ids(store, "SELECT id FROM photos WHERE state='embedded'"))
     report.add(
         "state_behind_index",
@@ -162,51 +168,50 @@ def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: R
     )
 
 
-def _differing(store: Store, index, ids: np.ndarray, stored: set[int]) -> list[int]:
-    import faiss
-
-    inner = faiss.downcast_index(index.index)
+def _differing(store: Store, index, stored: set[int]) -> list[int]:
+    """Ids whose vector in the index is not their stored one, as the index's kind keeps it (float16 kinds within
+    their rounding; see ann.differs)."""
     differ: list[int] = []
-    for start in range(0, len(ids), 4096):
-        chunk = ids[start : start + 4096]
-        keep = [i for i, pid in enumerate(chunk.tolist()) if pid in stored]
+    for ids, have in ann.iter_vectors(index):
+        keep = [i for i, pid in enumerate(ids.tolist()) if pid in stored]
         if not keep:
             continue
-        have = inner.reconstruct_n(start, len(chunk))[keep]
-        want = store.vectors([int(chunk[i]) for i in keep])
-        rows = np.flatnonzero((have != want).any(axis=1))
-        differ += [int(chunk[keep[r]]) for r in rows]
+        want = store.vectors([int(ids[i]) for i in keep])
+        differ += [int(ids[keep[r]]) for r in np.flatnonzero(ann.differs(index, have[keep], want))]
     return sorted(set(differ))
 
 
 def _check_files(store: Store, report: Report, running: bool) -> None:
     report.add(
         "temp_files",
-        [str(p.relative_to(store.home)) for p in index_file.stale_temp_files(store.home)],
+        [str(p.relative_to(store.home)) for p in layout.temp_files(store.home)],
         "temp files (a running build writes them; a killed one leaves them)",
         error=not running,
     )
     missing, changed, source_missing, source_changed, known = [], [], [], [], set()
-    rows = store.db.execute("SELECT id, source, path, sha256 FROM photos WHERE path <> '' AND sha256 <> ''")
-    for pid, source, path, sha in rows:
-        full = Path(path) if source == "folder" else store.home / path
+    rows = store.db.execute("SELECT id, path, sha256 FROM photos WHERE path <> '' AND sha256 <> ''")
+    for pid, path, sha in rows:
+        full = layout.local_file(store.home, path)
+        download = layout.is_download(path)
         known.add(full.resolve())
         digest = _sha256(full)
         if digest is None:
-            (source_missing if source == "folder" else missing).append(pid)
+            (missing if download else source_missing).append(pid)
         elif digest != sha:
-            (source_changed if source == "folder" else changed).append(pid)
+            (changed if download else source_changed).append(pid)
     report.checked["files"] = len(known)
     report.add("file_missing", missing, "downloaded photos are missing (their vectors still work)", error=False)
     report.add("file_changed", changed, "downloaded photos differ from the bytes that were embedded")
-    report.add("source_missing", source_missing, "folder photos are gone (their vectors still work)", error=False)
-    report.add("source_changed", source_changed, "folder photos changed since they were embedded", error=False)
-    photos = store.home / "photos"
-    extra = [p for p in photos.rglob("*") if p.is_file() and not p.name.startswith(".")] if photos.is_dir() else []
-    failed = {r[0] for r in store.db.execute("SELECT source_id FROM photos WHERE state='failed'")}
-    report.add(  # a failed photo's download is kept for --retry-failed; others are a killed build's last downloads
+    report.add("source_missing", source_missing, "local photos are gone (their vectors still work)", error=False)
+    report.add("source_changed", source_changed, "local photos changed since they were embedded", error=False)
+    failed = {layout.file_stem(r[0]) for r in store.db.execute("SELECT source_id FROM photos WHERE state='failed'")}
+    report.add(  # a failed photo's download is kept for a retry; others are a killed build's last downloads
         "file_without_photo",
-        sorted(str(p.relative_to(store.home)) for p in extra if p.resolve() not in known and p.stem not in failed),
+        sorted(
+            str(p.relative_to(store.home))
+            for p in layout.photo_files(store.home)
+            if p.resolve() not in known and p.stem not in failed
+        ),
         "downloads not recorded yet (the next build uses them instead of downloading again)",
         error=False,
     )
@@ -232,23 +237,11 @@ def repair(store: Store, report: Report) -> list[str]:
         n = _fix_states(store.db)
         if n:
             done.append(f"corrected the state of {n} photos")
-    if store.stamp is not None:
-        n = rebuild_index(store)
-        done.append(f"rebuilt {store.index_path.relative_to(store.home)} from {n} stored vectors")
+    if store.stamp is not None:  # the Store's own rebuild: the requested kind (and its policy) is kept
+        store.rebuild_index()
+        n, kind = int(store.index.ntotal), ann.kind_of(store.index)
+        done.append(f"rebuilt {store.index_path.relative_to(store.home)} from {n} stored vectors ({kind})")
     return done
-
-
-def rebuild_index(store: Store) -> int:
-    """A fresh index from every stored vector, in id order, written atomically; then every photo is 'indexed'."""
-    ids = store.vector_ids()
-    index = ann.new_flat(store.stamp.dim)
-    for start in range(0, len(ids), 4096):
-        chunk = ids[start : start + 4096]
-        index.add_with_ids(store.vectors(chunk), np.array(chunk, dtype=np.int64))
-    index_file.write_atomic(index, store.index_path)
-    with store.transaction():
-        store.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
-    return len(ids)
 
 
 def _fix_states(db: sqlite3.Connection) -> int:

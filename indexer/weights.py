@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import atomic
 from .errors import ConfigError
 
 TOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
@@ -139,10 +139,7 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
         disk[skey] = h.hexdigest()
         if cache_file is not None:
             with contextlib.suppress(OSError):  # the cache is an optimisation only
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(disk))
-                os.replace(tmp, cache_file)
+                atomic.write_text(cache_file, json.dumps(disk))
     _SHA_CACHE[key] = disk[skey]
     return disk[skey]
 

@@ -7,12 +7,10 @@ different embedder without a clear error.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from imgidx.indexer import atomic
 
 from .cleanup import check_vectors
 
@@ -107,7 +107,7 @@ class LinearClassifier:
         }
 
     def save(self, path: str | os.PathLike[str], stamp: dict[str, Any]) -> Path:
-        """Write the classifier and ``stamp`` to one joblib file, atomically (temp file + os.replace).
+        """Write the classifier and ``stamp`` to one joblib file, atomically (indexer/atomic.py).
 
         One file rather than a JSON sidecar: the stamp can never drift apart from the model it describes.
         """
@@ -120,18 +120,7 @@ class LinearClassifier:
         payload = {"format": FORMAT, "estimator": self.estimator, "meta": self.meta}
         import joblib
 
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                joblib.dump(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return target
+        return atomic.write_with(target, lambda handle: joblib.dump(payload, handle))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearClassifier:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from imgidx.indexer import layout
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.licenses import license_name
 from imgidx.indexer.store import Store
@@ -45,9 +46,7 @@ def describe(store: Store, scored: list[tuple[int, float]]) -> list[dict]:
     out = []
     for pid, score in scored:
         r = rows[pid]
-        path = r["path"] or ""
-        if path and r["source"] != "folder":
-            path = str(store.home / path)
+        path = str(layout.local_file(store.home, r["path"])) if r["path"] else ""
         out.append(
             {
                 "id": pid,

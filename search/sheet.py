@@ -8,12 +8,10 @@ Every piece of text is HTML-escaped: Flickr titles and reasons are untrusted use
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from numbers import Real
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgidx.indexer import atomic
 
 THUMB_PX = 160  # longest side of an embedded thumbnail
 
@@ -50,18 +50,7 @@ def contact_sheet(items: Iterable[Mapping[str, Any]], title: str, path: str | os
     (a local image file; a missing or undecodable one becomes a grey box saying why).
     """
     document = render_sheet(items, title)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(document)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic.write_text(Path(path), document)
 
 
 def render_sheet(items: Iterable[Mapping[str, Any]], title: str) -> str:

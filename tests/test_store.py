@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -129,7 +131,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_readonly_open_of_missing_index_says_to_build(tmp_path):
-    with pytest.raises(StoreError, match="imgidx build"):
+    with pytest.raises(StoreError, match="build one first"):
         Store(tmp_path / "nothing", readonly=True)
 
 
@@ -138,3 +140,54 @@ def test_sql_text_from_remote_is_stored_verbatim(store):
     [pid] = store.add_photos([evil])
     assert store.photo_rows([pid])[pid]["title"] == "'; DELETE --"
     assert store.collection_names() == ["x'); DROP TABLE photos; --"]
+
+
+def fill_disk(store) -> None:
+    """A real full disk as SQLite sees it: the database may not grow by a single page (SQLITE_FULL)."""
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+@pytest.mark.parametrize("write", ["set_flags", "clear_flags", "save_predictions", "add_photos", "set_meta"])
+def test_every_write_on_a_full_disk_is_one_clear_store_error(store, write):
+    ids = store.add_photos([photo(i) for i in range(3)])
+    store.set_flags("cat", {i: {"z": 1.0} for i in ids}, {ids[0]})  # clear_flags then has rows to change
+    fill_disk(store)
+    big = "x" * 20_000  # more than the free space of any page: the write must grow the file
+    calls = {
+        "set_flags": lambda: store.set_flags("cat", {i: {"why": big} for i in ids}, set(ids)),
+        "clear_flags": lambda: (store.db.execute("PRAGMA query_only = ON"), store.clear_flags("cat")),
+        "save_predictions": lambda: store.save_predictions(big, [(i, big, 0.5) for i in ids]),
+        "add_photos": lambda: store.add_photos([photo(i, collection=big) for i in range(10, 40)]),
+        "set_meta": lambda: store.set_meta("note", big),
+    }
+    with pytest.raises(StoreError) as e:
+        calls[write]()
+    message = str(e.value)
+    assert "\n" not in message and str(store.db_path) in message
+    assert "everything committed so far is kept" in message
+    if write == "clear_flags":  # read-only (query_only): says so, not "full"
+        assert "readonly" in message and "writable" in message
+    else:
+        assert "database or disk is full" in message and "looks full" in message and "free some space" in message
+    store.db.execute("PRAGMA query_only = OFF")
+    assert store.db.execute("SELECT COUNT(*) FROM collections WHERE flagged=1").fetchone()[0] == 1  # rolled back
+
+
+def test_photo_layout_keeps_numeric_ids_and_hashes_any_other(tmp_path):
+    from imgidx.indexer import atomic, layout
+
+    assert layout.photo_file(tmp_path, "flickr", "12345", "jpg") == tmp_path / "photos/flickr/45/12345.jpg"
+    assert layout.photo_file(tmp_path, "flickr", "7", "png") == tmp_path / "photos/flickr/07/7.png"
+    for hostile in ("../../etc/passwd", "https://x.test/a b.jpg?q=1", "é" * 300, "/abs", ""):
+        f = layout.photo_file(tmp_path, "urllist", hostile, "jpg")
+        assert f.parent.parent == tmp_path / "photos" / "urllist" and len(f.name) < 40 and f.name.startswith("h")
+    assert layout.file_stem("a") != layout.file_stem("b")
+    with pytest.raises(ValueError):
+        layout.photo_folder(tmp_path, "../x", "1")
+    target = layout.photo_file(tmp_path, "urllist", "https://x.test/1.jpg", "jpg")
+    atomic.write_bytes(target, b"data")
+    assert layout.existing_photo(tmp_path, "urllist", "https://x.test/1.jpg") == target
+    assert atomic.is_temp(atomic.temp_path(target)) and not atomic.is_temp(target)
+    assert layout.stored_path(tmp_path, target).startswith("photos/") and layout.is_download("photos/x/1.jpg")
+    assert layout.local_file(tmp_path, "/abs/p.jpg") == Path("/abs/p.jpg")

@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from imgidx.cli.app import app
-from imgidx.indexer import index_file, pipeline
+from imgidx.indexer import ann, pipeline
 from imgidx.indexer.compose import build_lock
 from imgidx.indexer.errors import StoreError
 from imgidx.indexer.fetch import Download
 from imgidx.indexer.records import Photo, Stamp
-from imgidx.indexer.store import Store
+from imgidx.indexer.store import Store, faiss_index
 from imgidx.indexer.verify import repair, verify
 
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=8)
@@ -110,10 +110,10 @@ def test_a_missing_or_unreadable_index_file_is_rebuilt(home, damage):
 
 
 def test_orphans_duplicates_and_changed_vectors_in_the_index_file(home):
-    index = index_file.read_index(home / "index" / "faiss.index")
+    index = faiss_index.read_index(home / "index" / "faiss.index")
     index.add_with_ids(unit(1, seed=3), np.array([777], dtype=np.int64))  # no metadata
     index.add_with_ids(unit(1, seed=4), np.array([2], dtype=np.int64))  # id 2 twice, with another vector
-    index_file.write_atomic(index, home / "index" / "faiss.index")
+    faiss_index.write_atomic(index, home / "index" / "faiss.index")
     assert kinds(check(home)) == {"index_orphans", "index_duplicates", "index_vector_differs"}
     fix(home)
     with Store(home, readonly=True) as s:
@@ -247,9 +247,167 @@ def test_a_full_disk_while_saving_a_photo_stops_the_run(tmp_path, monkeypatch):
     def enospc(target, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_atomic", enospc)
+    monkeypatch.setattr(pipeline, "write_bytes", enospc)
     with Store(tmp_path / "home") as s:
         ids = s.add_photos(Photo("flickr", str(10 + i), "cat", url=f"http://x/{i}") for i in range(3))
         with pytest.raises(StoreError, match=r"photos \(No space left on device\): the disk .* looks full"):
             pipeline.ingest(s, ids, NoModel(), OneFileFetcher())
         assert s.counts()["failures"] == 0  # a full disk is not the photos' fault: nothing recorded as failed
+
+
+# ---- every index kind: verify is clean on a fresh one, finds each damage, and --repair keeps the kind ----------
+KIND_DIM = 16
+KIND_STAMP = Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=KIND_DIM)
+
+
+def kind_home(tmp_path, monkeypatch, kind: str, fp16: bool = True) -> Path:
+    """300 synthetic vectors through the real Store, reindexed as `kind` (as `imgidx reindex --kind` does)."""
+    home = tmp_path / f"{kind}-{fp16}"
+    monkeypatch.setenv("IMGIDX_HOME", str(home))
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=(300, KIND_DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    policy = ann.Policy(fp16=fp16)  # as `reindex --kind` on a home whose float32 choice was recorded
+    with Store(home, index_policy=policy) as s:
+        s.ensure_stamp(KIND_STAMP)
+        ids = s.add_photos(Photo("folder", f"p{i}.jpg", "c") for i in range(len(v)))
+        s.add_vectors([(i, "", f"sha{i}") for i in ids], v)
+        s.rebuild_index(kind)
+        assert ann.kind_of(s.index) == kind and ann.is_fp16(s.index) == (fp16 and kind != "flat")
+    return home
+
+
+def file_kind(home: Path) -> tuple[str, bool]:
+    index = faiss_index.read_index(home / "index" / "faiss.index")
+    return ann.kind_of(index), ann.is_fp16(index)
+
+
+KIND_CASES = [("flat", False), ("ivf", True), ("ivf", False), ("hnsw", True), ("hnsw", False)]
+
+
+@pytest.mark.parametrize(("kind", "fp16"), KIND_CASES)
+@pytest.mark.parametrize("damage", ["none", "drop", "corrupt", "delete"])
+def test_every_kind_verifies_clean_reports_damage_and_repairs_to_the_same_kind(
+    tmp_path, monkeypatch, kind, fp16, damage
+):
+    home = kind_home(tmp_path, monkeypatch, kind, fp16)
+    before = file_kind(home)
+    path = home / "index" / "faiss.index"
+    with Store(home, readonly=True) as s:
+        ids, stored = s.vector_ids(), s.vectors(s.vector_ids())
+    policy = ann.Policy(fp16=fp16, train_per_list=10, hnsw_m=8)
+    if damage == "drop":  # the file lost 5 vectors
+        faiss_index.write_atomic(
+            ann.build(kind, KIND_DIM, ids[5:], lambda p: stored[[ids.index(i) for i in p]], policy=policy), path
+        )
+    elif damage == "corrupt":  # one vector in the file is not the stored one
+        bad = stored.copy()
+        bad[3] = -bad[3]
+        faiss_index.write_atomic(
+            ann.build(kind, KIND_DIM, ids, lambda p: bad[[ids.index(i) for i in p]], policy=policy), path
+        )
+    elif damage == "delete":
+        path.unlink()
+    expected = {
+        "none": set(),
+        "drop": {"index_behind"},
+        "corrupt": {"index_vector_differs"},
+        "delete": {"index_missing"},
+    }
+    report = check(home)
+    assert kinds(report) == expected[damage], report.as_dict()
+    if damage == "corrupt":
+        assert report.findings[0].ids == [ids[3]]  # the one damaged vector, not every float16 one
+    if damage == "none":
+        assert cli().exit_code == 0
+        return
+    r = cli("--repair") if damage != "delete" else None
+    if r is not None:  # the CLI repairs errors; a missing file is a warning (below: the library repair)
+        assert r.exit_code == 0, r.stdout + r.stderr
+    else:
+        fix(home)
+    assert file_kind(home) == before  # the same kind and storage, not a flat index
+    assert check(home).findings == []
+
+
+def test_verify_reports_an_index_file_of_another_kind_than_requested(tmp_path, monkeypatch):
+    home = kind_home(tmp_path, monkeypatch, "hnsw")
+    with Store(home) as s:  # what an old `verify --repair` did: a flat file while the home asks for hnsw
+        faiss_index.write_atomic(ann.build("flat", KIND_DIM, s.vector_ids(), s.vectors), s.index_path)
+    assert kinds(check(home)) == {"index_wrong_kind"}
+    assert cli("--repair").exit_code == 0 and file_kind(home) == ("hnsw", True)
+
+
+# ---- issue 13 item 7: loose ends of reindex and full disks --------------------------------------------------------
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_reindex_removes_the_temp_file_a_killed_reindex_left(home):
+    stale = home / "index" / f".faiss.index.{dead_pid()}.tmp"  # what kill -9 during a save leaves
+    stale.write_bytes(b"half an index")
+    assert "temp_files" in kinds(check(home)) and cli().exit_code == 1
+    r = runner.invoke(app, ["reindex", "--kind", "flat"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert not stale.exists() and cli().exit_code == 0
+
+
+def test_reindex_records_the_kind_only_once_the_file_holds_it(tmp_path, monkeypatch):
+    import faiss
+
+    home = kind_home(tmp_path, monkeypatch, "flat")
+
+    def full(index, path):
+        raise RuntimeError("Error: 'ret == (size * 4)' failed: write error in x: 3 != 8 (No space left on device)")
+
+    with monkeypatch.context() as m:
+        m.setattr(faiss, "write_index", full)
+        r = runner.invoke(app, ["reindex", "--kind", "ivf"])
+    assert r.exit_code == 1 and "looks full" in r.stderr
+    with Store(home, readonly=True) as s:
+        assert s.index_kind == "flat" and ann.kind_of(s.index) == "flat"  # info: flat, requested flat, not ivf
+
+
+def test_the_disk_full_line_says_full_and_what_to_do_without_faiss_internals(home, monkeypatch):
+    import faiss
+
+    def full(index, path):
+        raise RuntimeError(
+            "Error in void faiss::write_index: Error: 'ret == (size * 4)' failed: write error in "
+            f"{path}: 307118 != 983040 (No space left on device)"
+        )
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    with Store(home) as s, pytest.raises(StoreError) as e:
+        s.rebuild_index()
+    message = str(e.value)
+    assert "looks full" in message and "free some space" in message and "(No space left on device)" in message
+    assert "!=" not in message and "ret ==" not in message and "write_index" not in message
+
+
+def test_a_missing_index_after_a_full_disk_is_lag_not_an_error(tmp_path, monkeypatch):
+    import faiss
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("IMGIDX_HOME", str(home))
+
+    def full(index, path):
+        raise RuntimeError("write error in x: 3 != 8 (No space left on device)")
+
+    with Store(home) as s:  # a first build whose only save hit a full disk: every vector is in SQLite
+        s.ensure_stamp(STAMP)
+        ids = s.add_photos(Photo("folder", f"p{i}.jpg", "c") for i in range(4))
+        s.add_vectors([(i, "", f"s{i}") for i in ids], unit(4))
+        with monkeypatch.context() as m, pytest.raises(StoreError, match="looks full"):
+            m.setattr(faiss, "write_index", full)
+            s.save_index()
+    report = check(home)
+    [finding] = report.findings
+    assert finding.kind == "index_missing" and not finding.error and finding.repairable and report.ok
+    assert cli().exit_code == 0
+    fix(home)
+    assert (home / "index" / "faiss.index").exists() and check(home).findings == []

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imgidx.indexer.errors import ImgidxError
+from imgidx.indexer.errors import ImgidxError, NoIndexError, StampMismatch
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -28,6 +28,12 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except NoIndexError as e:  # the library says "build one first"; the CLI names the command
+            typer.echo(f"error: {e}; `imgidx build` makes one", err=True)
+            raise typer.Exit(1) from None
+        except StampMismatch as e:
+            typer.echo(f"error: {e} (omit --layer/--weights to use the index's own)", err=True)
+            raise typer.Exit(1) from None
         except ImgidxError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None

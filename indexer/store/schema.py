@@ -1,4 +1,14 @@
-"""SQLite schema of the store: SCHEMA creates version 1; MIGRATIONS[v] upgrades v-1 to v. Never edit a shipped step."""
+"""SQLite schema of the store: SCHEMA creates version 1; MIGRATIONS[v] upgrades v-1 to v. Never edit a shipped step.
+
+ensure() brings an open database to SCHEMA_VERSION, each step in one transaction that also records its version,
+so a crash or a full disk leaves a whole step or none of it (the caller turns SQLite errors into StoreError)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ..errors import NoIndexError, StoreError
 
 SCHEMA_VERSION = 1
 
@@ -51,3 +61,28 @@ CREATE TABLE IF NOT EXISTS vectors (
 
 # MIGRATIONS[v] upgrades a version v-1 store to v (none yet: version 1 is the first shipped schema)
 MIGRATIONS: dict[int, str] = {}
+
+
+def ensure(db: sqlite3.Connection, db_path: Path, *, readonly: bool) -> None:
+    """Create or upgrade the schema of `db` (a read-only connection can only check it)."""
+    has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); upgrade imgidx"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if version == 0 and readonly:
+        raise NoIndexError(f"no index in {db_path.parent} yet (is a first build still starting?); build one first")
+    if readonly:
+        raise StoreError(
+            f"{db_path} has schema version {version}; open it once for writing (a build or a repair) to upgrade it "
+            f"to version {SCHEMA_VERSION}"
+        )
+    if version == 0:  # one transaction: a crash or a full disk leaves all of the schema or none of it
+        db.executescript(f"BEGIN; {SCHEMA} INSERT OR REPLACE INTO meta VALUES ('schema_version', '1'); COMMIT;")
+        version = 1
+    for v in range(version + 1, SCHEMA_VERSION + 1):  # each step records its version: a crash re-runs one step
+        db.executescript(f"BEGIN;\n{MIGRATIONS[v]}\nUPDATE meta SET value='{v}' WHERE key='schema_version';\nCOMMIT;")

@@ -1,9 +1,8 @@
-"""Store: SQLite (metadata, collections, states, raw vectors: the source of truth) + a FAISS index (derived).
+"""The catalogue: SQLite (metadata, collections, states, predictions, the exact float32 vectors: the source of
+truth). WAL lets readers and one writer proceed together.
 
-Crash safety: a vector and its photo's state commit in one SQLite transaction; the FAISS file is written to a
-temporary file and renamed. On open, the index catches up with every committed vector it lacks (and drops any it
-holds that SQLite does not), so an interrupted build never leaves vectors without metadata or the reverse.
-FAISS ids equal photos.id, so a vector and its metadata cannot drift apart.
+One transaction rule: every write goes through `transaction()`, so a full disk or a read-only home is always the
+one-line StoreError of faiss_index.write_error (the transaction is rolled back), never a traceback.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from . import ann
-from . import index_file
-from .errors import StampMismatch, StoreError
-from .records import Hit, Photo, Stamp
-from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from .. import layout
+from ..errors import NoIndexError, StampMismatch, StoreError
+from ..records import Photo, Stamp
+from . import schema
+from .faiss_index import write_error
 
-DB_NAME = "imgidx.sqlite"
-INDEX_NAME = "index/faiss.index"
 PHOTO_FIELDS = (
     "url",
     "title",
@@ -41,20 +38,16 @@ PHOTO_FIELDS = (
 )
 
 
-class Store:
-    def __init__(self, home: Path, *, readonly: bool = False, index_policy: ann.Policy = ann.DEFAULT):
+class Catalog:
+    def __init__(self, home: Path, *, readonly: bool = False):
         self.home = Path(home)
         self.readonly = readonly
-        self.index_policy = index_policy  # which FAISS index kind for which size (indexer/ann.py)
-        self.db_path = self.home / DB_NAME
-        self.index_path = self.home / INDEX_NAME
+        self.db_path = self.home / layout.DB_NAME
         if readonly and not self.db_path.exists():
-            raise StoreError(f"no index in {self.home}; build one first with `imgidx build` (or set IMGIDX_HOME)")
+            raise NoIndexError(f"no index in {self.home}; build one first (or set IMGIDX_HOME)")
         if not readonly:
             self.home.mkdir(parents=True, exist_ok=True)
         self.db = self._connect()
-        self._index = None
-        self._dirty = False
 
     # ---- connection and schema -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -66,41 +59,15 @@ class Store:
                 db.execute("PRAGMA journal_mode=WAL")
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
-            self._ensure_schema(db)
+            schema.ensure(db, self.db_path, readonly=self.readonly)
         except sqlite3.OperationalError as e:
-            raise index_file.write_error(self.db_path, e) from None  # a full disk while creating it, or locked
+            raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
         except sqlite3.DatabaseError as e:
             raise StoreError(
                 f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
-                "fixed.sqlite`, put fixed.sqlite in its place and run `imgidx verify --repair`"
+                "fixed.sqlite`, put fixed.sqlite in its place, then verify the home with repair"
             ) from None
         return db
-
-    def _ensure_schema(self, db: sqlite3.Connection) -> None:
-        has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
-        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.db_path} has schema version {version}, newer than this imgidx ({SCHEMA_VERSION}); "
-                "upgrade imgidx"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if version == 0 and self.readonly:
-            raise StoreError(f"no index in {self.home} yet (is a first build still starting?); build one first")
-        if self.readonly:
-            raise StoreError(
-                f"{self.db_path} has schema version {version}; run `imgidx build` or "
-                f"`imgidx verify --repair` once to upgrade it to version {SCHEMA_VERSION}"
-            )
-        if version == 0:  # one transaction: a crash or a full disk leaves all of the schema or none of it
-            db.executescript(f"BEGIN; {SCHEMA} INSERT OR REPLACE INTO meta VALUES ('schema_version', '1'); COMMIT;")
-            version = 1
-        for v in range(version + 1, SCHEMA_VERSION + 1):  # each step records its version: a crash re-runs one step
-            db.executescript(
-                f"BEGIN;\n{MIGRATIONS[v]}\nUPDATE meta SET value='{v}' WHERE key='schema_version';\nCOMMIT;"
-            )
 
     def close(self) -> None:
         self.db.close()
@@ -112,10 +79,10 @@ class Store:
             with self.db:
                 yield self.db
         except sqlite3.OperationalError as e:
-            raise index_file.write_error(self.db_path, e) from None
+            raise write_error(self.db_path, e) from None
 
     @contextmanager
-    def snapshot(self) -> Iterator[Store]:
+    def snapshot(self) -> Iterator[Catalog]:
         """Read inside one SQLite read transaction: a consistent view of metadata, vectors and the index while
         a build commits next to us (WAL lets readers and the writer proceed together)."""
         if self.db.in_transaction:
@@ -127,13 +94,7 @@ class Store:
         finally:
             self.db.rollback()
 
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ---- stamp -----------------------------------------------------------------------------------------------
+    # ---- stamp and meta --------------------------------------------------------------------------------------
     @property
     def stamp(self) -> Stamp | None:
         value = self.meta("stamp")
@@ -185,7 +146,7 @@ class Store:
         """Rows among `ids` that still need work (not yet embedded; failed ones only when asked to retry)."""
         states = ("found", "downloaded", "failed") if retry_failed else ("found", "downloaded")
         rows = []
-        for chunk in _chunks(ids, 900):
+        for chunk in chunks(ids, 900):
             rows += self.db.execute(
                 f"SELECT * FROM photos WHERE id IN ({','.join('?' * len(chunk))}) AND state IN "
                 f"({','.join('?' * len(states))})",
@@ -197,7 +158,7 @@ class Store:
 
     def states(self, ids: Sequence[int]) -> dict[int, str]:
         out = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 900):
+        for chunk in chunks(list(dict.fromkeys(ids)), 900):
             q = f"SELECT id, state FROM photos WHERE id IN ({','.join('?' * len(chunk))})"
             out.update(dict(self.db.execute(q, chunk).fetchall()))
         return out
@@ -225,11 +186,10 @@ class Store:
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
     # ---- vectors ---------------------------------------------------------------------------------------------
-    def add_vectors(self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]) -> None:
-        """Commit vectors with their photos' path/sha256 in one transaction, then add them to the in-memory index.
+    def insert_vectors(self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]) -> None:
+        """Commit vectors with their photos' path/sha256 (state 'embedded') in one transaction.
 
         items: (photo_id, path, sha256) aligned with the rows of `vectors`."""
-        vectors = _check_vectors(vectors, self.stamp.dim if self.stamp else vectors.shape[1])
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} photos but {len(vectors)} vectors")
         now = time.time()
@@ -242,10 +202,14 @@ class Store:
                 "UPDATE photos SET state='embedded', path=?, sha256=?, error=NULL, updated_at=? WHERE id=?",
                 [(path, sha, now, pid) for pid, path, sha in items],
             )
-        ids = np.array([pid for pid, _, _ in items], dtype=np.int64)
-        index = self._index = ann.remove_ids(self.index, ids)  # a re-embedded photo replaces its old vector
-        index.add_with_ids(vectors, ids)
-        self._dirty = True
+
+    def mark_indexed(self) -> None:
+        """Every 'embedded' photo is in the saved index file now."""
+        with self.transaction():
+            self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
+
+    def has_state(self, state: str) -> bool:
+        return self.db.execute("SELECT 1 FROM photos WHERE state=? LIMIT 1", (state,)).fetchone() is not None
 
     def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """Exact stored vectors for `ids`, in that order (never the approximate index)."""
@@ -253,7 +217,7 @@ class Store:
         out = np.empty((len(ids), dim), dtype=np.float32)
         pos = {pid: i for i, pid in enumerate(ids)}
         found = 0
-        for chunk in _chunks(list(ids), 900):
+        for chunk in chunks(list(ids), 900):
             for pid, blob in self.db.execute(
                 f"SELECT photo_id, vec FROM vectors WHERE photo_id IN ({','.join('?' * len(chunk))})", chunk
             ):
@@ -276,113 +240,17 @@ class Store:
                 sql += " AND c.flagged = 0"
         return [r[0] for r in self.db.execute(sql + " ORDER BY v.photo_id", args)]
 
-    # ---- FAISS index -----------------------------------------------------------------------------------------
-    @property
-    def index(self):
-        if self._index is None:
-            self._index = self._load_index()
-        return self._index
-
-    def _load_index(self):
-        dim = self.stamp.dim if self.stamp else None
-        index = index_file.read_index(self.index_path)  # None when missing or unreadable: rebuilt below
-        if index is None or (dim and index.d != dim):
-            if dim is None:
-                return None
-            index = ann.new_flat(dim)  # save_index() turns it into the kind its size calls for
-        return self._sync_index(index)
-
-    def _sync_index(self, index):
-        """Make the index hold exactly the committed vectors (catch up after a crash between commit and save)."""
-        in_index = set(ann.ids_of(index).tolist())
-        in_db = set(self.vector_ids())
-        extra = np.array(sorted(in_index - in_db), dtype=np.int64)
-        missing = sorted(in_db - in_index)
-        if len(extra):
-            index = ann.remove_ids(index, extra)
-        if missing:
-            for chunk in _chunks(missing, 4096):
-                index.add_with_ids(self.vectors(chunk), np.array(chunk, dtype=np.int64))
-        self._dirty = bool(len(extra) or missing)
-        return index
-
-    @property
-    def index_kind(self) -> str:
-        """The kind asked for with `imgidx reindex` (default auto: by size, see indexer/ann.py)."""
-        return self.meta("index_kind") or "auto"
-
-    def rebuild_index(self, kind: str | None = None) -> None:
-        """Rebuild the FAISS index from the exact stored vectors (kind: flat|ivf|hnsw|auto, recorded) and save it."""
-        if self.readonly or self.stamp is None:
-            raise StoreError(f"cannot rebuild the index in {self.home}: it is read-only or empty")
-        kind = ann.check_kind(kind or self.index_kind)
-        self._index = self._built(kind)
-        self._dirty = True
-        self.set_meta("index_kind", kind)
-        self.save_index()
-
-    def _built(self, kind: str):
-        return ann.build(kind, self.stamp.dim, self.vector_ids(), self.vectors, policy=self.index_policy)
-
-    def save_index(self) -> None:
-        """Atomic write (temp file + fsync + rename), then record which photos the file holds.
-
-        Also finishes the work of a build killed during its last save: photos still 'embedded' after a restart
-        are caught up into the index and marked 'indexed', so a resumed build ends where an uninterrupted one
-        does even when it has nothing left to embed."""
-        if self.readonly or (self._index is None and not self._has_state("embedded")):
-            return
-        index = self.index
-        if index is None:
-            return
-        if ann.rebuild_target(index, self.index_kind, self.index_policy):  # outgrew its kind (auto only)
-            self._index = index = self._built("auto")
-            self._dirty = True
-        if self._dirty or self._has_state("embedded") or not self.index_path.exists():
-            index_file.write_atomic(index, self.index_path)
-            with self.transaction():
-                self.db.execute("UPDATE photos SET state='indexed' WHERE state='embedded'")
-        self._dirty = False
-
-    def remove_stale_temp_files(self) -> list[Path]:
-        """Delete temp files a killed build left (half-written index saves and downloads). Call under the lock."""
-        stale = index_file.stale_temp_files(self.home)
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return stale
-
-    def _has_state(self, state: str) -> bool:
-        return self.db.execute("SELECT 1 FROM photos WHERE state=? LIMIT 1", (state,)).fetchone() is not None
-
-    def search(
-        self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
-    ) -> list[list[Hit]]:
-        """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids."""
-        index = self.index
-        if index is None or index.ntotal == 0:
-            return [[] for _ in range(len(queries))]
-        queries = _check_vectors(queries, index.d)
-        if allowed is not None and not len(allowed):
-            return [[] for _ in range(len(queries))]
-        params = ann.search_params(index, allowed)
-        scores, ids = index.search(queries, min(k, index.ntotal), params=params)
-        # ties (identical photos) by id, not by insertion order: a resumed index answers like a fresh one
-        return [
-            sorted((Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1), key=_hit_order)
-            for srow, irow in zip(scores, ids, strict=True)
-        ]
-
     # ---- reading metadata ------------------------------------------------------------------------------------
     def photo_rows(self, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
         rows = {}
-        for chunk in _chunks(list(ids), 900):
+        for chunk in chunks(list(ids), 900):
             for r in self.db.execute(f"SELECT * FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk):
                 rows[r["id"]] = r
         return rows
 
     def collections_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {i: [] for i in ids}
-        for chunk in _chunks(list(ids), 900):
+        for chunk in chunks(list(ids), 900):
             for pid, name in self.db.execute(
                 f"SELECT photo_id, name FROM collections WHERE photo_id IN ({','.join('?' * len(chunk))}) "
                 "ORDER BY name",
@@ -393,14 +261,14 @@ class Store:
 
     def set_flags(self, collection: str, info: dict[int, dict], flagged: set[int]) -> None:
         """Store a clean result on the collection's memberships (reversible with clear_flags)."""
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "UPDATE collections SET flagged=?, clean_info=? WHERE name=? AND photo_id=?",
                 [(int(pid in flagged), json.dumps(data), collection, pid) for pid, data in info.items()],
             )
 
     def clear_flags(self, collection: str) -> int:
-        with self.db:
+        with self.transaction():
             return self.db.execute(
                 "UPDATE collections SET flagged=0, clean_info=NULL WHERE name=? AND (flagged=1 OR clean_info IS NOT "
                 "NULL)",
@@ -409,7 +277,7 @@ class Store:
 
     def save_predictions(self, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
         now = time.time()
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO predictions (photo_id, model, label, probability, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -463,20 +331,10 @@ def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
     ]
     return (
         f"the index in {home} was built with {have.describe()}, not {want.describe()} ({'; '.join(diffs)}); "
-        "use the index's own settings (omit --layer/--weights), or build into another IMGIDX_HOME"
+        "use the index's own model settings (its layer and weights), or build into another home"
     )
 
 
-def _hit_order(h: Hit) -> tuple[float, int]:
-    return (-h.score, h.photo_id)
-
-
-def _check_vectors(v: npt.NDArray, dim: int) -> npt.NDArray[np.float32]:
-    if v.ndim != 2 or v.shape[1] != dim:
-        raise TypeError(f"vectors must have shape (n, {dim}); received {v.shape}")
-    return np.ascontiguousarray(v, dtype=np.float32)
-
-
-def _chunks(seq: Sequence, n: int):
+def chunks(seq: Sequence, n: int):
     for i in range(0, len(seq), n):
         yield list(seq[i : i + n])

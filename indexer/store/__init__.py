@@ -1,0 +1,142 @@
+"""Store: the facade over one data home. SQLite (catalog.py: metadata, collections, states, raw vectors: the
+source of truth) + a FAISS index (faiss_index.py: derived) + migrations (schema.py).
+
+Crash safety: a vector and its photo's state commit in one SQLite transaction; the FAISS file is written to a
+temporary file and renamed. On open, the index catches up with every committed vector it lacks (and drops any it
+holds that SQLite does not), so an interrupted build never leaves vectors without metadata or the reverse.
+FAISS ids equal photos.id, so a vector and its metadata cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import ann
+from ..errors import StoreError
+from ..layout import DB_NAME, INDEX_NAME
+from ..records import Hit
+from .catalog import PHOTO_FIELDS, Catalog, stamp_mismatch_message
+from .faiss_index import FaissIndex
+
+__all__ = ["DB_NAME", "INDEX_NAME", "PHOTO_FIELDS", "Store", "stamp_mismatch_message"]
+
+
+class Store(Catalog):
+    """Catalogue methods (catalog.py) plus the index: add_vectors, index, search, save_index, rebuild_index."""
+
+    def __init__(self, home: Path, *, readonly: bool = False, index_policy: ann.Policy = ann.DEFAULT):
+        super().__init__(home, readonly=readonly)
+        self.index_policy = index_policy  # which FAISS index kind for which size (indexer/ann.py)
+        self.index_path = self.home / INDEX_NAME
+        self.faiss = FaissIndex(self.index_path, index_policy)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- vectors ---------------------------------------------------------------------------------------------
+    def add_vectors(self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]) -> None:
+        """Commit vectors with their photos' path/sha256 in one transaction, then add them to the in-memory index.
+
+        items: (photo_id, path, sha256) aligned with the rows of `vectors`."""
+        vectors = _check_vectors(vectors, self.stamp.dim if self.stamp else vectors.shape[1])
+        self.insert_vectors(items, vectors)
+        self.index  # noqa: B018 - loaded (and caught up) before adding to it
+        self.faiss.add(np.array([pid for pid, _, _ in items], dtype=np.int64), vectors)
+
+    # ---- FAISS index -----------------------------------------------------------------------------------------
+    @property
+    def index(self):
+        if self.faiss.index is None:
+            self.faiss.load(self)
+        return self.faiss.index
+
+    @property
+    def index_kind(self) -> str:
+        """The kind asked for with `rebuild_index` (default auto: by size, see indexer/ann.py)."""
+        return self.meta("index_kind") or "auto"
+
+    def rebuild_index(self, kind: str | None = None) -> None:
+        """Rebuild the FAISS index from the exact stored vectors (kind: flat|ivf|hnsw|auto) and save it; the kind
+        is recorded once the file holds it (a crash in between leaves the old request and a working file)."""
+        if self.readonly or self.stamp is None:
+            raise StoreError(f"cannot rebuild the index in {self.home}: it is read-only or empty")
+        kind = ann.check_kind(kind or self.index_kind)
+        self.faiss.policy = self._policy()
+        built = self.faiss.build(kind, self)
+        self.faiss.write()
+        if kind != self.index_kind:
+            self.set_meta("index_kind", kind)
+        if ann.kind_of(built) != "flat":  # remembered, so a repair or a regrowth keeps float32 when it was chosen
+            storage = "float16" if ann.is_fp16(built) else "float32"
+            if self.meta("index_storage") != storage:
+                self.set_meta("index_storage", storage)
+        self.mark_indexed()
+
+    def _policy(self) -> ann.Policy:
+        """The caller's policy; with the default one, the storage the home's last rebuild chose (fp16 or not)."""
+        stored = self.meta("index_storage")
+        if self.index_policy != ann.DEFAULT or stored is None:
+            return self.index_policy
+        return replace(self.index_policy, fp16=stored == "float16")
+
+    def save_index(self) -> None:
+        """Atomic write (temp file + fsync + rename), then record which photos the file holds.
+
+        Also finishes the work of a build killed during its last save: photos still 'embedded' after a restart
+        are caught up into the index and marked 'indexed', so a resumed build ends where an uninterrupted one
+        does even when it has nothing left to embed."""
+        if self.readonly or (self.faiss.index is None and not self.has_state("embedded")):
+            return
+        if self.index is None:
+            return
+        self.faiss.policy = self._policy()
+        self.faiss.grow(self.index_kind, self)  # outgrew its kind (auto only)
+        if self.faiss.dirty or self.has_state("embedded") or not self.index_path.exists():
+            self.faiss.write()
+            self.mark_indexed()
+        self.faiss.dirty = False
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files a killed build left (half-written index saves and downloads). Call under the lock."""
+        from .faiss_index import stale_temp_files
+
+        stale = stale_temp_files(self.home)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
+    ) -> list[list[Hit]]:
+        """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids."""
+        index = self.index
+        if index is None or index.ntotal == 0:
+            return [[] for _ in range(len(queries))]
+        queries = _check_vectors(queries, index.d)
+        if allowed is not None and not len(allowed):
+            return [[] for _ in range(len(queries))]
+        params = ann.search_params(index, allowed)
+        scores, ids = index.search(queries, min(k, index.ntotal), params=params)
+        # ties (identical photos) by id, not by insertion order: a resumed index answers like a fresh one
+        return [
+            sorted((Hit(int(i), float(s)) for s, i in zip(srow, irow, strict=True) if i != -1), key=_hit_order)
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
+
+
+def _hit_order(h: Hit) -> tuple[float, int]:
+    return (-h.score, h.photo_id)
+
+
+def _check_vectors(v: npt.NDArray, dim: int) -> npt.NDArray[np.float32]:
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise TypeError(f"vectors must have shape (n, {dim}); received {v.shape}")
+    return np.ascontiguousarray(v, dtype=np.float32)
