@@ -29,12 +29,13 @@ import os
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from imgidx.indexer import atomic
 from imgidx.indexer.errors import ConfigError, ImgidxError
 from imgidx.indexer.licenses import LICENSES, license_name
 
@@ -43,7 +44,6 @@ from .splits import assign_splits, parse_fractions, split_names
 FORMATS = ("imagefolder", "parquet", "webdataset")
 SHARD_SIZE = 1000
 MARKER = ".imgidx-export"  # JSON: the folders exports own here, and the webdataset shard fingerprints
-TMP = ".imgidx-tmp-"  # prefix of files being written (removed when an interrupted export is resumed)
 
 
 class ExportError(ImgidxError):
@@ -408,8 +408,9 @@ def _claim(out: Path) -> dict:
     marker = out / MARKER
     if not marker.exists() and any(out.iterdir()):
         raise ExportError(f"{out} is not empty and not an imgidx export; choose an empty or new folder")
-    for tmp in out.rglob(f"{TMP}*"):
-        tmp.unlink(missing_ok=True)
+    for tmp in out.rglob(".*.tmp"):  # left by an interrupted export (indexer/atomic.py names them)
+        if atomic.is_temp(tmp) and (atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp)):
+            tmp.unlink(missing_ok=True)
     if not marker.exists():
         marker.write_text("{}\n")
         return {}
@@ -429,7 +430,7 @@ def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
             continue
         for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
             rel = path.relative_to(out).as_posix()
-            if path.is_file() and rel not in keep:
+            if path.is_file() and rel not in keep and not atomic.is_temp(path):
                 path.unlink()
                 removed += 1
             elif path.is_dir() and not any(path.iterdir()):
@@ -440,20 +441,13 @@ def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
 
 
 class _Writer:
-    """Every output goes through here: written aside (TMP prefix) and renamed, skipped when already in place."""
+    """Every output goes through here: written aside and renamed (indexer/atomic.py), skipped when in place."""
 
     def __init__(self, out: Path, link: bool):
         self.out, self.link, self.written, self.kept = out, link, 0, 0
 
-    @contextlib.contextmanager
-    def _aside(self, target: Path) -> Iterator[Path]:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{TMP}{os.getpid()}-{target.name}")
-        try:
-            yield tmp
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _aside(self, target: Path):
+        return atomic.replacing(target)  # the one atomic write: temp in the same folder, fsync, rename
 
     def write_bytes(self, target: Path, data: bytes, *, count: bool = True) -> None:
         if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgidx.indexer.atomic import is_temp
 from imgidx.indexer.errors import ConfigError
-from imgidx.search.export import MARKER, TMP, ExportError, ExportPhoto, export
+from imgidx.search.export import MARKER, ExportError, ExportPhoto, export
 from imgidx.search.splits import assign_splits, parse_fractions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,7 +308,7 @@ def check_partial(out: Path, reference: Path) -> None:
     """Every file at its final name is whole (identical to the finished export's), and no manifest yet."""
     want = contents(reference)
     for rel, sha in contents(out).items():
-        if Path(rel).name.startswith(TMP) or rel == MARKER:
+        if is_temp(Path(rel)) or rel == MARKER:
             continue
         assert rel != "manifest.json", "a manifest before the export is whole"
         assert sha == want[rel], f"{rel} is not the finished file"
