@@ -306,6 +306,11 @@ def _max_distance(v: npt.NDArray[np.float32], members: list[int], block: int = 1
     return max(0.0, worst)
 
 
+def keep_order(facts: Sequence[PhotoFacts]) -> list[PhotoFacts]:
+    """The keep policy: the first is kept (largest original, most permissive licence, earliest upload, lowest id)."""
+    return sorted(facts, key=_keep_key)
+
+
 def _keep_key(f: PhotoFacts) -> tuple:
     pixels = (f.width or 0) * (f.height or 0)
     return (-pixels, -(f.size_bytes or 0), license_rank(f.license), upload_time(f.date_upload), f.id)
