@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from scipy.signal import fftconvolve
 
 SIDE = 64  # thumbnail side: enough structure to align, tiny to store (4 KB as float32)
 SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)  # the smaller picture covers 80-100 % of the larger one (per side)
@@ -47,19 +48,23 @@ def similarity(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
 
 def _best(big: npt.NDArray[np.float32], small: npt.NDArray[np.float32]) -> float:
     best = -1.0
+    big = big.astype(np.float64)
+    # integral images of the pixels and their squares: every window's sum and sum of squares in O(1)
+    s1 = np.pad(big.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    s2 = np.pad((big * big).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     for s in SCALES:
         side = max(8, round(SIDE * s))
-        t = small if side == SIDE else _resize(small, side)
-        t = t - t.mean()
+        t = (small if side == SIDE else _resize(small, side)).astype(np.float64)
+        t -= t.mean()
         tn = float(np.sqrt((t * t).sum()))
         if tn == 0:
             continue
-        windows = np.lib.stride_tricks.sliding_window_view(big, (side, side))  # (P, P, side, side), a view
-        w_mean = windows.mean(axis=(2, 3), keepdims=True)
-        wc = windows - w_mean
-        wn = np.sqrt((wc * wc).sum(axis=(2, 3)))
-        ncc = np.einsum("ijkl,kl->ij", wc, t) / np.maximum(wn * tn, 1e-6)
-        best = max(best, float(ncc.max()))
+        # sum(w * t) over every window = sum((w - mean w) * t), t summing to 0: one FFT correlation
+        num = fftconvolve(big, t[::-1, ::-1], mode="valid")
+        box1 = s1[side:, side:] - s1[:-side, side:] - s1[side:, :-side] + s1[:-side, :-side]
+        box2 = s2[side:, side:] - s2[:-side, side:] - s2[side:, :-side] + s2[:-side, :-side]
+        wn = np.sqrt(np.maximum(box2 - box1 * box1 / (side * side), 0.0))
+        best = max(best, float((num / np.maximum(wn * tn, 1e-6)).max()))
     return best
 
 
