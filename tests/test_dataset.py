@@ -16,6 +16,7 @@ from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
 from imgidx.search import dataset
+from tests.subproc import imgidx_env, run
 
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="sha256:" + "0" * 64, dim=16)
 
@@ -133,3 +134,28 @@ def test_export_leaves_flagged_out_and_keeps_groups_in_one_split(home, tmp_path)
         cc0 = dataset.export_collections(store, tmp_path / "cc0", licenses=[9], include_flagged=True, split="1")
         assert cc0.counts == {"train": {"cat": 1}}
         assert json.loads((tmp_path / "cc0" / "manifest.json").read_text())["filters"]["license"] == [9]
+
+
+def test_cli_duplicates_and_export(home, tmp_path):
+    """As a user runs them: --json contract, --apply then --undo, --sheet, export --json, errors in one line."""
+    env = imgidx_env(home)
+    done = run(["duplicates", "--json", "--sheet", tmp_path / "dups.html"], env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["threshold"] == 0.05 and len(report["groups"]) == 2 and not report["applied"]
+    assert {g["kind"] for g in report["groups"]} == {"exact", "near"}
+    assert all(g["ids"][0] == g["keep"] and isinstance(g["max_distance"], float) for g in report["groups"])
+    assert "duplicate of" in (tmp_path / "dups.html").read_text()
+    applied = json.loads(run(["duplicates", "--apply", "--json"], env).stdout)
+    assert applied["applied"] and applied["flagged"] == 2
+    out = tmp_path / "set"
+    done = run(["export", out, "cat", "dog", "--format", "webdataset", "--split", "0.5,0.5", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    assert sum(sum(c.values()) for c in json.loads(done.stdout)["counts"].values()) == 9
+    assert (out / "manifest.json").is_file() and (out / "ATTRIBUTION.csv").is_file()
+    undone = run(["duplicates", "--undo"], env)
+    assert undone.returncode == 0 and "2 memberships" in undone.stderr
+    bad = run(["duplicates", "--threshold", "loose"], env)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --threshold") and "Traceback" not in bad.stderr
+    bad = run(["export", tmp_path / "x", "--format", "zip"], env)
+    assert bad.returncode == 1 and "format must be one of" in bad.stderr

@@ -23,6 +23,8 @@ from imgidx.search.knn import nearest
 from . import console
 from .build import build
 from .clean import audit, clean
+from .duplicates import duplicates
+from .export import export
 from .serve import serve
 from .train import classify, train
 from .vision import activations, labels
@@ -55,6 +57,8 @@ app.command()(build)
 for command in (clean, audit, train, classify, activations, labels):
     app.command()(command)
 app.command()(serve)
+app.command()(duplicates)
+app.command()(export)
 
 
 @app.command()

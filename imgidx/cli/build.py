@@ -78,7 +78,9 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
-    from imgidx.indexer.pipeline import ingest  # here, not at the top: commands that need no network start faster (~0.2 s)
+    from imgidx.indexer.pipeline import (
+        ingest,  # here, not at the top: commands that need no network start faster (~0.2 s)
+    )
 
     settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
     if bool(queries) == bool(from_dir):
