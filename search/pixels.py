@@ -74,24 +74,33 @@ def _resize(a: npt.NDArray[np.float32], side: int) -> npt.NDArray[np.float32]:
     return np.asarray(img, dtype=np.float32)
 
 
-def verifier(load: Callable[[int], bytes | None], same: float = SAME):
+CACHED_THUMBS = 20_000  # kept at once by a verifier: 80 MB as uint8, whatever the index size
+
+
+def verifier(load: Callable[[int], bytes | None], same: float = SAME, cache: int = CACHED_THUMBS):
     """verify(pairs) for find_duplicates: pairs (m, 2) of row indices -> (m,) bool, True when the two pictures
-    align. load(row) gives a row's file bytes (None: unavailable, the pair is not confirmed); each file is read
-    and thumbnailed once, and only for rows in a pair that needs the second opinion."""
-    thumbs: dict[int, npt.NDArray[np.float32] | None] = {}
+    align. load(row) gives a row's file bytes (None: unavailable, the pair is not confirmed). Files are read and
+    thumbnailed only for rows in a pair that needs the second opinion, pairs in row order, and at most `cache`
+    thumbnails are held (oldest dropped first), so memory stays bounded on any index."""
+    thumbs: dict[int, npt.NDArray[np.uint8] | None] = {}
 
     def thumb(row: int) -> npt.NDArray[np.float32] | None:
         if row not in thumbs:
             data = load(row)
             try:
-                thumbs[row] = None if data is None else thumbnail(data)
+                t = None if data is None else thumbnail(data)
             except Exception:  # noqa: BLE001 - a second opinion: an undecodable file just gives none
-                thumbs[row] = None
-        return thumbs[row]
+                t = None
+            if len(thumbs) >= cache:
+                del thumbs[next(iter(thumbs))]
+            thumbs[row] = None if t is None else t.astype(np.uint8)  # BOX-resized L pixels: exact in uint8
+        t = thumbs[row]
+        return None if t is None else t.astype(np.float32)
 
     def verify(pairs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         out = np.zeros(len(pairs), dtype=bool)
-        for k, (i, j) in enumerate(pairs):
+        for k in np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else []:
+            i, j = pairs[k]
             a, b = thumb(int(i)), thumb(int(j))
             out[k] = a is not None and b is not None and similarity(a, b) >= same
         return out

@@ -231,5 +231,7 @@ def test_verifier_decides_the_band_between_the_cut_and_three_times_it():
     assert [g.ids for g in checked.groups] == [(100, 103)]  # the crop; the look-alike (104 vs 101) stays apart
     assert checked.verified_pairs == 2 and checked.confirmed_pairs == 1
     assert checked.verified_up_to == pytest.approx(0.15) and checked.as_dict()["verified_pairs"] == 2
+    tiny_cache = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: files[row], cache=1))
+    assert tiny_cache.groups == checked.groups  # a bounded thumbnail cache changes only the work, not the answer
     unreadable = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: None))
     assert unreadable.groups == ()
