@@ -8,6 +8,11 @@ time out, so a run is bounded by duration + timeout). Modes: `upload` (POST /sim
 batched model + search), `id` (POST /similar by id: no model), `mixed` (half uploads, a third by id, the rest
 thumbnails). Reports throughput, p50/p90/p99/max latency, errors by kind, and the server's own count of model
 calls (how well concurrent uploads were batched). Exit code 1 when errors exceed --max-errors (default 0).
+
+With the local server (no --url, or with --home), the run first times one bare model call at batch 1 in this
+process (the index's own model, the server idle), then one client uploading back to back (--single-duration), then
+the N clients: `single_upload_over_bare_model` is the one-client upload p50 over the bare call's p50 (goal <= 1.5:
+an upload to an idle service costs about one image's model time, not a padded batch's).
 """
 
 from __future__ import annotations
@@ -134,6 +139,14 @@ def report(args, samples: Samples, elapsed: float, before: dict, after: dict) ->
 
 
 def print_report(r: dict) -> None:
+    if r.get("bare_model_batch1"):
+        b = r["bare_model_batch1"]
+        print(f"bare model call, batch 1: p50 {b['p50_ms']} ms  min {b['min_ms']} ms  (n={b['n']})")
+    if r.get("single_client_upload"):
+        s = r["single_client_upload"]["latency"]
+        print(f"1 client, uploads: p50 {s['p50_ms']} ms  p99 {s['p99_ms']} ms  max {s['max_ms']} ms")
+    if "single_upload_over_bare_model" in r:
+        print(f"  one upload / one bare model call: {r['single_upload_over_bare_model']} (goal <= 1.5)")
     lat = r["latency"]
     print(f"imgidx serve load test: {r['clients']} clients, {r['mode']}, {r['duration_s']} s")
     print(f"  requests {r['requests']}  ok {r['ok']}  errors {r['errors']}  throughput {r['throughput_rps']} req/s")
@@ -145,8 +158,45 @@ def print_report(r: dict) -> None:
         print(f"  error {kind}: {n}")
 
 
+def bare_model_ms(home: Path, photo: bytes, repeats: int = 20) -> dict[str, float]:
+    """One model call on one prepared image, as the server would make it, timed `repeats` times after a warm-up."""
+    from imgidx.indexer.compose import embedder_for_index
+    from imgidx.indexer.config import Settings
+    from imgidx.indexer.images import prepare
+    from imgidx.indexer.store import Store
+
+    settings = Settings.from_env().with_options(home=home)
+    with Store(home, readonly=True) as store:
+        embedder = embedder_for_index(store, settings, batch_size=1)
+    pixels = prepare(photo)[None]
+    for _ in range(3):
+        embedder.raw(pixels)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        embedder.raw(pixels)
+        times.append(time.perf_counter() - start)
+    a = np.asarray(times) * 1000
+    return {"p50_ms": round(float(np.median(a)), 1), "min_ms": round(float(a.min()), 1), "n": repeats}
+
+
+async def run_all(args, url: str, photos: list[bytes], home: Path | None) -> dict:
+    """Bare model call (when the index is here), one client uploading, then the N clients."""
+    bare = bare_model_ms(home, photos[0]) if home is not None and photos else None
+    single = None
+    if photos and args.single_duration > 0:
+        one = argparse.Namespace(**{**vars(args), "clients": 1, "mode": "upload", "duration": args.single_duration})
+        single = await run_load(one, url, photos)
+    result = await run_load(args, url, photos)
+    result["bare_model_batch1"] = bare
+    result["single_client_upload"] = single
+    if bare and single and single["latency"]["p50_ms"]:
+        result["single_upload_over_bare_model"] = round(single["latency"]["p50_ms"] / bare["p50_ms"], 2)
+    return result
+
+
 @contextlib.contextmanager
-def local_server(photos: int, extra: list[str]) -> Iterator[tuple[str, list[bytes]]]:
+def local_server(photos: int, extra: list[str]) -> Iterator[tuple[str, list[bytes], Path]]:
     """A throw-away index of generated photos (random weights) and a server on a free loopback port."""
     from typer.testing import CliRunner
 
@@ -166,7 +216,7 @@ def local_server(photos: int, extra: list[str]) -> Iterator[tuple[str, list[byte
         print(f"bench.load: index of {photos} generated photos in {home}; starting the server", file=sys.stderr)
         env = {k: v for k, v in os.environ.items() if k != "IMGIDX_TOKEN"}
         with spawned(home, *extra, env=env) as server:
-            yield server.url, [q.read_bytes() for q in queries]
+            yield server.url, [q.read_bytes() for q in queries], home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="a running server (default: build a small index and start one)")
     p.add_argument("--token", help="its token, if it has one")
     p.add_argument("--photo", action="append", type=Path, help="query photo(s) for --url (repeatable)")
+    p.add_argument("--home", type=Path, help="with --url: the server's data home, to time a bare model call too")
     p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--single-duration", type=float, default=10.0, help="seconds of one client uploading first")
     p.add_argument("--duration", type=float, default=15.0, help="seconds of load")
     p.add_argument("--mode", choices=MODES, default="mixed")
     p.add_argument("-k", type=int, default=10)
@@ -189,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         if not args.photo and args.mode != "id":
             p.error("--url with uploads needs --photo FILE (or use --mode id)")
-        result = asyncio.run(run_load(args, args.url, [f.read_bytes() for f in args.photo or []]))
+        result = asyncio.run(run_all(args, args.url, [f.read_bytes() for f in args.photo or []], args.home))
     else:
-        with local_server(args.photos, ["--max-batch", str(args.max_batch)]) as (url, photos):
-            result = asyncio.run(run_load(args, url, photos))
+        with local_server(args.photos, ["--max-batch", str(args.max_batch)]) as (url, photos, home):
+            result = asyncio.run(run_all(args, url, photos, home))
     print_report(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

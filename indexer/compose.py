@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import Settings
 from .embed import PRECISIONS, Embedder, accelerator, default_batch_size, default_precision
-from .errors import ConfigError, LockedError, StampMismatch
+from .errors import ConfigError, EmptyIndex, InvalidArgument, LockedError, StampMismatch
 from .fetch import Fetcher
 from .flickr_api import CallBudget
 from .sources import FlickrSource
@@ -24,9 +24,9 @@ def make_embedder(
 ) -> Embedder:
     """precision/batch_size None: chosen for the device the model will run on (see embed.default_precision)."""
     if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
+        raise InvalidArgument(f"precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
     if batch_size is not None and batch_size <= 0:
-        raise ConfigError(f"--batch-size must be > 0; received {batch_size}")
+        raise InvalidArgument(f"batch_size must be > 0; received {batch_size}")
     spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir)
     device = accelerator() if precision is None or batch_size is None else "cpu"
     return Embedder(
@@ -43,7 +43,7 @@ def embedder_for_index(
     """An embedder that reproduces the index's own stamp; options, when given, must agree with it."""
     stamp = store.stamp
     if stamp is None:
-        raise ConfigError(f"the index in {store.home} is empty; build it first with `imgidx build`")
+        raise EmptyIndex(f"the index in {store.home} is empty; build it first")
     layer = layer or stamp.layer
     if weights is None:
         candidates = [c for c in (store.meta("weights_source"), settings.weights) if c]
@@ -65,7 +65,7 @@ def embedder_for_index(
         raise last_error or StampMismatch(f"options disagree with the index in {store.home}")
     raise ConfigError(
         f"the index in {store.home} was built with weights {stamp.weights[:23]}…, which are not "
-        f"available here ({last_error}); pass --weights PATH to that weights file"
+        f"available here ({last_error}); set the weights to the path of that file"
     )
 
 
@@ -79,6 +79,7 @@ def make_fetcher(settings: Settings, workers: int) -> Fetcher:
         backoff=settings.backoff,
         max_backoff=settings.max_backoff,
         max_bytes=settings.max_bytes,
+        allow_private_hosts=settings.allow_private_hosts,
     )
 
 

@@ -49,6 +49,9 @@ class Settings:
     flickr_calls_per_hour: int = 3600  # Flickr's published limit per key
     flickr_budget_window: float = 3600.0  # the budget's window in seconds (tests shrink it)
     save_every: float = 60.0  # seconds between saves of the FAISS file during a build
+    # photo downloads from private, loopback, link-local and multicast addresses (SSRF): off unless asked for,
+    # e.g. for a photo host on the local network, or the tests' local fake Flickr
+    allow_private_hosts: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -64,6 +67,7 @@ class Settings:
             keras_home=Path(env.get("KERAS_HOME") or "~/.keras").expanduser(),
             weights_url=env.get("IMGIDX_WEIGHTS_URL") or WEIGHTS_URL,
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",
+            allow_private_hosts=_flag(env, "IMGIDX_ALLOW_PRIVATE_HOSTS"),
             **numbers,
         )
 
@@ -83,3 +87,12 @@ def _number(env, var: str, kind: type) -> float | int:
         return kind(env[var])
     except ValueError:
         raise ConfigError(f"{var} must be a {'whole ' if kind is int else ''}number; received {env[var]!r}") from None
+
+
+def _flag(env, var: str) -> bool:
+    value = (env.get(var) or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{var} must be 1 or 0; received {env[var]!r}")

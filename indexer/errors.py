@@ -1,4 +1,5 @@
-"""Domain errors. The CLI prints `error: <message>` and exits 1; no traceback reaches the user."""
+"""imgidx's own exceptions. Messages say what happened and what to do, in words of the library (never a CLI
+flag or an HTTP status): the CLI prints `error: <message>` and exits 1, the HTTP service maps the class to a status."""
 
 
 class ImgidxError(Exception):
@@ -9,8 +10,8 @@ class ConfigError(ImgidxError):
     """Missing or invalid configuration (API key, weights file, option values)."""
 
 
-class StampMismatch(ImgidxError):
-    """Vectors from two different model stamps would be mixed."""
+class StampMismatch(ImgidxError, ValueError):
+    """Vectors from two different model stamps would be mixed (also: a classifier applied to other vectors)."""
 
 
 class StoreError(ImgidxError):
@@ -31,3 +32,19 @@ class ImageError(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class InvalidArgument(ConfigError, ValueError):
+    """An argument of a library call has a value it cannot take (a bad k, a bad classifier name, ...)."""
+
+
+class NotFound(ImgidxError, LookupError):
+    """A named thing is not in the index: a photo id, a collection, a classifier."""
+
+
+class EmptyIndex(ConfigError):
+    """The index exists but has no model stamp yet: nothing was embedded, so there is no model to query with."""
+
+
+class ClassifierError(ImgidxError):
+    """A saved classifier file cannot be loaded."""

@@ -16,12 +16,19 @@ import warnings
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageMode, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
 TARGET_SIZE = 224
 MAX_PIXELS = 89_478_485  # Pillow's own bomb limit; we refuse instead of warning
+# The same budget in bytes (89 Mpx of 8-bit RGB): a 16-bit or float image of fewer pixels can cost far more
+MAX_DECODED_BYTES = 256 * 2**20
+# Only these decoders ever run (the ones the error messages name; never EPS/Ghostscript, PDF, ...). MPO is a
+# multi-picture JPEG (phone cameras): the JPEG decoder opens it.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+FORMATS_TEXT = "JPEG, PNG, GIF, BMP, TIFF or WebP"  # for messages
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 MIN_SIDE = 32  # below this there is nothing for a 224-px CNN to see
 DRAFT_MARGIN = 2  # JPEG draft decoding stops at DRAFT_MARGIN x the target size (see the module docstring)
 _SRGB = ImageCms.createProfile("sRGB")
@@ -30,11 +37,13 @@ _SRGB = ImageCms.createProfile("sRGB")
 def prepare(data: bytes, size: int = TARGET_SIZE, *, max_pixels: int = MAX_PIXELS, draft: bool = True) -> npt.NDArray:
     """Decode, fix orientation and colours, centre-crop to a square, resize to `size`. Raises ImageError."""
     img = decode(data, size if draft else None, max_pixels=max_pixels)
-    img = to_rgb(img)
-    return np.asarray(center_square(img, size), dtype=np.uint8)
+    img = to_rgb(img, keep_grey=True)  # grey stays one band until it is small: 1 byte a pixel, not 4
+    return np.asarray(center_square(img, size).convert("RGB"), dtype=np.uint8)
 
 
-def decode(data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode(
+    data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_DECODED_BYTES
+) -> Image.Image:
     if not data:
         raise ImageError("empty file (0 bytes)")
     head = data[:64].lstrip().lower()
@@ -43,12 +52,18 @@ def decode(data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
                     f"too many pixels ({w}x{h} = {w * h / 1e6:.0f} Mpx; limit {max_pixels / 1e6:.0f} Mpx): "
                     "decompression bomb refused"
+                )
+            per_pixel = pixel_bytes(img.mode)
+            if w * h * per_pixel > max_bytes:
+                raise ImageError(
+                    f"too many bytes when decoded ({w}x{h} px x {per_pixel} bytes = {w * h * per_pixel / 2**20:.0f} "
+                    f"MiB; limit {max_bytes / 2**20:.0f} MiB): decompression bomb refused"
                 )
             if min(w, h) < MIN_SIDE:
                 raise ImageError(f"image too small ({w}x{h} px; need at least {MIN_SIDE} px per side)")
@@ -67,12 +82,15 @@ def decode(data: bytes, draft_size: int | None, *, max_pixels: int = MAX_PIXELS)
     return img
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation, ICC profile to sRGB, any mode to RGB (transparency onto white)."""
-    with contextlib.suppress(Exception):  # a broken EXIF block must not lose an otherwise good photo
-        img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+def to_rgb(img: Image.Image, *, keep_grey: bool = False) -> Image.Image:
+    """EXIF orientation, ICC profile to sRGB, any mode to RGB (transparency onto white); with keep_grey, plain
+    grey ("L") is left as it is (resizing it and then copying it to three bands gives the same pixels)."""
+    if img.mode in _HIGH_DEPTH:  # first: the 8-bit copy is the smaller one to rotate
         img = _high_depth_to_l(img)
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose an otherwise good photo
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no full-size copy when nothing turns
+    if keep_grey and img.mode == "L":
+        return img
     if img.mode == "P" and "transparency" in img.info or img.mode in ("PA", "LA", "RGBa", "La"):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
@@ -100,20 +118,43 @@ def image_format(data: bytes) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fmt = (Image.open(io.BytesIO(data)).format or "bin").lower()
+            fmt = (Image.open(io.BytesIO(data), formats=FORMATS).format or "bin").lower()
     except Exception:  # noqa: BLE001 - a sniff: bombs, garbage, anything odd is "bin"; decode() says why
         return "bin"
     return {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt)
 
 
+def pixel_bytes(mode: str) -> int:
+    """Bytes one decoded pixel takes: bands x bytes per sample ("RGB" 3, "I;16" 2, "F" 4, "RGBA" 4)."""
+    try:
+        m = ImageMode.getmode(mode)
+        return len(m.bands) * np.dtype(m.typestr).itemsize
+    except (KeyError, TypeError):
+        return 4  # an exotic mode: count it as the widest common one
+
+
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
-    arr = np.asarray(img, dtype=np.float64)
-    hi = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+    """16/32-bit integer or float grey -> 8-bit, a band of rows at a time in float32: the only full-size copy
+    made is the 8-bit result (a whole-image float64 array cost 8 bytes a pixel, twice)."""
+    lo, hi = (float(v) for v in img.getextrema())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 1.0
     if img.mode == "F":
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1)) or 1.0
-        arr = arr - lo
-        hi -= lo
-    return Image.fromarray(np.clip(arr * (255.0 / (hi or 1.0)), 0, 255).astype(np.uint8), "L")
+        lo, hi = min(lo, 0.0), max(hi, 1.0)
+    else:
+        lo, hi = 0.0, 65535.0 if img.mode.startswith("I;16") or hi > 255 else 255.0
+    scale = np.float32(255.0 / ((hi - lo) or 1.0))
+    w, h = img.size
+    out = np.empty((h, w), dtype=np.uint8)
+    step = max(1, 2**22 // max(1, w * 4))  # about 4 MiB of float32 per band
+    for top in range(0, h, step):
+        band = np.asarray(img.crop((0, top, w, min(h, top + step))), dtype=np.float32)
+        if lo:
+            band -= np.float32(lo)
+        band *= scale
+        np.clip(band, 0, 255, out=band)
+        out[top : top + len(band)] = band
+    return Image.fromarray(out, "L")
 
 
 def _short(e: Exception) -> str:

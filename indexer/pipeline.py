@@ -122,7 +122,7 @@ class Loader:
             return existing.read_bytes(), layout.stored_path(self.home, existing), None, False
         got = self.fetcher.fetch(job.url)
         if got.data is None:
-            return None, "", got.error, got.retryable
+            return None, "", got.error, got.retry_later  # stored: --retry-failed tries these again
         ext = image_format(got.data)
         if ext == "bin":
             return got.data, "", None, False  # not an image: decode records why; nothing worth keeping on disk

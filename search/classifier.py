@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imgidx.indexer import atomic
+from imgidx.indexer.errors import ClassifierError, InvalidArgument, NotFound, StampMismatch
 
 from .cleanup import check_vectors
 
@@ -34,11 +36,9 @@ logger = logging.getLogger(__name__)
 ModelKind = Literal["logistic", "linear-svm", "svm-rbf"]
 MODELS: tuple[str, ...] = ("logistic", "linear-svm", "svm-rbf")
 FORMAT = 1  # bump when the saved payload changes shape
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+__all__ = ["StampMismatch"]  # raised by check_stamp; the one class of indexer.errors, re-exported here
 _CALIBRATION_FOLDS = 5
-
-
-class StampMismatch(ValueError):
-    """The classifier was trained on vectors from a different embedder than the ones it is given."""
 
 
 @dataclass(frozen=True)
@@ -274,3 +274,49 @@ def _check_training_set(n: int, y: npt.NDArray[np.str_], model: str, test_size: 
             f"a train split of {n - n_test} photos (test_size={test_size}) cannot hold one of each of the "
             f"{len(counts)} labels; lower test_size or add photos"
         )
+
+
+# ---- saved classifiers of an index: <home>/classifiers/<name>.joblib ---------------------------------------------
+
+
+def classifier_path(home: str | os.PathLike[str], name: str) -> Path:
+    """Classifiers live next to the index, named by the user; the name never becomes a path elsewhere."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or name.startswith("."):
+        raise InvalidArgument(f"classifier names use letters, digits, '_', '-' and '.'; received {name!r}")
+    return Path(home) / "classifiers" / f"{name}.joblib"
+
+
+def classifier_names(home: str | os.PathLike[str]) -> list[str]:
+    folder = Path(home) / "classifiers"
+    names = sorted(p.stem for p in folder.glob("*.joblib")) if folder.is_dir() else []
+    return [n for n in names if NAME_RE.match(n) and not n.startswith(".")]
+
+
+class Classifiers:
+    """Loads the saved classifiers of one data home, checked against the index's stamp; keeps each loaded until
+    its file changes (a long-lived service asks for the same few classifiers again and again)."""
+
+    def __init__(self, home: str | os.PathLike[str]):
+        self.home = Path(home)
+        self._loaded: dict[str, tuple[int, LinearClassifier]] = {}
+
+    def get(self, name: str, stamp: dict[str, Any] | None) -> LinearClassifier:
+        path = classifier_path(self.home, name)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            known = ", ".join(classifier_names(self.home)) or "none yet; train one first"
+            raise NotFound(f"no classifier {name!r} in {path.parent} (classifiers: {known})") from None
+        cached = self._loaded.get(name)
+        if cached is None or cached[0] != mtime:
+            try:
+                cached = (mtime, LinearClassifier.load(path))
+            except (ValueError, OSError, KeyError, EOFError) as e:
+                raise ClassifierError(f"classifier {name!r} cannot be loaded: {e}") from None
+            self._loaded[name] = cached
+        model = cached[1]
+        try:
+            model.check_stamp(stamp or {})
+        except StampMismatch as e:
+            raise StampMismatch(f"classifier {name!r} was trained on other vectors: {e}") from None
+        return model

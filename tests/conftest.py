@@ -31,6 +31,7 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(root / "keras"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("IMGIDX_ALLOW_PRIVATE_HOSTS", "1")  # the fake Flickr's photo host is on loopback
     for var in (
         "IMGIDX_WEIGHTS",
         "FLICKR_API_KEY",

@@ -11,6 +11,7 @@ def fetcher(**kw) -> tuple[Fetcher, list[float]]:
     slept: list[float] = []
     kw.setdefault("sleep", slept.append)
     kw.setdefault("backoff", 0.01)
+    kw.setdefault("allow_private_hosts", True)  # the fake's photo host is on loopback
     return Fetcher(**kw), slept
 
 

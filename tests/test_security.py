@@ -4,6 +4,7 @@ files created under the user's umask."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +31,7 @@ def test_only_http_and_https_even_after_a_redirect():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        f = Fetcher(retries=3, sleep=lambda s: None)
+        f = Fetcher(retries=3, sleep=lambda s: None, allow_private_hosts=True)
         for url in ("file:///etc/passwd", "ftp://example.com/x.jpg", "gopher://x/", "data:image/png;base64,AAAA"):
             got = f.fetch(url)
             assert got.data is None and "scheme" in got.error and not got.retryable, url
@@ -62,12 +63,13 @@ def test_file_names_come_from_the_numeric_id_and_the_bytes_never_from_remote_tex
     loader = Loader(tmp_path, Serves(png()))
     done = loader(Job(7, "flickr", "123456", "http://x/../../evil name.exe?x=/etc", None))
     assert done.error is None and done.path == "photos/flickr/56/123456.png"  # .png: what the bytes are
+    stored = {"photos/flickr/56/123456.png"}
     for bad in ("../../etc/passwd", "12/34", "1.jpg", "", "٣٤٥"):  # the last is Arabic-Indic digits
-        refused = loader(Job(8, "flickr", bad, "http://x/1.jpg", None))
-        assert refused.error and "non-numeric" in refused.error, bad
-    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [
-        "photos/flickr/56/123456.png"
-    ]
+        # an id that is not ASCII digits never becomes a name: the file is named from its hash (indexer/layout.py)
+        got = loader(Job(8, "flickr", bad, "http://x/1.jpg", None))
+        assert got.error is None and re.fullmatch(r"photos/flickr/[0-9a-f]{2}/h[0-9a-f]{32}\.png", got.path), bad
+        stored.add(got.path)
+    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()} == stored
 
 
 @pytest.mark.slow

@@ -43,6 +43,16 @@ def test_metrics_render_prometheus_text():
         ("localhost", "localhost"),
         ("[::1]:80", "[::1]"),
         ("evil.example:1", "evil.example"),
+        ("LOCALHOST.:80", "localhost"),
+        ("[0:0::1]:8000", "[::1]"),
+        ("localhost:80@evil.com", ""),  # parsed, not pattern-matched: none of these is a host and a port
+        ("[::1]evil.com", ""),
+        ("127.0.0.1:80:81", ""),
+        ("localhost:99999", ""),
+        ("[::1", ""),
+        ("[nonsense]:80", ""),
+        ("local host", ""),
+        ("", ""),
     ],
 )
 def test_host_header_names(header, name):

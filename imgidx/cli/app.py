@@ -6,19 +6,15 @@ Commands that need no model (info, reindex, ...) never import TensorFlow, so the
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from imgidx.index import Index
 from imgidx.indexer import ann
-from imgidx.indexer.compose import build_lock, build_running, embedder_for_index
 from imgidx.indexer.config import Settings
-from imgidx.indexer.errors import ConfigError, ImgidxError, StoreError
-from imgidx.indexer.store import DB_NAME, Store
-from imgidx.search.inputs import read_photo
-from imgidx.search.knn import nearest
+from imgidx.indexer.errors import ConfigError, ImgidxError
 
 from . import console
 from .build import build
@@ -77,21 +73,14 @@ def similar(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Nearest neighbours of a photo, with cosine score and attribution."""
-    settings: Settings = ctx.obj
     if (photo is None) == (photo_id is None):
         raise ConfigError("give a photo file or --id N (not both)")
-    with Store(settings.home, readonly=True) as store, store.snapshot():
-        if photo_id is not None:
-            if layer or weights:
-                embedder_for_index(store, settings, layer=layer, weights=weights)  # only to check they agree
-            if not store.has_vector(photo_id):
-                raise ConfigError(f"no indexed photo with id {photo_id}; see `imgidx info` or a --json listing")
-            query = store.vectors([photo_id])[0]
-        else:
-            query = _embed_file(store, settings, photo, layer, weights)
-        hits = nearest(store, query, k, collection=collection, include_flagged=include_flagged)
+    idx = Index(settings=_with_weights(ctx.obj, weights))
+    if layer or weights:
+        idx.embedder(layer=layer, weights=weights, batch_size=1)  # they must agree with the index's stamp
+    hits = idx.similar(photo, id=photo_id, k=k, collection=collection, include_flagged=include_flagged)
     if as_json:
-        console.print_json({"hits": hits})
+        console.print_json({"hits": [h.as_dict() for h in hits]})
         return
     console.print_table(
         f"{len(hits)} nearest to {photo or f'id {photo_id}'}",
@@ -99,18 +88,23 @@ def similar(
         [
             (
                 i + 1,
-                h["id"],
-                f"{h['score']:.4f}",
-                ",".join(h["collections"]),
-                h["title"][:40],
-                h["owner"],
-                h["license"],
-                h["page_url"],
-                _short_path(h["path"]),
+                h.id,
+                f"{h.score:.4f}",
+                ",".join(h.collections),
+                h.title[:40],
+                h.owner,
+                h.license_name,
+                h.page_url,
+                _short_path(h.path),
             )
             for i, h in enumerate(hits)
         ],
     )
+
+
+def _with_weights(settings: Settings, weights: str | None) -> Settings:
+    """--weights PATH also tells where the index's own weights file is, when it has moved."""
+    return settings.with_options(weights=weights)
 
 
 def _short_path(path: str) -> str:
@@ -118,12 +112,6 @@ def _short_path(path: str) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
-
-
-def _embed_file(store: Store, settings: Settings, photo: Path, layer: str | None, weights: str | None):
-    pixels = read_photo(photo)
-    embedder = embedder_for_index(store, settings, layer=layer, weights=weights, batch_size=1)
-    return embedder.embed(pixels[None])[0]
 
 
 @app.command()
@@ -135,21 +123,8 @@ def info(
 ) -> None:
     """Collections and counts, the model stamp, the index kind and size, failures."""
     settings: Settings = ctx.obj
-    with Store(settings.home, readonly=True) as store, store.snapshot():
-        counts = store.counts()
-        stamp = store.stamp
-        report = {
-            "home": str(settings.home),
-            "photos": counts["photos"],
-            "collections": counts["collections"],
-            "clean": counts["clean"],
-            "stamp": stamp.as_dict() if stamp else None,
-            "index": {**ann.describe(store.index), "requested": store.index_kind},
-            "states": counts["states"],
-            "failures": counts["failures"],
-        }
-        if failures:
-            report["failed"] = [dict(r) for r in store.failures()]
+    result = Index(settings=settings).info()
+    report = result.as_dict(failures=failures)
     if as_json:
         console.print_json(report)
         return
@@ -158,7 +133,7 @@ def info(
         ["what", "value"],
         [
             ("photos (with vectors)", report["photos"]),
-            ("model", stamp.describe() if stamp else "none yet"),
+            ("model", result.stamp_text or "none yet"),
             ("index", _describe_index(report["index"])),
             ("failures", report["failures"]),
         ],
@@ -186,21 +161,8 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check the index against its metadata and files; exit 1 with a report when they disagree."""
-    from imgidx.indexer import verify as checks
-
-    settings: Settings = ctx.obj
-    if not (settings.home / DB_NAME).exists():
-        raise StoreError(f"no index in {settings.home}; build one first with `imgidx build` (or set IMGIDX_HOME)")
-    if repair:
-        with build_lock(settings.home), Store(settings.home) as store:
-            report = checks.verify(store)
-            if any(f.error and f.repairable for f in report.findings):
-                done = checks.repair(store, report)
-                report = checks.verify(store)
-                report.repaired = done
-    else:
-        with Store(settings.home, readonly=True) as store, store.snapshot():
-            report = checks.verify(store, build_running=build_running(settings.home))
+    idx = Index(settings=ctx.obj)
+    report = idx.repair() if repair else idx.verify()
     _print_verify(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
@@ -273,28 +235,18 @@ def reindex(
     settings: Settings = ctx.obj
     if kind not in ann.CHOICES:
         raise ConfigError(f"--kind must be one of {'|'.join(ann.CHOICES)}; received {kind!r}")
-    Store(settings.home, readonly=True).close()  # a clear error when there is no index yet
-    with build_lock(settings.home), Store(settings.home) as store:
-        if store.stamp is None:
-            raise ConfigError(f"the index in {settings.home} is empty; build it first with `imgidx build`")
-        before = ann.describe(store.index)
-        start = time.monotonic()
-        store.rebuild_index(kind)
-        seconds = time.monotonic() - start
-        after = ann.describe(store.index)
-        recall = ann.recall_at_k(store.index, store.vector_ids(), store.vectors) if after["kind"] != "flat" else 1.0
-    report = {"before": before, "after": {**after, "requested": kind}, "recall_at_10": recall, "seconds": seconds}
+    result = Index(settings=settings).reindex(kind)
     if as_json:
-        console.print_json(report)
+        console.print_json(result.as_dict())
         return
     console.print_table(
         f"reindex {settings.home}",
         ["what", "value"],
         [
-            ("before", _describe_index(before)),
-            ("after", _describe_index(after)),
-            ("recall@10 vs exact (100 stored vectors as queries)", f"{recall:.3f}"),
-            ("seconds", f"{seconds:.1f}"),
+            ("before", _describe_index(result.before)),
+            ("after", _describe_index(result.after)),
+            ("recall@10 vs exact (100 stored vectors as queries)", f"{result.recall_at_10:.3f}"),
+            ("seconds", f"{result.seconds:.1f}"),
         ],
     )
 

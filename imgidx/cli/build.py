@@ -1,4 +1,4 @@
-"""`imgidx build`: parse options -> Settings -> build the parts -> ingest() -> report."""
+"""`imgidx build`: parse options -> a source -> Index.build -> report."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from typing import Annotated
 
 import typer
 
-from imgidx.indexer.compose import build_lock, make_embedder, make_fetcher, make_flickr_source
+from imgidx.index import Index
 from imgidx.indexer.config import Settings
-from imgidx.indexer.errors import ConfigError, StoreError
-from imgidx.indexer.licenses import parse_license_ids
-from imgidx.indexer.records import Photo
-from imgidx.indexer.sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
-from imgidx.indexer.store import DB_NAME, Store
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.sources import SIZE_LETTERS, SORTS
 
 from . import console
 
@@ -78,50 +75,52 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
-    from imgidx.indexer.pipeline import (
-        ingest,  # here, not at the top: commands that need no network start faster (~0.2 s)
-    )
+    from imgidx.sources import Flickr, Folder
 
     settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
     if bool(queries) == bool(from_dir):
         raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
-    precision = precision or _index_precision(settings.home)  # keep adding in the precision it was built with
-    embedder = make_embedder(settings, layer, weights or settings.weights, precision=precision, batch_size=batch_size)
-    with build_lock(settings.home), Store(settings.home) as store:
-        store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
-        store.ensure_stamp(embedder.stamp)
-        if embedder.weights.path:
-            store.set_meta("weights_source", str(embedder.weights.path.resolve()))
-        photos = (
-            _folder_photos(from_dir, as_name)
-            if from_dir
-            else _flickr_photos(settings, queries or [], as_name, count, sort, license, size)
+    if from_dir:
+        source = Folder(from_dir, as_name=as_name)
+    else:
+
+        def found(text: str, n: int) -> None:
+            console.err.print(f"flickr: {n} photos for {text!r} (sort {sort})", highlight=False)
+
+        source = Flickr(
+            queries or [],
+            count=count,
+            sort=sort,
+            license=license,
+            size=size,
+            as_name=as_name,
+            settings=settings,
+            on_query=found,
         )
-        ids = store.add_photos(photos)
-        fetcher = make_fetcher(settings, workers)
-        with console.progress("embedding", len(store.pending(ids, retry_failed=retry_failed))) as advance:
-            report = ingest(
-                store,
-                ids,
-                embedder,
-                fetcher,
-                retry_failed=retry_failed,
-                workers=workers if not from_dir else min(workers, 4),
-                save_every=settings.save_every,
-                decode_workers=decode_workers,
-                on_progress=advance,
-            )
-        counts = store.counts()
-    if as_json:
-        console.print_json({**report.as_dict(), "index": counts})
-        return
-    for pid, source_id, reason in report.skipped[:20]:
-        console.err.print(f"skipping {source_id} (id {pid}): {reason}", markup=False, highlight=False, soft_wrap=True)
-    if len(report.skipped) > 20:
-        console.err.print(f"... and {len(report.skipped) - 20} more: see `imgidx info --failures`")
+    with console.progress_bar("embedding") as on_progress:
+        report = Index(settings=settings).build(
+            source,
+            layer=layer,
+            weights=weights or settings.weights,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+            decode_workers=decode_workers,
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+        )
     d = report.as_dict()
+    if as_json:
+        console.print_json(d)
+        return
+    for f in report.failures[:20]:
+        console.err.print(
+            f"skipping {f.source_id} (id {f.id}): {f.reason}", markup=False, highlight=False, soft_wrap=True
+        )
+    if report.skipped > 20:
+        console.err.print(f"... and {report.skipped - 20} more: see `imgidx info --failures`")
     console.print_table(
         "build",
         ["what", "count"],
@@ -134,42 +133,6 @@ def build(
             ("skipped (see info --failures)", d["skipped"]),
             ("seconds", d["seconds"]),
             ("photos/s", d["photos_per_second"]),
-            ("index size", counts["photos"]),
+            ("index size", d["index"]["photos"]),
         ],
     )
-
-
-def _index_precision(home: Path) -> str | None:
-    """The precision an existing index was built with; None for a new home, or one a killed first build left
-    without a schema (the build below creates it)."""
-    if not (home / DB_NAME).exists():
-        return None
-    try:
-        with Store(home, readonly=True) as store:
-            return store.stamp.precision if store.stamp else None
-    except StoreError:
-        return None
-
-
-def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:
-    photos = list(FolderSource(root, as_name).photos())
-    if not photos:
-        raise ConfigError(f"no image files (.jpg .png .gif .webp .bmp .tif) under {root}")
-    return photos
-
-
-def _flickr_photos(
-    settings: Settings, queries: list[str], as_name: str | None, count: int, sort: str, license: str | None, size: str
-) -> list[Photo]:
-    try:
-        licenses = tuple(parse_license_ids(license)) if license else ()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    source = make_flickr_source(settings)
-    photos: list[Photo] = []
-    for text in queries:
-        q = FlickrQuery(text, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or text)
-        found = list(source.search(q))
-        console.err.print(f"flickr: {len(found)} photos for {text!r} (sort {sort})", highlight=False)
-        photos += found
-    return photos

@@ -5,22 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from imgidx.indexer.config import Settings
+from imgidx.index import Index
 from imgidx.indexer.errors import ConfigError
-from imgidx.indexer.store import Store
-from imgidx.search.knn import describe, member_ids
+from imgidx.results import CleanReport
 
 from . import console
-
-
-def collection_vectors(store: Store, name: str, *, include_flagged: bool = True) -> tuple[list[int], np.ndarray]:
-    ids = member_ids(store, name, include_flagged=include_flagged)
-    if not ids:
-        raise ConfigError(f"collection {name!r} has no embedded photos yet; run `imgidx build` first")
-    return ids, store.vectors(ids)
 
 
 def parse_threshold(text: str) -> str | float:
@@ -53,107 +44,52 @@ def clean(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers."""
-    from imgidx.search.cleanup import clean_ranking
-
-    settings: Settings = ctx.obj
     if apply and undo:
         raise ConfigError("--apply and --undo exclude each other")
     if drop is not None and threshold != "auto":
         raise ConfigError("--drop and --threshold exclude each other")
-    with Store(settings.home, readonly=not (apply or undo)) as store:
-        if undo:
-            n = store.clear_flags(collection)
-            typer.echo(f"removed the clean flags of {n} photos in {collection!r}", err=True)
-            return
-        ids, vectors = collection_vectors(store, collection)
-        reference = collection_vectors(store, against, include_flagged=False)[1] if against else None
-        try:
-            result = clean_ranking(
-                vectors, iterations=iterations, drop=drop, threshold=parse_threshold(threshold), reference=reference
-            )
-        except (ValueError, TypeError) as e:
-            raise ConfigError(str(e)) from None
-        rows = _rows(store, ids, result)
-        if apply:
-            info = {r["id"]: {k: r[k] for k in ("distance", "z", "iteration")} for r in rows}
-            store.set_flags(collection, info, {r["id"] for r in rows if r["flagged"]})
+    idx = Index(settings=ctx.obj)
+    if undo:
+        n = idx.undo_clean(collection)
+        typer.echo(f"removed the clean flags of {n} photos in {collection!r}", err=True)
+        return
+    report = idx.clean(
+        collection, iterations=iterations, drop=drop, threshold=parse_threshold(threshold), against=against, apply=apply
+    )
     if sheet:
-        path = _sheet(sheet, collection, rows)
+        path = _sheet(sheet, report)
         typer.echo(f"contact sheet: {path}", err=True)
     if as_json:
-        console.print_json(
-            {
-                "collection": collection,
-                "against": against,
-                "iterations_run": result.iterations_run,
-                "cutoff": result.cutoff,
-                "applied": apply,
-                "photos": rows,
-            }
-        )
+        console.print_json(report.as_dict())
         return
-    flagged = sum(r["flagged"] for r in rows)
     console.print_table(
-        f"{collection}: {len(rows)} photos, {flagged} flagged ({result.iterations_run} passes, cut at "
-        f"{result.cutoff:.4f}){' — flags stored' if apply else ''}",
+        f"{collection}: {len(report.rows)} photos, {len(report.flagged)} flagged ({report.iterations_run} passes, cut "
+        f"at {report.cutoff:.4f}){' — flags stored' if apply else ''}",
         ["#", "id", "distance", "z", "flagged", "since pass", "title", "page"],
         [
             (
-                r["rank"],
-                r["id"],
-                f"{r['distance']:.4f}",
-                f"{r['z']:.2f}",
-                "yes" if r["flagged"] else "",
-                r["iteration"] or "",
-                r["title"][:40],
-                r["page_url"],
+                r.rank,
+                r.id,
+                f"{r.distance:.4f}",
+                f"{r.z:.2f}",
+                "yes" if r.flagged else "",
+                r.iteration or "",
+                r.photo.title[:40],
+                r.photo.page_url,
             )
-            for r in rows
+            for r in report.rows
         ],
     )
 
 
-def _rows(store: Store, ids: list[int], result) -> list[dict]:
-    meta = {h["id"]: h for h in describe(store, [(pid, 0.0) for pid in ids])}
-    rows = []
-    for rank, i in enumerate(result.order, start=1):
-        pid = ids[int(i)]
-        m = meta[pid]
-        rows.append(
-            {
-                "rank": rank,
-                "id": pid,
-                "source_id": m["source_id"],
-                "distance": round(float(result.distances[i]), 6),
-                "z": round(float(result.z[i]), 3),
-                "flagged": bool(result.flagged[i]),
-                "iteration": int(result.first_flagged[i]) or None,
-                "title": m["title"],
-                "page_url": m["page_url"],
-                "path": m["path"],
-            }
-        )
-    return rows
-
-
-def _sheet(path: Path, collection: str, rows: list[dict]) -> Path:
+def _sheet(path: Path, report: CleanReport) -> Path:
     from imgidx.search.sheet import contact_sheet
 
     items = [
-        {**r, "reason": f"outlier since pass {r['iteration']} (z {r['z']:.1f})" if r["flagged"] else ""} for r in rows
+        {**r.as_dict(), "reason": f"outlier since pass {r.iteration} (z {r.z:.1f})" if r.flagged else ""}
+        for r in report.rows
     ]
-    return contact_sheet(items, f"imgidx clean {collection}", path)
-
-
-def labelled_ids(store: Store, collections: list[str]) -> tuple[list[int], list[str]]:
-    """(ids, labels) of the clean members of `collections`; a photo in two of them is ambiguous and left out."""
-    members = {name: member_ids(store, name, include_flagged=False) for name in dict.fromkeys(collections)}
-    seen: dict[int, int] = {}
-    for ids in members.values():
-        for pid in ids:
-            seen[pid] = seen.get(pid, 0) + 1
-    pairs = [(pid, name) for name, ids in members.items() for pid in ids if seen[pid] == 1]
-    return [p for p, _ in pairs], [n for _, n in pairs]
+    return contact_sheet(items, f"imgidx clean {report.collection}", path)
 
 
 @console.handle_errors
@@ -165,47 +101,17 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model-free label-noise check: photos closer to another collection, or whose neighbours are another's."""
-    from imgidx.search.audit import audit_labels
-
-    settings: Settings = ctx.obj
     if len(set(collections)) < 2:
         raise ConfigError("audit needs at least two different collections, e.g. `imgidx audit cat dog`")
-    with Store(settings.home, readonly=True) as store:
-        ids, labels = labelled_ids(store, collections)
-        result = audit_labels(store.vectors(ids), labels, k=k)
-        meta = {h["id"]: h for h in describe(store, [(pid, 0.0) for pid in set(ids)])}
-    photos = [
-        {
-            "id": ids[p.index],
-            "source_id": meta[ids[p.index]]["source_id"],
-            "label": p.label,
-            "suggested": p.suggested,
-            "flagged": p.flagged,
-            "margin": round(float(p.margin), 6),
-            "agreement": round(float(p.agreement), 3),
-            "reasons": list(p.reasons),
-            "title": meta[ids[p.index]]["title"],
-        }
-        for p in (result.photos if show_all else result.suspects)
-    ]
+    report = Index(settings=ctx.obj).audit(collections, k=k)
     if as_json:
-        console.print_json(
-            {"collections": collections, "k": result.k, "suspects": len(result.suspects), "photos": photos}
-        )
+        console.print_json(report.as_dict(all_photos=show_all))
         return
     console.print_table(
-        f"audit of {', '.join(collections)}: {len(result.suspects)} suspect labels",
+        f"audit of {', '.join(collections)}: {len(report.suspects)} suspect labels",
         ["id", "label", "suggested", "margin", "agreement", "reasons", "title"],
         [
-            (
-                p["id"],
-                p["label"],
-                p["suggested"],
-                f"{p['margin']:.4f}",
-                p["agreement"],
-                "; ".join(p["reasons"]),
-                p["title"][:30],
-            )
-            for p in photos
+            (p.id, p.label, p.suggested, f"{p.margin:.4f}", p.agreement, "; ".join(p.reasons), p.title[:30])
+            for p in (report.photos if show_all else report.suspects)
         ],
     )

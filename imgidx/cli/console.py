@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imgidx.indexer.errors import ImgidxError, NoIndexError, StampMismatch
+from imgidx.indexer.errors import EmptyIndex, ImgidxError, NoIndexError, StampMismatch
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -28,14 +28,8 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except NoIndexError as e:  # the library says "build one first"; the CLI names the command
-            typer.echo(f"error: {e}; `imgidx build` makes one", err=True)
-            raise typer.Exit(1) from None
-        except StampMismatch as e:
-            typer.echo(f"error: {e} (omit --layer/--weights to use the index's own)", err=True)
-            raise typer.Exit(1) from None
         except ImgidxError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {e}{hint(e)}", err=True)
             raise typer.Exit(1) from None
         except sqlite3.DatabaseError as e:  # damage found mid-command; `imgidx verify` says more
             typer.echo(f"error: the index database failed ({e}); run `imgidx verify` for a report", err=True)
@@ -45,6 +39,17 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def hint(error: ImgidxError) -> str:
+    """The library's messages name no command; on the command line, say which one to run."""
+    if isinstance(error, NoIndexError):
+        return "; `imgidx build` makes one"
+    if isinstance(error, EmptyIndex):
+        return " with `imgidx build`"
+    if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):
+        return " (omit --layer/--weights to use the index's own)"
+    return ""
 
 
 def print_json(obj: object) -> None:
@@ -66,22 +71,29 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
 
 
 @contextmanager
-def progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr; yields an `advance(n)` callback."""
-    if not enabled or total == 0:
-        yield lambda n: None
-        return
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for a library call's on_progress(done, total); shown from the first report on."""
+    state: dict[str, object] = {}
+
+    def report(done: int, total: int) -> None:
+        if "bar" not in state:
+            bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            bar.start()
+            state["bar"], state["task"] = bar, bar.add_task(description, total=total)
+        state["bar"].update(state["task"], completed=done, total=total)  # type: ignore[attr-defined]
+
+    try:
+        yield report
+    finally:
+        if "bar" in state:
+            state["bar"].stop()  # type: ignore[attr-defined]
 
 
 def setup_logging(verbose: bool, secrets: Sequence[str | None] = ()) -> None:

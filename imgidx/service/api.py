@@ -17,12 +17,12 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from imgidx.indexer.errors import ImgidxError
+from imgidx.indexer.errors import ClassifierError, ImgidxError, InvalidArgument, NotFound, StampMismatch
 
 from .batcher import Busy
 from .guard import BodyLimit, RequestMetrics, TokenGuard
 from .queries import Queries
-from .service import BadRequest, Service, ServiceError, UnsupportedImage
+from .service import BadRequest, NotFound, Service, ServiceError, UnsupportedImage
 from .thumbs import MAX_SIZE, MIN_SIZE, ThumbnailCache, ThumbnailError, media_type
 
 STATIC = Path(__file__).with_name("static")
@@ -98,7 +98,7 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
         if ctype == "application/json":
             try:
                 body = await request.json()
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
                 raise BadRequest("the JSON body cannot be parsed") from None
             if not isinstance(body, dict):
                 raise BadRequest('the JSON body must be an object, e.g. {"id": 3}')
@@ -142,6 +142,8 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
         data, fields = await read_body(request)
         k = _int(fields.get("k", k if k is not None else 10), "k")
         collection = fields.get("collection", collection) or None
+        if collection is not None and not isinstance(collection, str):
+            raise BadRequest('"collection" must be a string')
         flagged = _bool(fields.get("include_flagged", include_flagged))
         if data is not None:
             vec = await service.embed_bytes(data)
@@ -155,7 +157,7 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
 
     @app.get("/photos/{photo_id}", summary="A photo's metadata and attribution")
     async def photo(photo_id: int) -> dict:
-        return await service.store.run(queries.photo, photo_id)
+        return await service.store.run(queries.photo, _stored_id(photo_id))
 
     @app.get(
         "/photos/{photo_id}/image",
@@ -167,7 +169,7 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
         photo_id: int,
         size: Annotated[int | None, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Longest side in px.")] = None,
     ) -> Response:
-        path = await service.store.run(queries.photo_file, photo_id)
+        path = await service.store.run(queries.photo_file, _stored_id(photo_id))
         headers = {"cache-control": "private, max-age=3600"}
         try:
             if size is None:
@@ -205,9 +207,13 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
             vec = await service.embed_bytes(data)
             return await service.store.run(queries.classify_vector, model, vec)
         ids = [_int(fields["id"], "id")] if "id" in fields else fields.get("ids")
-        if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
+        if ids is not None and not isinstance(ids, list):
             raise BadRequest('"ids" must be a list of integers')
-        return await service.store.run(queries.classify_stored, model, ids, fields.get("collection"))
+        ids = None if ids is None else [_int(i, "ids") for i in ids]
+        collection = fields.get("collection")
+        if collection is not None and not isinstance(collection, str):
+            raise BadRequest('"collection" must be a string')
+        return await service.store.run(queries.classify_stored, model, ids, collection)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # added inside out: metrics see every answer, including the guard's 401/403 and the cap's 413
@@ -235,20 +241,47 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(ImgidxError)
     async def domain_error(request: Request, exc: ImgidxError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+
+
+# the library's exceptions, by whose fault they are; anything else of the library's is the service's (503)
+_STATUS: tuple[tuple[type[ImgidxError], int], ...] = (
+    (NotFound, 404),
+    (InvalidArgument, 400),
+    (StampMismatch, 409),  # a classifier trained on other vectors
+    (ClassifierError, 409),  # a classifier file that cannot be loaded
+)
+
+
+def status_of(exc: ImgidxError) -> int:
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 503)
 
 
 def _nothing(store: object) -> None:
     return None
 
 
+INT64 = 2**63 - 1  # SQLite's INTEGER range: a larger number cannot be an id, and would overflow the driver
+
+
 def _int(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer; received {value!r}")
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be an integer; received {value!r}") from None
+    """A JSON integer or a form field of digits, within SQLite's range. Floats (1e300, Infinity, NaN) and
+    booleans are refused: int(Infinity) raises OverflowError, and int(2.5) would silently be 2."""
+    if isinstance(value, str) and (v := value.strip()).isascii() and v.lstrip("+-").isdigit() and len(v) <= 24:
+        value = int(v)
+    if not isinstance(value, int) or isinstance(value, bool):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise BadRequest(f"{name} must be an integer; received {shown}")
+    if not -INT64 <= value <= INT64:
+        raise BadRequest(f"{name} is out of range (at most {INT64}); received {str(value)[:40]}")
+    return value
+
+
+def _stored_id(photo_id: int) -> int:
+    """A photo id from a URL: beyond SQLite's range it cannot exist."""
+    if not 0 <= photo_id <= INT64:
+        raise NotFound(f"no photo with id {str(photo_id)[:40]}")
+    return photo_id
 
 
 def _bool(value: object) -> bool:

@@ -7,7 +7,9 @@ too-large body is refused before it is read, whether or not it announces its len
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import re
 import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
@@ -45,11 +47,23 @@ async def send_json(send: Send, status: int, detail: str, headers: list[tuple[by
     await send({"type": "http.response.body", "body": body})
 
 
+# RFC 9110 Host = uri-host [ ":" port ]: a bracketed IPv6 literal or a registered name / IPv4, then digits only
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?\Z")
+
+
 def host_name(host: str) -> str:
-    """The name part of a Host header: "[::1]:8000" -> "[::1]", "localhost:8000" -> "localhost"."""
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    """The name part of a Host header, parsed, not pattern-matched: "[::1]:8000" -> "[::1]",
+    "localhost:8000" -> "localhost"; "" for anything that is not a host and an optional port
+    ("localhost:80@evil.com", "[::1]evil.com", "a b", "[nonsense]")."""
+    m = _HOST.match(host)
+    if m is None or (m["port"] is not None and int(m["port"]) > 65535):
+        return ""
+    if m["v6"] is not None:
+        try:
+            return f"[{ipaddress.IPv6Address(m['v6'])}]"
+        except ValueError:
+            return ""
+    return m["name"].lower().rstrip(".")  # "LOCALHOST." is localhost
 
 
 class RequestMetrics:
@@ -96,9 +110,11 @@ class TokenGuard:
             return
         headers = Headers(scope=scope)
         if self.token is None:
-            host = host_name(headers.get("host", ""))
+            raw = headers.get("host", "")
+            host = host_name(raw)
             if host not in LOOPBACK_HOSTS:
-                await send_json(send, 403, f"host {host!r} refused: this server only answers loopback names")
+                shown = raw if len(raw) <= 80 else raw[:77] + "..."
+                await send_json(send, 403, f"host {shown!r} refused: this server only answers loopback names")
                 return
         elif not self._authorized(headers):
             given = parse_qs(scope.get("query_string", b"").decode(errors="replace")).get("token", [""])[0]

@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgidx.indexer.compose import embedder_for_index
 from imgidx.indexer.config import Settings
@@ -31,6 +33,7 @@ from .api import create_app
 from .service import ServeOptions, Service
 
 ANNOUNCE = "imgidx serve: listening on "
+REQUEST_TIMEOUT_S = 30.0  # from a connection's first byte (or its previous answer) to a complete request
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{8,}")
 
 
@@ -94,9 +97,61 @@ def serve(
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout is for results only
     level = "info" if access_log else "warning"
     config = uvicorn.Config(
-        app, log_level=level, log_config=log_config, access_log=access_log, timeout_graceful_shutdown=5
+        app,
+        log_level=level,
+        log_config=log_config,
+        access_log=access_log,
+        timeout_graceful_shutdown=5,
+        http=TimedH11Protocol,
+        timeout_keep_alive=5,  # an idle kept-alive connection
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
+        limit_concurrency=1000,  # beyond this, 503 at once instead of running out of file descriptors
     )
     _AnnouncingServer(config, f"{ANNOUNCE}{url} ({summary}; Ctrl-C stops)").run(sockets=[sock])
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for receiving each request: a client that sends its headers or its
+    body too slowly (or nothing at all) is cut after REQUEST_TIMEOUT_S instead of holding a connection forever.
+    The time the app then takes to answer is not limited (a model call under load can take seconds)."""
+
+    request_timeout_s = REQUEST_TIMEOUT_S
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        super().connection_made(transport)
+        self._arm()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.SEND_BODY and self.conn.their_state is not h11.IDLE:
+            self._disarm()  # the whole request is in (DONE), or the connection is ending: nothing to wait for
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._request_timer = self.loop.call_later(self.request_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_request_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._request_timer = None
+
+    def _too_slow(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing() or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            return
+        # just close (h11 cannot answer a request whose headers never arrived); a stalled body: the app sees a
+        # disconnect
+        self.transport.close()
 
 
 class _AnnouncingServer(uvicorn.Server):

@@ -27,7 +27,8 @@ import numpy.typing as npt
 from imgidx.indexer.compose import embedder_for_index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ImageError, ImgidxError, StoreError
-from imgidx.indexer.images import prepare
+from imgidx.indexer.flow import cores
+from imgidx.indexer.images import FORMATS_TEXT, prepare
 from imgidx.indexer.records import Stamp
 from imgidx.indexer.store import INDEX_NAME, Store
 
@@ -155,6 +156,9 @@ class Service:
         self._batcher: MicroBatcher | None = None
         self._batcher_stamp: Stamp | None = None
         self._batcher_lock = asyncio.Lock()
+        # about one decode per core: a decode is CPU-bound and can hold a few hundred MB (up to the decoded-bytes
+        # cap), so uploads beyond that wait here, without holding a worker thread, instead of multiplying memory
+        self._decodes = asyncio.Semaphore(cores())
         self._register_metrics()
 
     # ---- life cycle ------------------------------------------------------------------------------------------
@@ -186,7 +190,8 @@ class Service:
     async def embed_bytes(self, data: bytes) -> npt.NDArray[np.float32]:
         from starlette.concurrency import run_in_threadpool
 
-        pixels = await run_in_threadpool(decode_upload, data)
+        async with self._decodes:
+            pixels = await run_in_threadpool(decode_upload, data)
         return await self.embed_pixels(pixels)
 
     async def embed_pixels(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -206,7 +211,7 @@ class Service:
                 )
                 old = self._batcher
                 self._batcher = MicroBatcher(
-                    lambda items: list(embedder.embed(np.stack(items))),
+                    query_embed(embedder),
                     max_batch=self.options.max_batch,
                     max_wait_s=self.options.max_wait_s,
                     max_queue=self.options.max_queue,
@@ -240,6 +245,23 @@ class Service:
         m.gauge("imgidx_uptime_seconds", "Seconds since the service started.", lambda: time.time() - self.started_at)
 
 
+def query_embed(embedder: Any) -> Callable[[list], list]:
+    """The model call for queries: exactly the images that arrived together, never padded to the build's batch
+    size. (Builds pad every batch to one shape so that a photo's stored vector is bit-for-bit the same however
+    the run was batched; a query only needs the same model, and a lone upload would otherwise pay for 32.) The
+    Keras embedder's `raw` takes any batch size; an embedder without it falls back to `embed`."""
+    raw = getattr(embedder, "raw", None)
+    if raw is None:
+        return lambda items: list(embedder.embed(np.stack(items)))
+
+    def call(items: list) -> list:
+        features = np.asarray(raw(np.stack(items)), dtype=np.float32)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        return list(features / np.maximum(norms, 1e-12))  # unit vectors, as embed() gives
+
+    return call
+
+
 def _single_threaded_faiss() -> None:
     """One query at a time runs far faster on one OpenMP thread (0.03 ms against 1.2 ms for a small flat index
     on 2 cores): waking the pool costs more than the search, and the model thread needs the cores anyway."""
@@ -254,7 +276,5 @@ def decode_upload(data: bytes) -> npt.NDArray[np.uint8]:
         return prepare(data)
     except ImageError as e:
         if e.reason.startswith("not "):
-            raise UnsupportedImage(
-                f"the upload is not an image ({e.reason}); send a JPEG, PNG, GIF, BMP, TIFF or WebP file"
-            ) from None
+            raise UnsupportedImage(f"the upload is not an image ({e.reason}); send a {FORMATS_TEXT} file") from None
         raise BadRequest(f"the upload cannot be used as a photo: {e.reason}") from None

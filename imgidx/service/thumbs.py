@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imgidx.indexer.images import FORMATS
+
 MIN_SIZE, MAX_SIZE = 16, 1024
 MEDIA_TYPES = {
     "JPEG": "image/jpeg",
@@ -28,7 +30,7 @@ class ThumbnailError(Exception):
 def media_type(path: Path) -> str:
     """The file's type from its content (never from its name); refuses what is not a known image."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=FORMATS) as img:
             fmt = img.format or ""
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ThumbnailError(f"{path.name} is not a readable image ({type(e).__name__})") from None
@@ -40,7 +42,7 @@ def media_type(path: Path) -> str:
 def make_thumbnail(path: Path, size: int) -> bytes:
     """A JPEG whose longest side is `size` px (never enlarged), EXIF-rotated, transparency on white."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=FORMATS) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster for big photos
             img = ImageOps.exif_transpose(img)
             img.thumbnail((size, size), Image.Resampling.LANCZOS)

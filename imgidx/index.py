@@ -1,0 +1,412 @@
+"""`Index`: the public Python API of imgidx. The CLI (imgidx.cli) and the HTTP service (imgidx.service) are thin
+faces over it and over the store-level operations it uses (imgidx.ops).
+
+Opening an index reads nothing and imports no model framework; each call opens the store for its own duration
+(read-only unless it writes, under the build lock when it does). The embedding model is built on first need,
+from the index's own stamp, and kept for later calls.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from imgidx import ops
+from imgidx.indexer import ann
+from imgidx.indexer.compose import build_lock, build_running, embedder_for_index, make_embedder, make_fetcher
+from imgidx.indexer.config import Settings
+from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
+from imgidx.indexer.layout import DB_NAME
+from imgidx.indexer.records import Photo, Stamp
+from imgidx.indexer.store import Store
+from imgidx.search.classifier import Classifiers
+from imgidx.search.knn import describe, member_ids, nearest
+
+from .results import (
+    AuditReport,
+    BuildReport,
+    CleanReport,
+    CollectionInfo,
+    Failure,
+    IndexInfo,
+    Neighbour,
+    PhotoInfo,
+    Prediction,
+    ReindexReport,
+    TrainReport,
+)
+
+if TYPE_CHECKING:
+    from imgidx.indexer.embed import Embedder
+    from imgidx.indexer.verify import Report as VerifyReport
+
+PhotoInput = str | os.PathLike[str] | bytes  # a photo file, or its bytes
+
+
+class Source(Protocol):
+    """Where photos come from: anything with `photos()` (imgidx.sources has Flickr and Folder)."""
+
+    def photos(self) -> Iterable[Photo]: ...
+
+
+def open(home: str | os.PathLike[str] | None = None, settings: Settings | None = None) -> Index:  # noqa: A001
+    """The index in `home` (default: settings.home, i.e. $IMGIDX_HOME or ./data). Reads nothing yet."""
+    return Index(home, settings=settings)
+
+
+class Index:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, settings: Settings | None = None):
+        settings = settings or Settings.from_env()
+        self.settings = settings if home is None else settings.with_options(home=Path(home))
+        self._embedders: dict[int, Embedder] = {}  # by batch size; valid while the index's stamp is theirs
+        self._classifiers = Classifiers(self.home)
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    def __repr__(self) -> str:
+        return f"imgidx.Index({str(self.home)!r})"
+
+    # ---- store access -------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.home / DB_NAME).exists()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Store]:
+        if not self.exists():
+            raise NoIndexError(f"no index in {self.home}; build one first")
+        with Store(self.home, readonly=True) as store, store.snapshot():
+            yield store
+
+    @contextmanager
+    def _writing(self, *, lock: bool = False) -> Iterator[Store]:
+        """lock: hold the build lock too (for changes to the FAISS index; metadata writes share SQLite's lock)."""
+        if not self.exists():
+            raise NoIndexError(f"no index in {self.home}; build one first")
+        with build_lock(self.home) if lock else nullcontext(), Store(self.home) as store:
+            yield store
+
+    # ---- the model ----------------------------------------------------------------------------------------------
+    def embedder(self, *, layer: str | None = None, weights: str | None = None, batch_size: int = 32) -> Embedder:
+        """The model that reproduces the index's vectors (built, not yet loaded). `layer`/`weights`, when given,
+        must agree with the index's stamp (StampMismatch otherwise)."""
+        with self._reading() as store:
+            return self._embedder(store, batch_size, layer=layer, weights=weights)
+
+    def _embedder(self, store: Store, batch_size: int, *, layer: str | None = None, weights: str | None = None):
+        cached = self._embedders.get(batch_size)
+        if layer is None and weights is None and cached is not None and cached.stamp == store.stamp:
+            return cached
+        emb = embedder_for_index(store, self.settings, layer=layer, weights=weights, batch_size=batch_size)
+        self._embedders[batch_size] = emb
+        return emb
+
+    def _embed(self, store: Store, photos: Sequence[PhotoInput]) -> npt.NDArray[np.float32]:
+        pixels = np.stack([_pixels(p) for p in photos])
+        # the model pads every call to its batch size: one photo, one row
+        return self._embedder(store, min(32, len(photos))).embed(pixels)
+
+    # ---- build --------------------------------------------------------------------------------------------------
+    def build(
+        self,
+        source: Source,
+        *,
+        layer: str | None = None,
+        weights: str | None = None,
+        precision: str | None = None,
+        batch_size: int | None = None,
+        workers: int = 16,
+        decode_workers: int | None = None,
+        retry_failed: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> BuildReport:
+        """Add the photos of `source` (download or read, embed, index); what an earlier build finished is skipped.
+
+        layer/weights/precision default to the index's own (for a new index: fc2, settings.weights, and the
+        device's precision). on_progress(done, total) is called as photos are processed."""
+        from imgidx.indexer.pipeline import ingest  # here: commands that need no network start faster
+
+        if workers <= 0:
+            raise InvalidArgument(f"workers must be > 0; received {workers}")
+        stamp, weights_source = self._peek()
+        if weights is None:
+            if stamp is not None and stamp.weights.startswith("random:"):
+                weights = stamp.weights
+            else:
+                weights = (weights_source if stamp is not None else None) or self.settings.weights
+        layer = layer or (stamp.layer if stamp else "fc2")
+        precision = precision or (stamp.precision if stamp else None)  # keep adding in the index's precision
+        embedder = make_embedder(self.settings, layer, weights, precision=precision, batch_size=batch_size)
+        with build_lock(self.home), Store(self.home) as store:
+            store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
+            store.ensure_stamp(embedder.stamp)
+            if embedder.weights.path:
+                store.set_meta("weights_source", str(embedder.weights.path.resolve()))
+            photos = list(source.photos())
+            ids = store.add_photos(photos)
+            fetcher = make_fetcher(self.settings, workers)
+            total = len(store.pending(ids, retry_failed=retry_failed))
+            done = 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                if on_progress is not None:
+                    on_progress(done, total)
+
+            local = all(p.url is None for p in photos)  # files on disk: a few readers are enough
+            report = ingest(
+                store,
+                ids,
+                embedder,
+                fetcher,
+                retry_failed=retry_failed,
+                workers=min(workers, 4) if local else workers,
+                save_every=self.settings.save_every,
+                decode_workers=decode_workers,
+                on_progress=advance,
+            )
+            counts = store.counts()
+        self._embedders.clear()  # a new index may have a new stamp
+        return BuildReport(
+            requested=report.requested,
+            already_indexed=report.already,
+            failed_before=report.failed_before,
+            embedded=report.embedded,
+            reused=report.reused,
+            downloaded=report.downloaded,
+            failures=tuple(Failure(i, s, r) for i, s, r in report.skipped),
+            seconds=report.seconds,
+            index=counts,
+        )
+
+    def _peek(self) -> tuple[Stamp | None, str | None]:
+        """The stamp and weights file of an existing index; (None, None) for a new home, or one a killed first
+        build left without a schema (the build creates it)."""
+        if not self.exists():
+            return None, None
+        try:
+            with Store(self.home, readonly=True) as store:
+                return store.stamp, store.meta("weights_source")
+        except StoreError:
+            return None, None
+
+    # ---- queries ------------------------------------------------------------------------------------------------
+    def similar(
+        self,
+        photo: PhotoInput | None = None,
+        *,
+        id: int | None = None,  # noqa: A002
+        vector: npt.ArrayLike | None = None,
+        k: int = 10,
+        collection: str | None = None,
+        include_flagged: bool = False,
+    ) -> list[Neighbour]:
+        """The k nearest photos, best first, to a photo (file or bytes), an indexed photo's id, or a vector.
+
+        With `collection`, only its members, leaving out those a stored clean flagged unless include_flagged."""
+        if sum(x is not None for x in (photo, id, vector)) != 1:
+            raise InvalidArgument("give exactly one of a photo, id= or vector=")
+        with self._reading() as store:
+            if id is not None:
+                query = ops.stored_vectors(store, [_photo_id(id)])[0]
+            elif vector is not None:
+                query = ops.query_vector(store, vector)
+            else:
+                assert photo is not None
+                query = self._embed(store, [photo])[0]
+            return nearest(store, query, k, collection=collection, include_flagged=include_flagged)
+
+    def photo(self, id: int) -> PhotoInfo:  # noqa: A002
+        with self._reading() as store:
+            return ops.photo_info(store, _photo_id(id))
+
+    def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """The stored unit vectors of indexed photos, in the order of `ids`."""
+        with self._reading() as store:
+            return ops.stored_vectors(store, [_photo_id(i) for i in ids])
+
+    def collections(self) -> list[CollectionInfo]:
+        with self._reading() as store:
+            return ops.collections(store)
+
+    def info(self) -> IndexInfo:
+        """Collections and counts, the model stamp, the index kind and size, failures."""
+        with self._reading() as store:
+            counts = store.counts()
+            stamp = store.stamp
+            return IndexInfo(
+                home=str(self.home),
+                photos=counts["photos"],
+                collections=counts["collections"],
+                clean=counts["clean"],
+                stamp=stamp.as_dict() if stamp else None,
+                stamp_text=stamp.describe() if stamp else None,
+                index={**ann.describe(store.index), "requested": store.index_kind},
+                states=counts["states"],
+                failures=counts["failures"],
+                failed=tuple(dict(r) for r in store.failures()),
+            )
+
+    # ---- clean and audit ----------------------------------------------------------------------------------------
+    def clean(
+        self,
+        collection: str,
+        *,
+        iterations: int = 5,
+        drop: int | None = None,
+        threshold: str | float = "auto",
+        against: str | None = None,
+        apply: bool = False,
+    ) -> CleanReport:
+        """Rank a collection by distance to an iteratively re-estimated centroid and flag the outliers.
+
+        drop=N flags the N farthest; threshold is "auto" (median + 3 MAD) or a distance; `against` measures
+        distance to another collection's robust centroid. apply=True stores the flags: flagged photos then
+        leave similar(collection=...), training and the clean counts (undo_clean removes them)."""
+        if apply:
+            with self._writing() as store:
+                report = ops.clean_report(
+                    store, collection, iterations=iterations, drop=drop, threshold=threshold, against=against
+                )
+                ops.apply_clean(store, report)
+            return replace(report, applied=True)
+        with self._reading() as store:
+            return ops.clean_report(
+                store, collection, iterations=iterations, drop=drop, threshold=threshold, against=against
+            )
+
+    def undo_clean(self, collection: str) -> int:
+        """Remove the stored clean flags (and ranks) of a collection; returns how many of its photos had them."""
+        with self._writing() as store:
+            return store.clear_flags(collection)
+
+    def audit(self, collections: Sequence[str], k: int = 10) -> AuditReport:
+        """Label noise across collections: photos closer to another collection, or whose neighbours are another's."""
+        with self._reading() as store:
+            return ops.audit(store, collections, k)
+
+    # ---- classifiers --------------------------------------------------------------------------------------------
+    def train(
+        self,
+        name: str,
+        collections: Sequence[str],
+        *,
+        model: str = "logistic",
+        test_size: float = 0.2,
+        seed: int = 0,
+    ) -> TrainReport:
+        """Train a classifier on the clean members of `collections` (the labels), report on a held-out split and
+        save it next to the index as `name`. model: logistic | linear-svm | svm-rbf."""
+        with self._reading() as store:
+            return ops.train(store, name, collections, model=model, test_size=test_size, seed=seed)
+
+    def classify(
+        self,
+        name: str,
+        photos: Sequence[PhotoInput] | None = None,
+        *,
+        ids: Sequence[int] | None = None,
+        collection: str | None = None,
+        apply: bool = False,
+    ) -> list[Prediction]:
+        """A saved classifier's label and probability for photos (files or bytes), indexed ids, or a collection.
+
+        apply=True stores the predictions of indexed photos in the index's metadata."""
+        if isinstance(photos, (str, bytes, os.PathLike)):
+            photos = [photos]
+        if sum(x is not None for x in (photos, ids, collection)) != 1:
+            raise InvalidArgument("give exactly one of photos, ids= or collection=")
+        if apply and photos is not None:
+            raise InvalidArgument("apply stores predictions of indexed photos: give ids= or collection=")
+        with self._writing() if apply else self._reading() as store:
+            model = self._classifiers.get(name, store.stamp.as_dict() if store.stamp else None)
+            if photos is not None:
+                keys: list[dict[str, Any]] = [{"path": str(p) if not isinstance(p, bytes) else None} for p in photos]
+                vectors = self._embed(store, photos) if photos else np.empty((0, model.dim), np.float32)
+            else:
+                pids = member_ids(store, collection) if collection is not None else [_photo_id(i) for i in ids or []]
+                pids = list(dict.fromkeys(pids))
+                keys = [{"id": pid} for pid in pids]
+                vectors = ops.stored_vectors(store, pids)
+            labels, probs = model.predict(vectors) if len(vectors) else ([], [])
+            predictions = [
+                Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)
+            ]
+            if apply:
+                store.save_predictions(name, [(p.id, p.label, p.probability) for p in predictions])
+        return predictions
+
+    # ---- maintenance --------------------------------------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check the index against its metadata and files; changes nothing. `report.ok` is False on a problem."""
+        from imgidx.indexer import verify as checks
+
+        with self._reading() as store:
+            return checks.verify(store, build_running=build_running(self.home))
+
+    def repair(self) -> VerifyReport:
+        """Rebuild what can be rebuilt from the stored vectors and files; the report after it lists what was done."""
+        from imgidx.indexer import verify as checks
+
+        with self._writing(lock=True) as store:
+            report = checks.verify(store)
+            if any(f.error and f.repairable for f in report.findings):
+                done = checks.repair(store, report)
+                report = checks.verify(store)
+                report.repaired = done
+        return report
+
+    def reindex(self, kind: str = "auto") -> ReindexReport:
+        """Rebuild the FAISS index from the exact stored vectors as another kind: flat (exact) | ivf | hnsw | auto
+        (flat up to 50k vectors, IVF beyond; later builds keep following it). Vectors are untouched."""
+        if kind not in ann.CHOICES:
+            raise InvalidArgument(f"the index kind must be one of {'|'.join(ann.CHOICES)}; received {kind!r}")
+        with self._writing(lock=True) as store:
+            if store.stamp is None:
+                from imgidx.indexer.errors import EmptyIndex
+
+                raise EmptyIndex(f"the index in {self.home} is empty; build it first")
+            before = ann.describe(store.index)
+            start = time.monotonic()
+            store.rebuild_index(kind)
+            seconds = time.monotonic() - start
+            after = ann.describe(store.index)
+            recall = ann.recall_at_k(store.index, store.vector_ids(), store.vectors) if after["kind"] != "flat" else 1.0
+        return ReindexReport(before, {**after, "requested": kind}, recall, seconds)
+
+    # ---- for the faces ------------------------------------------------------------------------------------------
+    def describe(self, ids: Sequence[int]) -> list[Neighbour]:
+        """Attribution records of indexed photos (score 0.0)."""
+        with self._reading() as store:
+            return describe(store, [(_photo_id(i), 0.0) for i in ids])
+
+
+def _photo_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"a photo id is a whole number; received {value!r}")
+    return int(value)
+
+
+def _pixels(photo: PhotoInput) -> npt.NDArray[np.uint8]:
+    from imgidx.indexer.errors import ImageError
+    from imgidx.indexer.images import prepare
+    from imgidx.search.inputs import read_photo
+
+    if isinstance(photo, (bytes, bytearray, memoryview)):
+        try:
+            return prepare(bytes(photo))
+        except ImageError as e:
+            raise InvalidArgument(f"the photo cannot be used: {e.reason}") from None
+    if isinstance(photo, (str, os.PathLike)):
+        return read_photo(Path(photo))
+    raise InvalidArgument(f"a photo is a file path or the file's bytes; received {type(photo).__name__}")

@@ -1,0 +1,239 @@
+"""The operations of the index on an open Store, each written once: `Index` calls them on a store it opens per
+call, the HTTP service on the one store its store thread keeps open. No model here (the embedder stays with the
+caller: `Index` builds it on first need, the service keeps it behind its micro-batcher)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from imgidx.indexer.errors import InvalidArgument, NotFound, StoreError
+from imgidx.indexer.store import Store
+from imgidx.search.knn import describe, member_ids
+
+from .results import (
+    AuditReport,
+    AuditRow,
+    ClassScore,
+    CleanReport,
+    CleanRow,
+    CollectionInfo,
+    Misclassification,
+    PhotoInfo,
+    TrainReport,
+)
+
+
+# ---- vectors ----------------------------------------------------------------------------------------------------
+def stored_vectors(store: Store, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+    """The stored vectors of `ids`, in order; an id without a vector is NotFound."""
+    try:
+        return store.vectors(list(ids))
+    except StoreError:
+        missing = [i for i in ids if not store.has_vector(i)]
+        if len(missing) == 1:
+            raise NotFound(f"no indexed photo with id {missing[0]}") from None
+        raise NotFound(f"no indexed photos with ids {missing[:20]}") from None
+
+
+def query_vector(store: Store, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """A caller's vector as a unit float32 vector of the index's dimension."""
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    dim = store.stamp.dim if store.stamp else None
+    if dim is not None and v.shape[0] != dim:
+        raise InvalidArgument(f"the vector has {v.shape[0]} dimensions; the index's vectors have {dim}")
+    norm = float(np.linalg.norm(v))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InvalidArgument("the vector must be finite and not all zeros")
+    return v / norm
+
+
+# ---- photos and collections -------------------------------------------------------------------------------------
+def photo_info(store: Store, photo_id: int) -> PhotoInfo:
+    row = store.photo_rows([photo_id]).get(photo_id)
+    if row is None:
+        raise NotFound(f"no photo with id {photo_id}")
+    [photo] = describe(store, [(photo_id, 0.0)])
+    kept = {c for c in photo.collections if photo_id in store.vector_ids(c, include_flagged=False)}
+    return PhotoInfo(
+        photo=photo,
+        source=row["source"],
+        state=row["state"],
+        width=row["width"],
+        height=row["height"],
+        date_taken=row["date_taken"],
+        date_upload=row["date_upload"],
+        error=row["error"],
+        tags=tuple(row["tags"].split()) if row["tags"] else (),
+        # a stored clean flags a photo in one collection (its membership), not everywhere
+        flagged_in=tuple(c for c in photo.collections if c not in kept),
+    )
+
+
+def photo_file(store: Store, photo_id: int) -> Path:
+    """The photo's local file, from the database only; it must lie inside the data home (downloads) or the
+    folder the photo was indexed from (folder photos)."""
+    row = store.photo_rows([photo_id]).get(photo_id)
+    if row is None:
+        raise NotFound(f"no photo with id {photo_id}")
+    if not row["path"]:
+        raise NotFound(f"photo {photo_id} has no local file (it was never downloaded)")
+    # realpath, not abspath: a symlink inside the folder that points outside it must not be served
+    base = Path(os.path.realpath(row["origin"] if row["source"] == "folder" else store.home))
+    path = Path(os.path.realpath(base / row["path"]))  # links resolved; an absolute row path replaces base
+    if base not in path.parents:
+        raise NotFound(f"photo {photo_id}'s file is outside its folder; not served")
+    if not path.is_file():
+        raise NotFound(f"photo {photo_id}'s file is missing on disk")
+    return path
+
+
+def collections(store: Store) -> list[CollectionInfo]:
+    counts = store.counts()
+    return [CollectionInfo(name, n, n - counts["clean"][name]) for name, n in counts["collections"].items()]
+
+
+# ---- clean and audit --------------------------------------------------------------------------------------------
+def collection_vectors(store: Store, name: str, *, include_flagged: bool = True) -> tuple[list[int], np.ndarray]:
+    ids = member_ids(store, name, include_flagged=include_flagged)
+    if not ids:
+        raise NotFound(f"collection {name!r} has no embedded photos yet")
+    return ids, store.vectors(ids)
+
+
+def clean_report(
+    store: Store,
+    collection: str,
+    *,
+    iterations: int = 5,
+    drop: int | None = None,
+    threshold: str | float = "auto",
+    k_mad: float = 3.0,
+    against: str | None = None,
+) -> CleanReport:
+    """Rank a collection from typical to outlier (nothing stored; see apply_clean)."""
+    from imgidx.search.cleanup import clean_ranking
+
+    if drop is not None and threshold != "auto":
+        raise InvalidArgument("drop and threshold exclude each other: give one of them")
+    ids, vectors = collection_vectors(store, collection)
+    reference = collection_vectors(store, against, include_flagged=False)[1] if against else None
+    try:
+        result = clean_ranking(
+            vectors, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference
+        )
+    except (ValueError, TypeError) as e:
+        raise InvalidArgument(str(e)) from None
+    order = [int(i) for i in result.order]
+    described = describe(store, [(ids[i], 0.0) for i in order])
+    kept = set(store.vector_ids(collection, include_flagged=False))
+    rows = tuple(
+        CleanRow(
+            rank=rank,
+            distance=round(float(result.distances[i]), 6),
+            z=round(float(result.z[i]), 3),
+            flagged=bool(result.flagged[i]),
+            iteration=int(result.first_flagged[i]) or None,
+            flagged_in_index=ids[i] not in kept,
+            photo=photo,
+        )
+        for rank, (i, photo) in enumerate(zip(order, described, strict=True), start=1)
+    )
+    return CleanReport(collection, against, result.iterations_run, float(result.cutoff), False, rows)
+
+
+def apply_clean(store: Store, report: CleanReport) -> None:
+    """Store a ranking's flags: flagged photos leave similar-within-collection, training and clean counts."""
+    info = {r.id: {"distance": r.distance, "z": r.z, "iteration": r.iteration} for r in report.rows}
+    store.set_flags(report.collection, info, {r.id for r in report.rows if r.flagged})
+
+
+def labelled_ids(store: Store, collections: Sequence[str]) -> tuple[list[int], list[str]]:
+    """(ids, labels) of the clean members of `collections`; a photo in two of them is ambiguous and left out."""
+    members = {name: member_ids(store, name, include_flagged=False) for name in dict.fromkeys(collections)}
+    seen: dict[int, int] = {}
+    for ids in members.values():
+        for pid in ids:
+            seen[pid] = seen.get(pid, 0) + 1
+    pairs = [(pid, name) for name, ids in members.items() for pid in ids if seen[pid] == 1]
+    return [p for p, _ in pairs], [n for _, n in pairs]
+
+
+def two_or_more(collections: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(collections, str) or len(set(collections)) < 2:
+        raise InvalidArgument(f"{what} needs at least two different collections; received {list(collections)!r}")
+    return tuple(collections)
+
+
+def audit(store: Store, collections: Sequence[str], k: int = 10) -> AuditReport:
+    """Model-free label-noise check: photos closer to another collection, or whose neighbours are another's."""
+    from imgidx.search.audit import audit_labels
+
+    names = two_or_more(collections, "an audit")
+    ids, labels = labelled_ids(store, names)
+    try:
+        result = audit_labels(store.vectors(ids), labels, k=k)
+    except (ValueError, TypeError) as e:
+        raise InvalidArgument(str(e)) from None
+    meta = {h.id: h for h in describe(store, [(pid, 0.0) for pid in set(ids)])}
+    rows = tuple(
+        AuditRow(
+            id=ids[p.index],
+            source_id=meta[ids[p.index]].source_id,
+            label=p.label,
+            suggested=p.suggested,
+            flagged=p.flagged,
+            margin=round(float(p.margin), 6),
+            agreement=round(float(p.agreement), 3),
+            reasons=tuple(p.reasons),
+            title=meta[ids[p.index]].title,
+        )
+        for p in result.photos
+    )
+    return AuditReport(names, result.k, rows)
+
+
+# ---- classifiers ------------------------------------------------------------------------------------------------
+def train(
+    store: Store,
+    name: str,
+    collections: Sequence[str],
+    *,
+    model: str = "logistic",
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> TrainReport:
+    """Train on the clean members of `collections` (their names are the labels), evaluate on a held-out split,
+    save to <home>/classifiers/<name>.joblib stamped with the index's model."""
+    from imgidx.search.classifier import classifier_path, train_classifier
+
+    names = two_or_more(collections, "a classifier")
+    path = classifier_path(store.home, name)
+    ids, labels = labelled_ids(store, names)
+    try:
+        report = train_classifier(store.vectors(ids), labels, model=model, test_size=test_size, seed=seed)
+    except (ValueError, TypeError) as e:
+        raise InvalidArgument(str(e)) from None
+    report.classifier.save(path, store.stamp.as_dict() if store.stamp else {})
+    wrong = describe(store, [(ids[m.index], m.probability) for m in report.misclassified])
+    return TrainReport(
+        name=name,
+        path=str(path),
+        model=model,
+        classes=tuple(report.classes),
+        accuracy=round(float(report.accuracy), 4),
+        n_train=report.n_train,
+        n_test=report.n_test,
+        per_class={
+            c: ClassScore(round(s.precision, 4), round(s.recall, 4), s.support) for c, s in report.per_class.items()
+        },
+        confusion=tuple(tuple(row) for row in report.confusion),
+        misclassified=tuple(
+            Misclassification(w.id, w.source_id, m.true, m.predicted, round(float(m.probability), 4), w.title, w.path)
+            for w, m in zip(wrong, report.misclassified, strict=True)
+        ),
+    )
