@@ -159,3 +159,17 @@ def test_cli_duplicates_and_export(home, tmp_path):
     assert bad.returncode == 1 and bad.stderr.startswith("error: --threshold") and "Traceback" not in bad.stderr
     bad = run(["export", tmp_path / "x", "--format", "zip"], env)
     assert bad.returncode == 1 and "format must be one of" in bad.stderr
+
+
+def test_index_api(home, tmp_path):
+    import imgidx
+
+    idx = imgidx.open(home)
+    result = idx.duplicates()
+    assert len(result.groups) == 2 and result.as_dict()["threshold"] == 0.05
+    assert idx.duplicates(["cat"]).groups[0].kind == "exact"  # only the byte copies are both in "cat"
+    idx.duplicates(apply=True)
+    exported = idx.export(tmp_path / "out", format="parquet", split="1")
+    assert sum(exported.counts["train"].values()) == 9
+    assert idx.undo_duplicates() == 2
+    assert sum(idx.export(tmp_path / "out", format="parquet", split="1").counts["train"].values()) == 11

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from imgidx.index import Index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ConfigError
-from imgidx.indexer.store import Store
 
 from . import console
 
@@ -57,25 +57,21 @@ def duplicates(
     Keep policy per group: the largest original (pixels, then bytes), then the most permissive licence (CC0 and
     public domain, CC BY, BY-SA, BY-NC, BY-NC-SA, BY-ND, BY-NC-ND, all rights reserved), then the earliest upload,
     then the lowest id. Horizontal mirror images count as different pictures."""
-    from imgidx.search import dataset
-
     settings: Settings = ctx.obj
     names = list(collections or [])
     if apply and undo:
         raise ConfigError("--apply and --undo exclude each other")
-    with Store(settings.home, readonly=not (apply or undo)) as store:
-        if undo:
-            n = dataset.undo(store, names)
-            typer.echo(f"removed the duplicate flags of {n} memberships", err=True)
-            return
-        result = dataset.duplicates(store, names, threshold=parse_threshold(threshold), pixel_check=pixel_check)
-        flagged = dataset.apply(store, result) if apply else 0
-        titles = {
-            pid: r["title"] for pid, r in store.photo_rows(sorted({i for g in result.groups for i in g.ids})).items()
-        }
-        if sheet:
-            path = _sheet(store, sheet, result)
-            typer.echo(f"contact sheet: {path}", err=True)
+    idx = Index(settings=settings)
+    if undo:
+        n = idx.undo_duplicates(names)
+        typer.echo(f"removed the duplicate flags of {n} memberships", err=True)
+        return
+    result = idx.duplicates(names, threshold=parse_threshold(threshold), apply=apply, pixel_check=pixel_check)
+    flagged = len(result.dropped) if apply else 0
+    titles = {p.id: p.title for p in idx.describe([g.keep for g in result.groups])}
+    if sheet:
+        path = _sheet(idx, sheet, result)
+        typer.echo(f"contact sheet: {path}", err=True)
     if as_json:
         console.print_json({**result.as_dict(), "applied": apply, "flagged": flagged})
         return
@@ -97,12 +93,10 @@ def duplicates(
     )
 
 
-def _sheet(store: Store, path: Path, result) -> Path:
-    from imgidx.search.knn import describe
+def _sheet(idx: Index, path: Path, result) -> Path:
     from imgidx.search.sheet import contact_sheet
 
-    ids = [pid for g in result.groups for pid in g.ids]
-    meta = {m["id"]: m for m in describe(store, [(pid, 0.0) for pid in ids])}
+    meta = {n.id: n.as_dict() for n in idx.describe([pid for g in result.groups for pid in g.ids])}
     items = []
     for n, g in enumerate(result.groups, start=1):
         for pid in g.ids:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from imgidx.index import Index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.licenses import parse_license_ids
-from imgidx.indexer.store import Store
 
 from . import console
 from .duplicates import parse_threshold
@@ -42,23 +41,18 @@ def export(
     Two copies of one picture (duplicate groups) never land in different splits; flagged photos are left out
     unless --include-flagged. Files are hard-linked or copied, never re-encoded. Rerunning with the same
     arguments changes nothing; an interrupted export resumes."""
-    from imgidx.search import dataset
-
     settings: Settings = ctx.obj
     licenses = parse_license_ids(license) if license else None
-    with Store(settings.home, readonly=True) as store:
-        result = dataset.export_collections(
-            store,
-            out,
-            list(collections or []),
-            format=format,
-            split=split,
-            seed=seed,
-            licenses=licenses,
-            include_flagged=include_flagged,
-            threshold=parse_threshold(threshold),
-            version=_version(),
-        )
+    result = Index(settings=settings).export(
+        out,
+        list(collections or []),
+        format=format,
+        split=split,
+        seed=seed,
+        licenses=licenses,
+        include_flagged=include_flagged,
+        threshold=parse_threshold(threshold),
+    )
     if as_json:
         console.print_json(result.as_dict())
         return
@@ -67,10 +61,3 @@ def export(
         ["split", "label", "photos"],
         [(s, label, n) for s, labels in result.counts.items() for label, n in labels.items()],
     )
-
-
-def _version() -> str:
-    try:
-        return version("imgidx")
-    except PackageNotFoundError:
-        return ""
