@@ -196,7 +196,7 @@ def _score(idx: np.ndarray, vectors, source, kinds, label, facts, threshold, blo
     t = time.perf_counter()
     result = find_duplicates(vectors[idx], [facts[i] for i in idx], threshold=threshold, model=MODEL, verify=verify)
     seconds = time.perf_counter() - t
-    groups = [[int(idx[m]) for m in (g.ids)] for g in result.groups]  # facts ids are file indices
+    groups = [list(g.ids) for g in result.groups]  # facts ids are the file indices
     near = [g for g, grp in zip(groups, result.groups, strict=True) if grp.kind == "near"]
     predicted = _pairs(near)
     truth_groups: dict[int, list[int]] = {}

@@ -235,3 +235,14 @@ def test_verifier_decides_the_band_between_the_cut_and_three_times_it():
     assert tiny_cache.groups == checked.groups  # a bounded thumbnail cache changes only the work, not the answer
     unreadable = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: None))
     assert unreadable.groups == ()
+
+
+def test_a_mirror_image_under_the_cut_is_kept_apart_by_the_pixel_check():
+    """Pooled features barely move under a flip (0.02 here, as on block5_pool); the pixels do."""
+    original = texture(30)
+    files = [jpeg(original), jpeg(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT)), jpeg(texture(31))]
+    base = scene(2, seed=4)
+    v = np.stack([base[0], nudge(base[0], 0.02, 5), base[1]])
+    assert [g.ids for g in find_duplicates(v, facts(3), threshold=0.05).groups] == [(100, 101)]
+    checked = find_duplicates(v, facts(3), threshold=0.05, verify=verifier(lambda row: files[row]))
+    assert checked.groups == () and checked.verified_pairs == 1

@@ -33,7 +33,7 @@ def duplicates(
         str,
         typer.Option(
             help="'auto' (calibrated for the index's model, else from its nearest-neighbour distances) or a cosine "
-            "distance; pairs up to 3x it are grouped only when their pixels align."
+            "distance; pairs up to 3x it are grouped when their pixels align (under it, without the pixel check)."
         ),
     ] = "auto",
     apply: Annotated[
