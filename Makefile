@@ -17,14 +17,14 @@ $(BIN)/python:
 install: $(BIN)/python  ## create .venv and install imgidx with its dev tools (editable)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 
-test: install  ## the test suite CI runs (offline; includes the real-Keras tests, not the network ones)
-	$(BIN)/python -m pytest -m "not network and not gpu" -q
+test: install  ## the test suite CI runs (offline; real Keras, one kill/resume seed per kill kind; not network, not long)
+	$(BIN)/python -m pytest -m "not network and not gpu" -q --durations=15
 
 test-fast: install  ## skip the tests that build the VGG16 graph
 	$(BIN)/python -m pytest -m "not slow and not network and not gpu" -q
 
-test-long: install  ## make test plus the long kill/resume loop (24 seeds, some killed twice, 4 with fc2; ~12 min)
-	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "not network and not gpu" -q
+test-long: install  ## make test plus the `long` tests: 24 kill/resume seeds (some killed twice), 4 with fc2
+	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "not network and not gpu" -q --durations=15
 
 test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LIVE=1 and a key)
 	$(BIN)/python -m pytest -q

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from .errors import ConfigError
 from .records import Stamp
+from .threads import use_machine_threads
 from .weights import LAYERS, WeightsSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -102,6 +103,7 @@ class Embedder:
         """Build the graph and load the weights (seconds); called lazily by embed()."""
         if self._model is None:
             with quiet_stderr():
+                use_machine_threads()  # before any op: vectors must not depend on the CPU affinity (threads.py)
                 self._model = build_model(self.layer, self.weights, self.precision)
                 self._call = _compiled_call(self._model, self.batch_size)
         return self

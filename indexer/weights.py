@@ -146,4 +146,4 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__
+    return text[0] if text else type(e).__name__  # whole: a cut reason ("… Name or )") helps nobody

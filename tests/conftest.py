@@ -21,6 +21,17 @@ SHARED_WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
 SHARED_PHOTOS = SHARED / "photos" / "catsdogs"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+LONG = os.environ.get("IMGIDX_LONG_TESTS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`long` tests repeat what make test covers at a larger size (make test-long); skipped unless asked for."""
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long: IMGIDX_LONG_TESTS=1 (make test-long)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +85,11 @@ def pattern_image(seed: int, size=(320, 240), kind: str = "stripes") -> Image.Im
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
     """A folder with two sub-folders (collections) of distinct pattern images, plus one top-level file."""
-    root = tmp_path / "photos"
+    return make_photo_dir(tmp_path)
+
+
+def make_photo_dir(parent: Path) -> Path:
+    root = parent / "photos"
     for kind, n in (("stripes", 6), ("rings", 6)):
         (root / kind).mkdir(parents=True)
         for i in range(n):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from .conftest import pattern_image
 
-RANDOM = ["--weights", "random:0", "--layer", "block5_pool"]
+RANDOM = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]  # small: short batches are padded
 FAMILIES = {"stripes": 7, "rings": 7}
 
 
@@ -94,5 +94,5 @@ def server(served_index) -> Iterator:
     """The default server (an imgidx.service.server.ServerProcess): loopback, no token, 20 MiB cap."""
     from imgidx.service.server import spawned
 
-    with spawned(served_index.home, env=served_index.env) as running:
+    with spawned(served_index.home, "--max-batch", "8", env=served_index.env) as running:  # a lone upload pads to 8
         yield running

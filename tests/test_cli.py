@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from imgidx.cli.app import app
+from tests.conftest import make_photo_dir
 
 runner = CliRunner()
-RANDOM = ["--weights", "random:0", "--layer", "block5_pool"]
+RANDOM = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]  # short batches are padded
 
 
 def run(*args, ok=True):
@@ -21,12 +24,22 @@ def run(*args, ok=True):
     return result
 
 
-@pytest.fixture
-def built(photo_dir):
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory):
+    """One build for the module (each costs a VGG16 graph); tests get a copy of its home."""
+    root = tmp_path_factory.mktemp("built")
+    photo_dir = make_photo_dir(root)
     (photo_dir / "stripes" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (photo_dir / "notes.txt").write_text("not an image, not even looked at")
-    result = run("build", "--from-dir", photo_dir, *RANDOM, "--json")
-    return photo_dir, json.loads(result.stdout)
+    result = run("--home", root / "home", "build", "--from-dir", photo_dir, *RANDOM, "--json")
+    return root / "home", photo_dir, json.loads(result.stdout)
+
+
+@pytest.fixture
+def built(built_once):
+    home, photo_dir, report = built_once
+    shutil.copytree(home, os.environ["IMGIDX_HOME"])  # the test's own home (conftest.isolated_env)
+    return photo_dir, report
 
 
 @pytest.mark.slow
@@ -136,7 +149,11 @@ def test_precision_is_stamped_kept_by_later_builds_and_a_mismatch_is_refused(pho
 
 
 @pytest.mark.slow
-def test_demo_builds_and_searches_offline(tmp_path):
+def test_demo_builds_and_searches_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGIDX_WEIGHTS_URL", "http://127.0.0.1:9/nowhere/")  # offline: the download fails at once
     r = run("--home", tmp_path / "demo", "demo", "--per-family", 3)
-    assert "random weights" in r.stderr and "indexing 9 generated photos" in r.stderr
+    assert (
+        "random weights" in r.stderr and "only the plumbing" in r.stderr and "indexing 9 generated photos" in r.stderr
+    )
+    assert "could not be downloaded" in r.stderr and "or pass --weights PATH" in r.stderr  # the reason, printed whole
     assert r.stdout.count("nearest to") == 3 and "new_rings.jpg" in r.stdout

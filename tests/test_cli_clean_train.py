@@ -141,7 +141,7 @@ def test_clean_sheet_is_written(store_ids, tmp_path):
 
 @pytest.mark.slow
 def test_classify_photo_files_uses_the_index_embedder(photo_dir, tmp_path):
-    run("build", "--from-dir", photo_dir, "--weights", "random:0", "--layer", "block5_pool")
+    run("build", "--from-dir", photo_dir, "--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4")
     run("train", "shapes", "stripes", "rings")
     out = json.loads(run("classify", "shapes", photo_dir / "rings" / "rings_1.jpg", "--json").stdout)
     [pred] = out["predictions"]

@@ -40,7 +40,7 @@ def test_fc2_vectors_are_4096_d_unit_and_deterministic(random_fc2):
     a = random_fc2.embed(x)
     assert a.shape == (5, 4096) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    again = Embedder("fc2", resolve("random:0", "fc2", Path("/x"), "")).embed(x)
+    again = Embedder("fc2", resolve("random:0", "fc2", Path("/x"), ""), batch_size=5).embed(x)
     np.testing.assert_allclose(a, again, atol=1e-5)  # same seed, new graph, same vectors
     assert random_fc2.stamp.weights == "random:0" and random_fc2.stamp.dim == 4096
 
@@ -68,10 +68,12 @@ def test_imagenet_resolves_from_the_keras_cache(random_weights_file, monkeypatch
     s = settings()
     spec = resolve("imagenet", "fc2", s.keras_home, s.weights_url, s.cache_dir)
     assert spec.path == models / TOP_FILE and spec.fingerprint.startswith("sha256:")
-    via_cache = Embedder("fc2", spec).embed(images(2))
-    via_path = Embedder("fc2", resolve(str(random_weights_file), "fc2", s.keras_home, "")).embed(images(2))
+    via_cache = Embedder("fc2", spec, batch_size=2).embed(images(2))  # batch_size: short batches are padded
+    via_path = Embedder("fc2", resolve(str(random_weights_file), "fc2", s.keras_home, ""), batch_size=2).embed(
+        images(2)
+    )
     np.testing.assert_array_equal(via_cache, via_path)
-    random0 = Embedder("fc2", resolve("random:0", "fc2", s.keras_home, "")).embed(images(2))
+    random0 = Embedder("fc2", resolve("random:0", "fc2", s.keras_home, ""), batch_size=2).embed(images(2))
     assert not np.allclose(via_cache, random0, atol=1e-3)  # the file's weights were really loaded
 
 
@@ -119,12 +121,14 @@ def test_notop_file_is_refused_for_fc2_never_randomly_initialised(notop_file):
 
 def test_notop_file_works_for_block5_pool(notop_file):
     spec = resolve(str(notop_file), "block5_pool", Path("/x"), "")
-    v = Embedder("block5_pool", spec).embed(images(2))
+    v = Embedder("block5_pool", spec, batch_size=2).embed(images(2))
     assert v.shape == (2, 512)
 
 
 def test_top_file_also_serves_block5_pool(random_weights_file):
-    v = Embedder("block5_pool", resolve(str(random_weights_file), "block5_pool", Path("/x"), "")).embed(images(1))
+    v = Embedder("block5_pool", resolve(str(random_weights_file), "block5_pool", Path("/x"), ""), batch_size=1).embed(
+        images(1)
+    )
     assert v.shape == (1, 512)
 
 

@@ -39,8 +39,10 @@ def expected_ids(fake, query, n, sort="relevance"):
 
 def test_build_two_collections_then_similar_info_and_an_idempotent_rebuild(flickr_env):
     fake = flickr_env
-    report = json.loads(run("build", "cat", "dog", "--count", 30, "--weights", "random:0", "--json").stdout)
-    cats, dogs = expected_ids(fake, "cat", 30), expected_ids(fake, "dog", 30)
+    report = json.loads(
+        run("build", "cat", "dog", "--count", 10, "--weights", "random:0", "--batch-size", 4, "--json").stdout
+    )
+    cats, dogs = expected_ids(fake, "cat", 10), expected_ids(fake, "dog", 10)
     deleted = {i for i in cats + dogs if fake.corpus.is_deleted(i)}
     assert report["requested"] == len(set(cats) | set(dogs))
     assert report["embedded"] + report["reused"] == report["requested"] - len(deleted)
@@ -65,13 +67,15 @@ def test_build_two_collections_then_similar_info_and_an_idempotent_rebuild(flick
 
     # a second run downloads nothing and embeds nothing
     static_before = fake.count_requests("static")
-    again = json.loads(run("build", "cat", "dog", "--count", 30, "--weights", "random:0", "--json").stdout)
+    again = json.loads(
+        run("build", "cat", "dog", "--count", 10, "--weights", "random:0", "--batch-size", 4, "--json").stdout
+    )
     assert again["embedded"] == 0 and again["downloaded"] == 0 and fake.count_requests("static") == static_before
     assert json.loads(run("info", "--json").stdout)["photos"] == info["photos"]
 
 
 def test_photo_found_by_two_searches_is_stored_once_in_both_collections(flickr_env):
-    args = ["--weights", "random:0", "--layer", "block5_pool", "--json"]
+    args = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", 4, "--json"]
     first = json.loads(run("build", "puppy", "--as", "pups", "-n", 8, *args).stdout)
     second = json.loads(run("build", "puppy", "--as", "young_dogs", "-n", 5, *args).stdout)
     assert second["embedded"] == 0 and second["already_indexed"] == 5
@@ -87,14 +91,14 @@ def test_subprocess_build_and_similar(flickr_env, tmp_path):
     env = {**os.environ, "IMGIDX_HOME": str(tmp_path / "sub"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "imgidx"]
     built = subprocess.run(
-        [*cmd, "build", "dog", "-n", "12", "--weights", "random:0", "--layer", "block5_pool"],
+        [*cmd, "build", "dog", "-n", "6", "--weights", "random:0", "--layer", "block5_pool", "--batch-size", "2"],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert built.returncode == 0, built.stderr
-    assert "newly embedded" in built.stdout and "flickr: 12 photos for 'dog'" in built.stderr
+    assert "newly embedded" in built.stdout and "flickr: 6 photos for 'dog'" in built.stderr
     sim = subprocess.run(
         [*cmd, "similar", "--id", "2", "-k", "3", "--json"], env=env, capture_output=True, text=True, timeout=120
     )

@@ -110,7 +110,9 @@ def test_the_cli_says_when_it_waits_for_the_budget(fresh_fake_flickr, monkeypatc
     monkeypatch.setenv("IMGIDX_FLICKR_REST_URL", fake.rest_url)
     monkeypatch.setenv("IMGIDX_FLICKR_BUDGET_WINDOW", "1")
     args = ["build", "cat", "dog", "lion", "--count", "1", "--calls-per-hour", "2"]
-    r = CliRunner().invoke(app, [*args, "--weights", "random:0", "--layer", "block5_pool", "--json"])
+    r = CliRunner().invoke(
+        app, [*args, "--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4", "--json"]
+    )
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "flickr: call budget of 2 per 1 s reached; waiting" in r.stderr
     assert {rec.status for rec in fake.requests("flickr.photos.search")} == {200}
@@ -120,7 +122,7 @@ def test_the_cli_says_when_it_waits_for_the_budget(fresh_fake_flickr, monkeypatc
 def test_the_api_secret_never_appears_in_output_logs_or_files(fresh_fake_flickr, tmp_path):
     fake = fresh_fake_flickr
     env = imgidx_env(tmp_path / "home", fake, IMGIDX_BACKOFF="0.01", IMGIDX_RETRIES="4")
-    model = ["--weights", "random:0", "--layer", "block5_pool"]
+    model = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]
     fake.inject("flickr.photos.search", ["stat:105", "http:429:retry_after=0", "truncated_json", "html_200"])
     outputs = [run(["--verbose", "build", "dog", "-n", "3", *model], env)]
     fake.inject("flickr.photos.search", ["http:502"] * 5)

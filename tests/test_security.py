@@ -76,7 +76,7 @@ def test_file_names_come_from_the_numeric_id_and_the_bytes_never_from_remote_tex
 def test_data_home_files_are_created_under_the_users_umask(fresh_fake_flickr, tmp_path):
     home = tmp_path / "home"
     env = imgidx_env(home, fresh_fake_flickr)
-    model = ["--weights", "random:0", "--layer", "block5_pool"]
+    model = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]
     private = lambda: os.umask(0o077)  # noqa: E731
     for args in (["build", "dog", "-n", "4", *model], ["verify", "--repair"]):  # repair rewrites the index
         r = run(args, env, preexec_fn=private)

@@ -200,7 +200,7 @@ def test_the_server_never_writes_to_the_index(client, served_index):
 def test_token_is_required_on_every_request_and_the_upload_cap_holds(served_index):
     env = {**served_index.env, "IMGIDX_TOKEN": "s3cret-token"}
     with (
-        spawned(served_index.home, "--max-upload-mb", "0.5", env=env) as srv,
+        spawned(served_index.home, "--max-upload-mb", "0.5", "--max-batch", "2", env=env) as srv,
         httpx.Client(base_url=srv.url, timeout=60) as c,
     ):
         for path in ("/healthz", "/metrics", "/collections", "/static/app.js", "/photos/1/image", "/openapi.json"):

@@ -197,23 +197,33 @@ def demo(
     ctx: typer.Context,
     per_family: Annotated[int, typer.Option(help="Generated photos per family.")] = 12,
 ) -> None:
-    """Offline demo: generate photos, index them, show `similar` for a new photo of each family."""
-    from imgidx.indexer.weights import TOP_FILE
+    """Demo: generate photos, index them, show `similar` for a new photo of each family.
+
+    Online it fetches the ImageNet block5_pool weights (58 MB) through Keras' cache; offline it falls back to
+    explicitly random weights, which show the plumbing only."""
+    from imgidx.indexer.weights import resolve
     from imgidx.search.demo import generate
 
     settings: Settings = ctx.obj
     root = settings.home / "demo-photos"
     queries = generate(root, per_family)
-    has_imagenet = (settings.keras_home / "models" / TOP_FILE).exists()
-    weights = ["--weights", "imagenet"] if has_imagenet else ["--weights", "random:0", "--layer", "block5_pool"]
-    if not has_imagenet:
+    weights = ["--weights", "imagenet", "--layer", "block5_pool"]
+    try:
+        resolve("imagenet", "block5_pool", settings.keras_home, settings.weights_url, settings.cache_dir)
+    except ConfigError as e:
+        console.err.print(f"demo: {e}", highlight=False, markup=False, soft_wrap=True)  # whole, never cut
         console.err.print(
-            f"demo: no ImageNet weights in {settings.keras_home / 'models'}; using explicitly random "
-            "weights (neighbours then reflect texture and colour only)",
+            "demo: so this demo uses explicitly random weights: they show only the plumbing (decode, embed, "
+            "index, search); the neighbours and scores below say nothing about the pictures. With the ImageNet "
+            "weights in the Keras cache, the same demo shows neighbours that make sense.",
             highlight=False,
+            soft_wrap=True,
         )
+        weights = ["--weights", "random:0", "--layer", "block5_pool"]
     console.err.print(f"demo: indexing {len(list(root.rglob('*.jpg')))} generated photos from {root}", highlight=False)
-    app(["--home", str(settings.home), "build", "--from-dir", str(root), *weights], standalone_mode=False)
+    # a small batch: the last, short batch of a build is padded to the batch size
+    build_args = ["build", "--from-dir", str(root), *weights, "--batch-size", "8"]
+    app(["--home", str(settings.home), *build_args], standalone_mode=False)
     for q in queries:
         app(["--home", str(settings.home), "similar", str(q), "-k", "5"], standalone_mode=False)
 

@@ -22,7 +22,7 @@ from imgidx.indexer.errors import ClassifierError, ImgidxError, InvalidArgument,
 from .batcher import Busy
 from .guard import BodyLimit, RequestMetrics, TokenGuard
 from .queries import Queries
-from .service import BadRequest, NotFound, Service, ServiceError, UnsupportedImage
+from .service import BadRequest, Service, ServiceError, UnsupportedImage
 from .thumbs import MAX_SIZE, MIN_SIZE, ThumbnailCache, ThumbnailError, media_type
 
 STATIC = Path(__file__).with_name("static")

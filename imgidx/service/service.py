@@ -43,20 +43,12 @@ class ServiceError(ImgidxError):
     status = 500
 
 
-class NotFound(ServiceError):
-    status = 404
-
-
 class BadRequest(ServiceError):
     status = 400
 
 
 class UnsupportedImage(ServiceError):
     status = 415
-
-
-class Conflict(ServiceError):
-    status = 409
 
 
 class Unavailable(ServiceError):
