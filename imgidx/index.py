@@ -47,6 +47,8 @@ from .results import (
 if TYPE_CHECKING:
     from imgidx.indexer.embed import Embedder
     from imgidx.indexer.verify import Report as VerifyReport
+    from imgidx.search.duplicates import Duplicates
+    from imgidx.search.export import ExportResult
 
 PhotoInput = str | os.PathLike[str] | bytes  # a photo file, or its bytes
 
@@ -291,6 +293,72 @@ class Index:
         """Remove the stored clean flags (and ranks) of a collection; returns how many of its photos had them."""
         with self._writing() as store:
             return store.clear_flags(collection)
+
+    # ---- duplicates and export ---------------------------------------------------------------------------------
+    def duplicates(
+        self,
+        collections: Sequence[str] = (),
+        *,
+        threshold: str | float = "auto",
+        apply: bool = False,
+        pixel_check: bool = True,
+    ) -> Duplicates:
+        """Groups of photos that are the same picture (search/duplicates.py): `exact` (same bytes) or `near`
+        (re-encoded, resized, slightly cropped, watermarked, colour-tweaked). Keep policy per group: largest
+        original, then most permissive licence, then earliest upload, then lowest id. apply=True flags the
+        others on all their collections (reason "duplicate of ID"; undo_duplicates removes them)."""
+        from imgidx.search import dataset
+
+        if apply:
+            with self._writing() as store:
+                result = dataset.duplicates(store, collections, threshold=threshold, pixel_check=pixel_check)
+                dataset.apply(store, result)
+                return result
+        with self._reading() as store:
+            return dataset.duplicates(store, collections, threshold=threshold, pixel_check=pixel_check)
+
+    def undo_duplicates(self, collections: Sequence[str] = ()) -> int:
+        """Remove the flags duplicates(apply=True) stored (clean's stay); returns how many memberships had one."""
+        from imgidx.search import dataset
+
+        with self._writing() as store:
+            return dataset.undo(store, collections)
+
+    def export(
+        self,
+        out: str | os.PathLike[str],
+        collections: Sequence[str] = (),
+        *,
+        format: str = "imagefolder",  # noqa: A002 - the name users know from the CLI
+        split: str | Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        licenses: Sequence[int] | None = None,
+        include_flagged: bool = False,
+        threshold: str | float = "auto",
+    ) -> ExportResult:
+        """Write the collections as imagefolder, parquet or webdataset with ATTRIBUTION.csv and manifest.json
+        (search/export.py); duplicate groups never straddle splits, flagged photos stay out unless asked."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from imgidx.search import dataset
+
+        try:
+            ours = version("imgidx")
+        except PackageNotFoundError:
+            ours = ""
+        with self._reading() as store:
+            return dataset.export_collections(
+                store,
+                Path(out),
+                collections,
+                format=format,
+                split=split,
+                seed=seed,
+                licenses=licenses,
+                include_flagged=include_flagged,
+                threshold=threshold,
+                version=ours,
+            )
 
     def audit(self, collections: Sequence[str], k: int = 10) -> AuditReport:
         """Label noise across collections: photos closer to another collection, or whose neighbours are another's."""

@@ -21,6 +21,22 @@ LICENSES: dict[int, tuple[str, str]] = {
 }
 
 
+# Most permissive first, for choosing which copy of a duplicate to keep. The order is Creative Commons' own
+# "licence spectrum" (public domain, CC0, BY, BY-SA, BY-NC, BY-NC-SA, BY-ND, BY-NC-ND, all rights reserved):
+# public-domain statements first (an explicit CC0 waiver ahead of a mark or a "no known restrictions" note), then
+# the CC licences by how much reuse they allow, 4.0 ahead of 2.0 within a kind (international, no porting).
+# Unknown ids and photos without a licence (local folders) rank with All Rights Reserved, last.
+PERMISSIVENESS: tuple[int, ...] = (9, 10, 8, 7, 11, 4, 12, 5, 14, 2, 15, 1, 13, 6, 16, 3, 0)
+
+
+def license_rank(license_id: int | None) -> int:
+    """0 for the most permissive licence; larger is more restrictive (unknown or None: the last rank)."""
+    try:
+        return PERMISSIVENESS.index(license_id)  # type: ignore[arg-type]
+    except ValueError:
+        return len(PERMISSIVENESS) - 1
+
+
 def license_name(license_id: int | None) -> str:
     if license_id is None:
         return ""

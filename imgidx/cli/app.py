@@ -19,6 +19,8 @@ from imgidx.indexer.errors import ConfigError, ImgidxError
 from . import console
 from .build import build
 from .clean import audit, clean
+from .duplicates import duplicates
+from .export import export
 from .serve import serve
 from .train import classify, train
 from .vision import activations, labels
@@ -51,6 +53,8 @@ app.command()(build)
 for command in (clean, audit, train, classify, activations, labels):
     app.command()(command)
 app.command()(serve)
+app.command()(duplicates)
+app.command()(export)
 
 
 @app.command()

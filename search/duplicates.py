@@ -1,0 +1,334 @@
+"""Groups of photos that are the same picture: `exact` (identical bytes or identical decoded pixels) and `near`
+(the same picture re-encoded, resized, cropped a little, watermarked or colour-tweaked), kept apart from different
+photos of the same scene.
+
+Pure functions over the stored unit vectors and a few facts per photo; no store, no files.
+
+- Distance is cosine distance, 1 - cos, on the unit vectors (what `similar` scores as cos).
+- Memory stays bounded at any size: a k-NN search in batches of queries (FAISS, exact flat search up to
+  FLAT_MAX vectors, an IVF index above), keeping only the pairs under the cut; groups are the connected
+  components of those pairs (scipy's union-find on a sparse graph). Never an n x n matrix: the largest thing held
+  is the vectors themselves plus batch x k neighbours.
+- A group's `max_distance` is the largest distance between any two of its members (single linkage can chain,
+  so it may exceed the threshold; it says how tight the group is).
+- Horizontal flips count as different pictures: a mirrored photo is a different training sample (it is the
+  cheapest augmentation there is, and a trainer that wants it adds it itself), and mirrored text or faces are not
+  the same picture to a person. Average-pooled VGG features barely change under a flip (0.02-0.04 cosine
+  distance on block5_pool), so with a verifier every candidate pair is confirmed on the pixels, which do change.
+- Keep policy per group: the largest original (pixels, then bytes), then the most permissive licence
+  (indexer/licenses.py PERMISSIVENESS), then the earliest upload, then the lowest id.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.licenses import license_rank
+
+# Calibrated cuts (cosine distance) per model/layer with ImageNet weights, from bench/duplicates.py on the shared
+# cat/dog photos: see CALIBRATION below for the numbers behind them.
+CALIBRATED: dict[tuple[str, str], float] = {("vgg16", "block5_pool"): 0.05}
+# Without a calibrated cut (fc2, random or unknown weights): this fraction of the median nearest-neighbour distance.
+# On block5_pool the calibrated cut is ~0.2 of the median NN distance between distinct photos.
+NN_FRACTION = 0.2
+# With a verifier (search/pixels.py), pairs between the cut and VERIFY_FACTOR x the cut are grouped when their
+# pixels align: crops reach ~0.13 on block5_pool while distinct similar photos start at ~0.09.
+VERIFY_FACTOR = 3.0
+K = 16  # neighbours per photo: a group larger than K+1 still joins through chains of neighbours
+BATCH = 2048  # queries per FAISS call: bounds the neighbour arrays to BATCH x (K+1)
+FLAT_MAX = 20_000  # exact search up to here; above, an IVF index (near duplicates share a cell or a probed one)
+IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 sqrt(n): ~80 vectors a list
+IVF_NPROBE = 8
+IVF_TRAIN_PER_LIST = 32
+
+
+@dataclass(frozen=True)
+class PhotoFacts:
+    """What the keep policy and the exact match need about one photo (all optional but the id)."""
+
+    id: int
+    sha256: str | None = None  # of the file bytes
+    pixels_sha256: str | None = None  # of the decoded pixels, when the caller computed it
+    width: int | None = None  # of the original the file holds
+    height: int | None = None
+    size_bytes: int | None = None
+    license: int | None = None  # Flickr licence id
+    date_upload: str = ""  # Flickr's unix time string, or ISO 8601
+    collections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    kind: str  # "exact" | "near"
+    keep: int
+    ids: tuple[int, ...]  # keep first, then the others in keep-policy order
+    max_distance: float
+    collections: tuple[str, ...] = ()
+
+    @property
+    def drop(self) -> tuple[int, ...]:
+        return self.ids[1:]
+
+    @property
+    def spans_collections(self) -> bool:
+        return len(self.collections) > 1
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "keep": self.keep,
+            "ids": list(self.ids),
+            "max_distance": round(self.max_distance, 6),
+            "collections": list(self.collections),
+        }
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    groups: tuple[DuplicateGroup, ...]
+    threshold: float
+    rule: str  # how the threshold was chosen
+    photos: int
+    search: str  # "flat" | "ivf:NLIST/NPROBE" | "none"
+    nn_median: float | None = None  # median nearest-neighbour distance (what the data-driven rule scales)
+    verified_up_to: float | None = None  # with a verifier: pairs up to here were grouped only if it agreed
+    verified_pairs: int = 0  # pairs the verifier was asked about
+    confirmed_pairs: int = 0  # ... and confirmed
+    _by_id: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def group_of(self, photo_id: int) -> int | None:
+        """Index in `groups` of the group holding photo_id, or None."""
+        if not self._by_id:
+            self._by_id.update({pid: g for g, grp in enumerate(self.groups) for pid in grp.ids})
+        return self._by_id.get(photo_id)
+
+    @property
+    def dropped(self) -> frozenset[int]:
+        """Photos that the keep policy leaves out (what `--apply` flags)."""
+        return frozenset(pid for g in self.groups for pid in g.drop)
+
+    def as_dict(self) -> dict:
+        return {
+            "groups": [g.as_dict() for g in self.groups],
+            "threshold": round(self.threshold, 6),
+            "rule": self.rule,
+            "photos": self.photos,
+            "search": self.search,
+            "nn_median": None if self.nn_median is None else round(self.nn_median, 6),
+            "verified_up_to": None if self.verified_up_to is None else round(self.verified_up_to, 6),
+            "verified_pairs": self.verified_pairs,
+            "confirmed_pairs": self.confirmed_pairs,
+            "duplicates": len(self.dropped),
+        }
+
+
+def find_duplicates(
+    vectors: npt.NDArray[np.float32],
+    facts: Sequence[PhotoFacts],
+    *,
+    threshold: str | float = "auto",
+    model: tuple[str, str] | None = None,
+    k: int = K,
+    batch: int = BATCH,
+    search: str = "auto",
+    verify: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.bool_]] | None = None,
+) -> Duplicates:
+    """Duplicate groups among `vectors` (unit rows, aligned with `facts`).
+
+    threshold: a cosine distance, or "auto": the calibrated cut for `model` ((model, layer), ImageNet weights),
+    else NN_FRACTION x the median nearest-neighbour distance of these vectors. search: "auto" | "flat" | "ivf".
+    verify(pairs) -> bool per pair (rows of (i, j) positions), optional: a second opinion (search/pixels.py);
+    with it, every pair up to VERIFY_FACTOR x the threshold is grouped only when it agrees (exact bytes always)."""
+    n = len(facts)
+    if vectors.shape[0] != n:
+        raise ConfigError(f"{vectors.shape[0]} vectors for {n} photos")
+    cut, rule = _given(threshold, model)
+    exact_edges = _exact_edges(facts)
+    if n < 2:
+        return Duplicates((), cut if cut is not None else 0.0, rule or "auto", n, "none")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    # With "auto" and no calibrated cut the threshold depends on the NN distances, found in the same pass:
+    # keep candidate pairs up to a generous bound and filter once the cut is known.
+    bound = 0.5 if cut is None else min(2.0, cut * VERIFY_FACTOR) if verify else cut
+    pairs, dists, nn1, how = _near_pairs(vectors, bound, k=k, batch=batch, search=search)
+    nn_median = float(np.median(nn1[np.isfinite(nn1)])) if np.isfinite(nn1).any() else None
+    if cut is None:
+        cut = min(bound, NN_FRACTION * (nn_median or 0.0))
+        rule = f"{NN_FRACTION} x median nearest-neighbour distance"
+    pairs, dists = _dedupe_pairs(pairs, dists)
+    upto = min(2.0, cut * VERIFY_FACTOR) if verify else None
+    # with a verifier every candidate pair needs its agreement, under the cut too: pooled features barely see a
+    # mirror image (flips sit at 0.02-0.04 on block5_pool), the pixels do
+    sure = dists <= cut if verify is None else np.zeros(len(dists), dtype=bool)
+    asked = confirmed = 0
+    if verify is not None:
+        band = np.flatnonzero(dists <= upto)
+        asked = len(band)
+        if asked:
+            ok = np.asarray(verify(pairs[band]), dtype=bool)
+            confirmed = int(ok.sum())
+            sure[band[ok]] = True
+    pairs = pairs[sure]
+    graph = np.concatenate([pairs, exact_edges]) if len(exact_edges) else pairs
+    groups = _components(n, graph)
+    exact_label = _components_labels(n, exact_edges)
+    out = []
+    for members in groups:
+        kind = "exact" if len({exact_label[m] for m in members}) == 1 else "near"
+        ordered = sorted(members, key=lambda m: _keep_key(facts[m]))
+        ids = tuple(facts[m].id for m in ordered)
+        colls = sorted({c for m in members for c in facts[m].collections})
+        out.append(DuplicateGroup(kind, ids[0], ids, _max_distance(vectors, ordered), tuple(colls)))
+    out.sort(key=lambda g: (g.kind != "exact", -len(g.ids), g.keep))
+    return Duplicates(tuple(out), float(cut), rule, n, how, nn_median, upto, asked, confirmed)
+
+
+def _given(threshold: str | float, model: tuple[str, str] | None) -> tuple[float | None, str]:
+    if isinstance(threshold, str) and threshold != "auto":
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise ConfigError(f"threshold must be 'auto' or a number between 0 and 2; received {threshold!r}") from None
+    if threshold == "auto":
+        if model in CALIBRATED:
+            return CALIBRATED[model], f"calibrated for {model[0]}/{model[1]}"
+        return None, ""
+    t = float(threshold)
+    if not (0.0 <= t <= 2.0) or math.isnan(t):
+        raise ConfigError(f"threshold must be a cosine distance between 0 and 2; received {threshold!r}")
+    return t, "given"
+
+
+def _exact_edges(facts: Sequence[PhotoFacts]) -> npt.NDArray[np.int64]:
+    """Pairs (first, other) of photos with the same file bytes or the same decoded pixels."""
+    first: dict[tuple[str, str], int] = {}
+    edges = []
+    for i, f in enumerate(facts):
+        for key in (("b", f.sha256), ("p", f.pixels_sha256)):
+            if key[1]:
+                j = first.setdefault(key, i)
+                if j != i:
+                    edges.append((j, i))
+    return np.array(edges, dtype=np.int64).reshape(-1, 2)
+
+
+def _near_pairs(
+    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
+    """Pairs (i, j), i < j, with cosine distance <= bound among each row's k nearest, their distances, and each
+    row's nearest-neighbour distance (inf when it has none)."""
+    n = len(v)
+    index, how = _index(v, search)
+    kk = min(k + 1, n)
+    found_pairs, found_dists = [], []
+    nn1 = np.full(n, np.inf, dtype=np.float32)
+    for start in range(0, n, batch):
+        q = v[start : start + batch]
+        sims, nbrs = index.search(q, kk)
+        rows = np.arange(start, start + len(q))[:, None]
+        dist = 1.0 - sims
+        valid = (nbrs >= 0) & (nbrs != rows)
+        nn1[start : start + len(q)] = np.where(valid, dist, np.inf).min(axis=1)
+        hit = valid & (dist <= bound)
+        i = np.broadcast_to(rows, nbrs.shape)[hit]
+        j = nbrs[hit]
+        found_pairs.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
+        found_dists.append(dist[hit].astype(np.float32))
+    pairs = np.concatenate(found_pairs).astype(np.int64) if found_pairs else np.empty((0, 2), np.int64)
+    dists = np.concatenate(found_dists) if found_dists else np.empty(0, np.float32)
+    return pairs, np.clip(dists, 0.0, None), np.clip(nn1, 0.0, None), how
+
+
+def _dedupe_pairs(pairs, dists):
+    """Each pair once (i's list and j's list both hold it), with its smaller distance."""
+    if not len(pairs):
+        return pairs, dists
+    order = np.lexsort((dists, pairs[:, 1], pairs[:, 0]))
+    pairs, dists = pairs[order], dists[order]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+    return pairs[first], dists[first]
+
+
+def _index(v: npt.NDArray[np.float32], search: str):
+    import faiss
+
+    n, d = v.shape
+    if search not in ("auto", "flat", "ivf"):
+        raise ConfigError(f"search must be auto, flat or ivf; received {search!r}")
+    if search == "flat" or (search == "auto" and n <= FLAT_MAX):
+        index = faiss.IndexFlatIP(d)
+        index.add(v)
+        return index, "flat"
+    nlist = max(1, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n)))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)  # a fixed training sample: the same input gives the same groups
+    sample = v[np.sort(rng.choice(n, min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
+    index.train(sample)
+    index.add(v)
+    index.nprobe = min(IVF_NPROBE, nlist)
+    return index, f"ivf:{nlist}/{index.nprobe}"
+
+
+def _components(n: int, edges: npt.NDArray[np.int64]) -> list[list[int]]:
+    """Connected components with more than one member, each sorted."""
+    labels = _components_labels(n, edges)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
+    return [g.tolist() for g in np.split(order, cuts) if len(g) > 1]
+
+
+def _components_labels(n: int, edges: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not len(edges):
+        return np.arange(n)
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _max_distance(v: npt.NDArray[np.float32], members: list[int], block: int = 1024) -> float:
+    """Largest pairwise cosine distance in the group, block x block at a time."""
+    worst = -1.0
+    idx = np.array(members)
+    for a in range(0, len(idx), block):
+        va = v[idx[a : a + block]]
+        for b in range(a, len(idx), block):
+            sims = va @ v[idx[b : b + block]].T
+            worst = max(worst, float(1.0 - sims.min()))
+    return max(0.0, worst)
+
+
+def keep_order(facts: Sequence[PhotoFacts]) -> list[PhotoFacts]:
+    """The keep policy: the first is kept (largest original, most permissive licence, earliest upload, lowest id)."""
+    return sorted(facts, key=_keep_key)
+
+
+def _keep_key(f: PhotoFacts) -> tuple:
+    pixels = (f.width or 0) * (f.height or 0)
+    return (-pixels, -(f.size_bytes or 0), license_rank(f.license), upload_time(f.date_upload), f.id)
+
+
+def upload_time(text: str) -> float:
+    """Seconds since the epoch from Flickr's unix-time string or ISO 8601; unknown sorts last (inf)."""
+    text = (text or "").strip()
+    if not text:
+        return math.inf
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return math.inf

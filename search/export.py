@@ -1,0 +1,497 @@
+"""Write an image set the way a training job reads it: `imagefolder`, `parquet` or `webdataset`, always with
+DIR/ATTRIBUTION.csv and DIR/manifest.json.
+
+Input is plain records (ExportPhoto: id, label, file path, metadata, vector, duplicate group), so this module
+knows nothing of the store. Layouts:
+  imagefolder  DIR/<split>/<label>/<id>.<ext>       Keras image_dataset_from_directory, torchvision ImageFolder,
+                                                    Hugging Face `imagefolder` (DIR/train, DIR/val, DIR/test)
+  parquet      DIR/data/<split>.parquet + DIR/images/<id>.<ext>; one row per photo and label with metadata,
+               split, label, the stored vector and `image` (the file's path relative to DIR)
+  webdataset   DIR/<split>/NNNNN.tar, ~1,000 samples each: KEY.jpg (or .png, ...), KEY.json, KEY.cls, as
+               img2dataset writes them; samples shuffled by the seed (shards are read in order)
+Files are hard-linked from the index where the file system allows it, else copied; never re-encoded.
+
+Re-running with the same arguments writes nothing: every output is compared with what is there first. Every file
+is written aside and renamed into place, and DIR/manifest.json is written last (removed first when it would
+change), so an interrupted export leaves no half-written file and a rerun resumes: finished files are kept,
+webdataset shards are skipped by their fingerprint in DIR/.imgidx-export. Files an earlier export wrote that the
+new one does not plan (other splits, photos now flagged) are removed, only inside the folders exports own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgidx.indexer import atomic
+from imgidx.indexer.errors import ConfigError, ImgidxError
+from imgidx.indexer.licenses import LICENSES, license_name
+
+from .splits import assign_splits, parse_fractions, split_names
+
+FORMATS = ("imagefolder", "parquet", "webdataset")
+SHARD_SIZE = 1000
+MARKER = ".imgidx-export"  # JSON: the folders exports own here, and the webdataset shard fingerprints
+
+
+class ExportError(ImgidxError):
+    """The export cannot be written (DIR is not an export folder, a photo file is gone)."""
+
+
+@dataclass(frozen=True)
+class ExportPhoto:
+    id: int
+    label: str  # the collection
+    path: Path  # the photo file (absolute, or relative to the working directory)
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    group: int | None = None  # duplicate group: photos sharing one never land in different splits
+    source: str = ""
+    source_id: str = ""
+    title: str = ""
+    owner: str = ""  # Flickr NSID
+    owner_name: str = ""
+    license: int | None = None
+    page_url: str = ""
+    width: int | None = None
+    height: int | None = None
+    sha256: str = ""
+    date_upload: str = ""
+    date_taken: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    dir: Path
+    format: str
+    counts: dict  # {split: {label: n}}
+    written: int  # files written this run (0 on an unchanged rerun)
+    kept: int  # files already in place
+    removed: int  # files of an earlier export that this one does not plan
+    manifest: dict
+
+    def as_dict(self) -> dict:
+        return {
+            "dir": str(self.dir),
+            "format": self.format,
+            "counts": self.counts,
+            "written": self.written,
+            "kept": self.kept,
+            "removed": self.removed,
+        }
+
+
+def export(
+    photos: Sequence[ExportPhoto],
+    out: Path,
+    *,
+    format: str = "imagefolder",
+    split: str | Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    model: dict | None = None,
+    filters: dict | None = None,
+    version: str = "",
+    shard_size: int = SHARD_SIZE,
+    link: bool = True,
+) -> ExportResult:
+    """Write `photos` to `out` in `format`; see the module docstring for the layouts and guarantees."""
+    if format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}; received {format!r}")
+    if shard_size < 1:
+        raise ConfigError(f"shard size must be >= 1; received {shard_size}")
+    fractions = parse_fractions(split)
+    photos = sorted(photos, key=lambda p: (p.label, p.id))
+    _check(photos)
+    out = Path(out)
+    state = _claim(out)
+    splits = assign_splits(
+        [p.id for p in photos], [p.label for p in photos], [p.group for p in photos], fractions, seed=seed
+    )
+    exts = {p.id: _extension(p.path) for p in photos}
+    counts = _counts(photos, splits, split_names(fractions))
+    manifest = {
+        "imgidx_version": version,
+        "format": format,
+        "model": model or {},
+        "split": {"names": list(split_names(fractions)), "fractions": list(fractions), "seed": seed},
+        "filters": filters or {},
+        "photos": len({p.id for p in photos}),
+        "rows": len(photos),
+        "labels": sorted({p.label for p in photos}),
+        "counts": counts,
+        "duplicate_groups_kept_in_one_split": len({p.group for p in photos if p.group is not None}),
+        "photos_with_several_labels": sum(1 for n in Counter(p.id for p in photos).values() if n > 1),
+        "attribution": "ATTRIBUTION.csv",
+    }
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists() and manifest_path.read_bytes() != manifest_bytes:
+        manifest_path.unlink()  # it describes an export this run replaces: no manifest until this one is whole
+    writer = _Writer(out, link)
+    if format == "imagefolder":
+        planned = _imagefolder(writer, photos, splits, exts)
+    elif format == "parquet":
+        planned = _parquet(writer, photos, splits, exts)
+    else:
+        planned = _webdataset(writer, photos, splits, exts, seed, shard_size, state)
+    writer.write_bytes(out / "ATTRIBUTION.csv", _attribution(photos, planned))
+    owned = sorted(set(state.get("owned", [])) | {Path(f).parts[0] for f in planned.values()})
+    state = {**state, "owned": owned}
+    writer.write_bytes(out / MARKER, _state_bytes(state))
+    removed = _prune(out, owned, set(planned.values()))
+    writer.write_bytes(manifest_path, manifest_bytes)  # last: its presence says the export is whole
+    return ExportResult(out, format, counts, writer.written, writer.kept, removed, manifest)
+
+
+# ---- layouts ------------------------------------------------------------------------------------------------------
+def _imagefolder(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
+    planned = {}
+    for p, s in zip(photos, splits, strict=True):
+        rel = f"{s}/{safe_name(p.label)}/{p.id}{exts[p.id]}"
+        w.place_file(p.path, w.out / rel)
+        planned[(p.id, p.label)] = rel
+    return planned
+
+
+def _parquet(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    planned, images = {}, {}
+    for p in photos:
+        rel = f"images/{p.id}{exts[p.id]}"
+        if p.id not in images:
+            w.place_file(p.path, w.out / rel)
+            images[p.id] = rel
+        planned[(p.id, p.label)] = rel
+    dims = {len(p.vector) for p in photos if p.vector is not None}
+    if len(dims) > 1:
+        raise ConfigError(f"vectors of several sizes ({sorted(dims)}) cannot share one parquet column")
+    dim = dims.pop() if dims else 0
+    labels = sorted({p.label for p in photos})
+    for name in dict.fromkeys(splits):
+        rows = [p for p, s in zip(photos, splits, strict=True) if s == name]
+        columns = {
+            "id": pa.array([p.id for p in rows], pa.int64()),
+            "image": pa.array([images[p.id] for p in rows], pa.string()),
+            "label": pa.array([p.label for p in rows], pa.string()),
+            "label_id": pa.array([labels.index(p.label) for p in rows], pa.int32()),
+            "split": pa.array([name] * len(rows), pa.string()),
+            **_metadata_columns(rows),
+        }
+        if dim:
+            flat = np.concatenate(
+                [
+                    np.asarray(p.vector, np.float32) if p.vector is not None else np.full(dim, np.nan, np.float32)
+                    for p in rows
+                ]
+            )
+            columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+        buf = io.BytesIO()
+        pq.write_table(pa.table(columns), buf, compression="zstd")
+        rel = f"data/{name}.parquet"
+        w.write_bytes(w.out / rel, buf.getvalue())
+        planned[("parquet", name)] = rel
+    return planned
+
+
+def _webdataset(w: _Writer, photos, splits, exts, seed, shard_size, state) -> dict[tuple[int, str], str]:
+    planned = {}
+    labels = sorted({p.label for p in photos})
+    fingerprints = dict(state.get("shards", {}))
+    for name in dict.fromkeys(splits):
+        rows = [p for p, s in zip(photos, splits, strict=True) if s == name]
+        # shuffled by the seed: shards are read in order, and one label per shard would starve a training batch
+        rows.sort(key=lambda p: hashlib.sha256(f"{seed}:{p.id}:{p.label}".encode()).digest())
+        for n, start in enumerate(range(0, len(rows), shard_size)):
+            chunk = rows[start : start + shard_size]
+            rel = f"{name}/{n:05d}.tar"
+            samples = []
+            for i, p in enumerate(chunk):
+                key = f"{n:05d}{i:04d}" if shard_size <= 10_000 else f"{n:05d}{i:09d}"
+                meta = {
+                    "key": key,
+                    "id": p.id,
+                    "label": p.label,
+                    "label_id": labels.index(p.label),
+                    "split": name,
+                    **metadata(p),
+                }
+                samples.append((key, p, meta))
+                planned[(p.id, p.label)] = f"{rel}#{key}{exts[p.id]}"
+            fp = hashlib.sha256(
+                json.dumps(
+                    [[k, str(p.path), _file_identity(p.path), m, exts[p.id]] for k, p, m in samples], sort_keys=True
+                ).encode()
+            ).hexdigest()
+            target = w.out / rel
+            if fingerprints.get(rel) == fp and target.is_file():
+                w.kept += 1
+            else:
+                w.write_with(target, lambda f, samples=samples: _write_tar(f, samples, exts, labels))
+                fingerprints[rel] = fp
+                # recorded per shard, so a rerun after an interruption skips the shards already done
+                state["shards"] = fingerprints
+                w.write_bytes(
+                    w.out / MARKER, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode(), count=False
+                )
+            planned[("shard", rel)] = rel
+    state["shards"] = {k: v for k, v in fingerprints.items() if k in set(planned.values())}
+    return planned
+
+
+def _write_tar(f, samples, exts, labels) -> None:
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for key, p, meta in samples:
+            data = Path(p.path).read_bytes()
+            for suffix, blob in (
+                (exts[p.id], data),
+                (".json", (json.dumps(meta, sort_keys=True, ensure_ascii=False) + "\n").encode()),
+                (".cls", f"{meta['label_id']}\n".encode()),
+            ):
+                info = tarfile.TarInfo(key + suffix)
+                info.size, info.mtime, info.mode = len(blob), 0, 0o644  # fixed: the same input gives the same bytes
+                tar.addfile(info, io.BytesIO(blob))
+
+
+# (column, arrow type name) of the per-photo metadata, in parquet and in each webdataset sample's .json
+METADATA = (
+    ("source", "string"),
+    ("source_id", "string"),
+    ("title", "string"),
+    ("owner", "string"),
+    ("license", "int32"),
+    ("license_name", "string"),
+    ("license_url", "string"),
+    ("page_url", "string"),
+    ("width", "int32"),
+    ("height", "int32"),
+    ("sha256", "string"),
+    ("date_upload", "string"),
+    ("date_taken", "string"),
+    ("tags", "list<string>"),
+    ("duplicate_group", "int64"),
+)
+
+
+def metadata(p: ExportPhoto) -> dict:
+    return {
+        "source": p.source,
+        "source_id": p.source_id,
+        "title": p.title,
+        "owner": p.owner_name or p.owner,
+        "license": p.license,
+        "license_name": license_name(p.license),
+        "license_url": _license_url(p.license),
+        "page_url": page_url(p),
+        "width": p.width,
+        "height": p.height,
+        "sha256": p.sha256,
+        "date_upload": p.date_upload,
+        "date_taken": p.date_taken,
+        "tags": list(p.tags),
+        "duplicate_group": p.group,
+    }
+
+
+def _metadata_columns(rows: Sequence[ExportPhoto]) -> dict:
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "list<string>": pa.list_(pa.string())}
+    values = [metadata(p) for p in rows]
+    return {name: pa.array([v[name] for v in values], types[t]) for name, t in METADATA}
+
+
+def _attribution(photos: Sequence[ExportPhoto], planned: dict) -> bytes:
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["file", "id", "title", "owner", "license", "license_url", "page_url"])
+    for p in photos:
+        owner = p.owner_name or p.owner
+        out.writerow(
+            [
+                planned[(p.id, p.label)],
+                p.id,
+                p.title,
+                owner,
+                license_name(p.license),
+                _license_url(p.license),
+                page_url(p),
+            ]
+        )
+    return buf.getvalue().encode()
+
+
+def page_url(p: ExportPhoto) -> str:
+    """The photo's Flickr page (built from owner and id when the source did not give it)."""
+    if p.page_url:
+        return p.page_url
+    if p.source == "flickr" and p.owner and p.source_id:
+        return f"https://www.flickr.com/photos/{p.owner}/{p.source_id}/"
+    return ""
+
+
+def _license_url(license_id: int | None) -> str:
+    return LICENSES.get(license_id, ("", ""))[1] if license_id is not None else ""
+
+
+# ---- checks, counts, names ----------------------------------------------------------------------------------------
+def _check(photos: Sequence[ExportPhoto]) -> None:
+    seen = set()
+    for p in photos:
+        if (p.id, p.label) in seen:
+            raise ConfigError(f"photo {p.id} is listed twice under {p.label!r}")
+        seen.add((p.id, p.label))
+    missing = [p for p in photos if not Path(p.path).is_file()]
+    if missing:
+        shown = ", ".join(f"{p.id} ({p.path})" for p in missing[:5])
+        raise ExportError(f"{len(missing)} photo file(s) are missing, e.g. {shown}; nothing was exported")
+    names: dict[str, str] = {}
+    for label in {p.label for p in photos}:
+        other = names.setdefault(safe_name(label), label)
+        if other != label:
+            raise ConfigError(f"collections {other!r} and {label!r} would share the folder {safe_name(label)!r}")
+
+
+def safe_name(label: str) -> str:
+    """A collection name as one path component ('/' and '\\' become '_'; '', '.' and '..' are escaped)."""
+    name = label.replace("/", "_").replace("\\", "_").replace("\0", "_").strip()
+    return name if name not in ("", ".", "..") and not name.startswith(".") else "_" + name
+
+
+def _counts(photos, splits, names) -> dict:
+    counts: dict[str, dict[str, int]] = {s: {} for s in names}
+    tally = Counter(zip(splits, (p.label for p in photos), strict=True))
+    for (s, label), n in sorted(tally.items()):
+        counts[s][label] = n
+    return counts
+
+
+def _extension(path: Path) -> str:
+    from imgidx.indexer.images import image_format
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fmt = image_format(head)
+    if fmt == "bin":  # Pillow needs more than the head for some formats: trust a known suffix then
+        fmt = {".jpeg": "jpg"}.get(Path(path).suffix.lower(), Path(path).suffix.lower().lstrip(".") or "bin")
+    return "." + fmt
+
+
+def _state_bytes(state: dict) -> bytes:
+    return (json.dumps(state, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _file_identity(path: Path) -> list:
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+# ---- the export folder ------------------------------------------------------------------------------------------
+def _claim(out: Path) -> dict:
+    """Make `out` an export folder (empty or made by an earlier export) and clear what an interrupted one left."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / MARKER
+    if not marker.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} is not empty and not an imgidx export; choose an empty or new folder")
+    for tmp in out.rglob(".*.tmp"):  # left by an interrupted export (indexer/atomic.py names them)
+        if atomic.is_temp(tmp) and (atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp)):
+            tmp.unlink(missing_ok=True)
+    if not marker.exists():
+        marker.write_text("{}\n")
+        return {}
+    try:
+        state = json.loads(marker.read_text() or "{}")
+    except json.JSONDecodeError:
+        state = {}
+    return state if isinstance(state, dict) else {}
+
+
+def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
+    keep = {rel.split("#", 1)[0] for rel in planned}
+    removed = 0
+    for top in owned:
+        root = out / top
+        if not root.is_dir() or top.startswith(".") or top in ("ATTRIBUTION.csv", "manifest.json"):
+            continue
+        for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
+            rel = path.relative_to(out).as_posix()
+            if path.is_file() and rel not in keep and not atomic.is_temp(path):
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
+    return removed
+
+
+class _Writer:
+    """Every output goes through here: written aside and renamed (indexer/atomic.py), skipped when in place."""
+
+    def __init__(self, out: Path, link: bool):
+        self.out, self.link, self.written, self.kept = out, link, 0, 0
+
+    def _aside(self, target: Path):
+        return atomic.replacing(target)  # the one atomic write: temp in the same folder, fsync, rename
+
+    def write_bytes(self, target: Path, data: bytes, *, count: bool = True) -> None:
+        if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+            self.kept += count
+            return
+        with self._aside(target) as tmp:
+            tmp.write_bytes(data)
+        self.written += count
+
+    def write_with(self, target: Path, fill) -> None:
+        with self._aside(target) as tmp, open(tmp, "wb") as f:
+            fill(f)
+        self.written += 1
+
+    def place_file(self, source: Path, target: Path) -> None:
+        """The photo file at target, hard-linked (same file system) or copied with its times; never re-encoded."""
+        if target.is_file() and _same(source, target):
+            self.kept += 1
+            return
+        with self._aside(target) as tmp:
+            if self.link:
+                try:
+                    os.link(source, tmp)
+                except OSError:  # another file system, or links not allowed: copy instead
+                    shutil.copy2(source, tmp)
+            else:
+                shutil.copy2(source, tmp)
+        self.written += 1
+
+
+def _same(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+        sa, sb = os.stat(a), os.stat(b)
+        if sa.st_size == sb.st_size and sa.st_mtime_ns == sb.st_mtime_ns:
+            return True  # copy2 keeps the times: an earlier export's copy of the same file
+    return False
+
+
+def grouped(photo_ids: Sequence[int], groups: Sequence[Sequence[int]]) -> dict[int, int]:
+    """{photo id: group number} from lists of ids (e.g. Duplicates.groups' ids), for ExportPhoto.group."""
+    out: dict[int, int] = {}
+    for g, ids in enumerate(groups):
+        for pid in ids:
+            out[pid] = g
+    return {pid: out[pid] for pid in photo_ids if pid in out}

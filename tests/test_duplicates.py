@@ -1,0 +1,248 @@
+"""search/duplicates.py on synthetic vectors: exact and near groups, the keep policy, the threshold rules, and the
+same groups whatever the batch size or search kind (real FAISS, real scipy)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance
+
+from imgidx.indexer.errors import ConfigError
+from imgidx.indexer.licenses import LICENSES, PERMISSIVENESS, license_rank
+from imgidx.search.duplicates import PhotoFacts, find_duplicates, upload_time
+from imgidx.search.pixels import SAME, similarity, thumbnail, verifier
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def scene(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """n distinct 'photos': non-negative like pooled ReLU features, so unrelated photos still have cos ~0.75."""
+    return unit(np.abs(np.random.default_rng(seed).normal(size=(n, dim))))
+
+
+def nudge(v: np.ndarray, distance: float, seed: int) -> np.ndarray:
+    """A unit vector at about `distance` (1 - cos) from v."""
+    r = np.random.default_rng(seed).normal(size=v.shape)
+    r -= (r @ v) * v
+    r = unit(r)
+    angle = np.arccos(1 - distance)
+    return unit(np.cos(angle) * v + np.sin(angle) * r)
+
+
+def facts(n: int, **kw) -> list[PhotoFacts]:
+    return [PhotoFacts(id=100 + i, **{k: v[i] for k, v in kw.items()}) for i in range(n)]
+
+
+def test_near_copies_group_and_similar_photos_stay_apart():
+    base = scene(50)
+    copies = np.stack([nudge(base[3], 0.01, 1), nudge(base[3], 0.02, 2), nudge(base[7], 0.015, 3)])
+    burst = nudge(base[20], 0.12, 4)  # another shot of the same scene: similar, not the same picture
+    v = np.concatenate([base, copies, burst[None]])
+    result = find_duplicates(v, facts(len(v)), threshold=0.05)
+    groups = sorted(sorted(g.ids) for g in result.groups)
+    assert groups == [[103, 150, 151], [107, 152]]
+    assert all(g.kind == "near" for g in result.groups)
+    assert result.threshold == 0.05 and result.rule == "given" and result.search == "flat"
+    big = next(g for g in result.groups if 150 in g.ids)
+    assert 0.02 <= big.max_distance <= 0.05  # the two copies are further from each other than from the original
+    assert result.dropped == {150, 151, 152} | {103, 107} - {g.keep for g in result.groups}
+
+
+def test_exact_by_bytes_or_pixels_and_near_on_top():
+    base = scene(10)
+    v = np.concatenate([base, base[[2, 2, 5]], nudge(base[5], 0.01, 0)[None]])
+    # rows 10, 11 are byte copies of 2; row 12 has other bytes but the same pixels as 5; row 13 is a near copy of 5
+    pixels = [None] * 14
+    pixels[5] = pixels[12] = "p5"
+    f = facts(14, sha256=[f"s{i}" for i in range(10)] + ["s2", "s2", "s12", "s13"], pixels_sha256=pixels)
+    result = find_duplicates(v, f, threshold=0.05)
+    by_keep = {frozenset(g.ids): g for g in result.groups}
+    exact = by_keep[frozenset({102, 110, 111})]
+    assert exact.kind == "exact" and exact.max_distance == 0.0
+    # 105 and 112 share pixels (exact) and 113 is a near copy of them: one group, kind near
+    assert by_keep[frozenset({105, 112, 113})].kind == "near"
+    assert [g.kind for g in result.groups] == ["exact", "near"]  # exact groups first
+
+
+def test_exact_bytes_found_even_when_vectors_differ():
+    # the same bytes under two ids always group, whatever the vectors say (e.g. an index mixing two runs)
+    v = scene(3)
+    result = find_duplicates(v, facts(3, sha256=["a", "b", "a"]), threshold=0.01)
+    assert [(g.kind, g.ids) for g in result.groups] == [("exact", (100, 102))]
+
+
+def test_keep_policy_size_then_licence_then_upload_then_id():
+    v = np.repeat(scene(1), 6, axis=0)
+    f = [
+        PhotoFacts(1, width=640, height=480, size_bytes=90_000, license=9, date_upload="1000"),
+        PhotoFacts(2, width=1024, height=768, size_bytes=80_000, license=0, date_upload="3000"),  # most pixels
+        PhotoFacts(3, width=1024, height=768, size_bytes=70_000, license=9, date_upload="1000"),
+        PhotoFacts(4, width=1024, height=768, size_bytes=80_000, license=4, date_upload="2000"),  # licence beats 2
+        PhotoFacts(5, width=1024, height=768, size_bytes=80_000, license=4, date_upload="2009-02-13T23:31:29Z"),
+        PhotoFacts(6, width=1024, height=768, size_bytes=80_000, license=4, date_upload=""),
+    ]
+    g = find_duplicates(v, f, threshold=0.01).groups[0]
+    # 4 and 5 tie on pixels, bytes and licence; 4 was uploaded at 2000 s, 5 at 1234567889 s, 6 unknown (last)
+    assert g.ids == (4, 5, 6, 2, 3, 1) and g.keep == 4
+
+
+def test_equal_facts_keep_the_lowest_id():
+    v = np.repeat(scene(1), 3, axis=0)
+    g = find_duplicates(v, [PhotoFacts(9), PhotoFacts(4), PhotoFacts(7)], threshold=0.01).groups[0]
+    assert g.ids == (4, 7, 9)
+
+
+def test_licence_order_is_total_and_cc0_first():
+    assert sorted(PERMISSIVENESS) == sorted(LICENSES)
+    assert license_rank(9) == 0 and license_rank(0) == len(PERMISSIVENESS) - 1
+    assert license_rank(4) < license_rank(5) < license_rank(2) < license_rank(6) < license_rank(3)
+    assert license_rank(11) < license_rank(4)  # 4.0 ahead of 2.0
+    assert license_rank(None) == license_rank(99) == license_rank(0)
+
+
+def test_groups_spanning_collections_are_reported():
+    base = scene(5)
+    v = np.concatenate([base, nudge(base[1], 0.01, 0)[None]])
+    f = facts(6, collections=[("cat",), ("cat",), ("cat",), ("dog",), ("dog",), ("dog",)])
+    (g,) = find_duplicates(v, f, threshold=0.05).groups
+    assert g.collections == ("cat", "dog") and g.spans_collections
+    assert g.as_dict()["collections"] == ["cat", "dog"]
+
+
+def test_json_contract():
+    base = scene(20)
+    v = np.concatenate([base, nudge(base[0], 0.01, 0)[None]])
+    d = json.loads(json.dumps(find_duplicates(v, facts(21), threshold=0.05).as_dict()))
+    assert set(d) >= {"groups", "threshold"} and d["threshold"] == 0.05
+    (g,) = d["groups"]
+    assert g["kind"] == "near" and g["keep"] in g["ids"] and g["ids"][0] == g["keep"]
+    assert sorted(g["ids"]) == [100, 120] and isinstance(g["max_distance"], float)
+
+
+def test_auto_uses_the_calibrated_cut_for_a_known_model_else_the_nn_rule():
+    base = scene(200, seed=3)
+    v = np.concatenate([base, nudge(base[0], 0.01, 0)[None]])
+    known = find_duplicates(v, facts(len(v)), model=("vgg16", "block5_pool"))
+    assert known.rule.startswith("calibrated") and 0 < known.threshold < 0.2
+    data = find_duplicates(v, facts(len(v)), model=("vgg16", "fc2"))
+    assert data.rule.endswith("median nearest-neighbour distance")
+    assert data.threshold == pytest.approx(0.2 * data.nn_median)
+    assert [sorted(g.ids) for g in data.groups] == [[100, 300]]
+
+
+def test_batches_and_small_k_give_the_same_groups():
+    """A group larger than k still joins (chains of neighbours); the batch size changes nothing."""
+    base = scene(300, seed=5)
+    clump = np.stack([nudge(base[10], 0.004 * (1 + i % 5), 10 + i) for i in range(12)])
+    v = np.concatenate([base, clump])
+    one = find_duplicates(v, facts(len(v)), threshold=0.05)
+    many = find_duplicates(v, facts(len(v)), threshold=0.05, batch=7, k=4)
+    assert [g.ids for g in one.groups] == [g.ids for g in many.groups]
+    assert len(one.groups) == 1 and len(one.groups[0].ids) == 13
+
+
+def test_ivf_search_finds_the_planted_copies():
+    base = scene(3000, seed=6)
+    copies = np.stack([nudge(base[i], 0.01, i) for i in range(0, 3000, 100)])
+    v = np.concatenate([base, copies])
+    flat = find_duplicates(v, facts(len(v)), threshold=0.03, search="flat")
+    ivf = find_duplicates(v, facts(len(v)), threshold=0.03, search="ivf")
+    assert ivf.search.startswith("ivf:") and flat.search == "flat"
+    assert [g.ids for g in ivf.groups] == [g.ids for g in flat.groups]
+    assert len(flat.groups) == 30
+
+
+def test_nothing_to_group():
+    assert find_duplicates(scene(1), facts(1)).groups == ()
+    assert find_duplicates(np.empty((0, 8), np.float32), []).groups == ()
+    assert find_duplicates(scene(40), facts(40), threshold=0.01).groups == ()
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "3", "nan", "loose", -1.0])
+def test_bad_thresholds(bad):
+    with pytest.raises(ConfigError, match="threshold"):
+        find_duplicates(scene(3), facts(3), threshold=bad)
+
+
+def test_vectors_and_facts_must_align():
+    with pytest.raises(ConfigError):
+        find_duplicates(scene(3), facts(2))
+
+
+def test_upload_time():
+    assert upload_time("1234567890") == 1234567890.0
+    assert upload_time("2009-02-13T23:31:30Z") == 1234567890.0
+    assert upload_time("") == upload_time("garbage") == float("inf")
+
+
+# ---- the pixel check (search/pixels.py) ----------------------------------------------------------------------------
+def texture(seed: int, w: int = 320, h: int = 240) -> Image.Image:
+    """A photo-like picture: smooth blobs plus fine grain (pure noise would not survive resizing)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+    grain = rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).astype(np.uint8))
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def edits(img: Image.Image) -> dict[str, bytes]:
+    w, h = img.size
+    marked = img.copy()
+    ImageDraw.Draw(marked).text((8, 8), "(c) somebody", fill=(255, 255, 255))
+    return {
+        "jpeg40": jpeg(img, 40),
+        "resize60": jpeg(img.resize((w * 6 // 10, h * 6 // 10))),
+        "crop85": jpeg(img.crop((30, 10, 30 + w * 85 // 100, 10 + h * 85 // 100)).resize((w, h))),
+        "watermark": jpeg(marked),
+        "colour": jpeg(ImageEnhance.Brightness(ImageEnhance.Color(img).enhance(1.3)).enhance(1.1)),
+    }
+
+
+def test_pixels_align_edits_and_not_other_pictures_or_mirrors():
+    original = texture(1)
+    base = thumbnail(jpeg(original))
+    for kind, data in edits(original).items():
+        assert similarity(base, thumbnail(data)) >= SAME, kind
+    assert similarity(base, thumbnail(jpeg(texture(2)))) < SAME
+    assert similarity(base, thumbnail(jpeg(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))) < SAME
+
+
+def test_verifier_decides_the_band_between_the_cut_and_three_times_it():
+    """Vectors at 0.08 from an original: grouped only when the pixels say it is the same picture."""
+    pictures = [texture(10), texture(11), texture(12)]
+    files = [jpeg(p) for p in pictures] + [edits(pictures[0])["crop85"], jpeg(texture(13))]
+    base = scene(3, seed=9)
+    v = np.concatenate([base, nudge(base[0], 0.08, 1)[None], nudge(base[1], 0.08, 2)[None]])
+    f = facts(5)
+    plain = find_duplicates(v, f, threshold=0.05)
+    assert plain.groups == () and plain.verified_up_to is None
+    checked = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: files[row]))
+    assert [g.ids for g in checked.groups] == [(100, 103)]  # the crop; the look-alike (104 vs 101) stays apart
+    assert checked.verified_pairs == 2 and checked.confirmed_pairs == 1
+    assert checked.verified_up_to == pytest.approx(0.15) and checked.as_dict()["verified_pairs"] == 2
+    tiny_cache = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: files[row], cache=1))
+    assert tiny_cache.groups == checked.groups  # a bounded thumbnail cache changes only the work, not the answer
+    unreadable = find_duplicates(v, f, threshold=0.05, verify=verifier(lambda row: None))
+    assert unreadable.groups == ()
+
+
+def test_a_mirror_image_under_the_cut_is_kept_apart_by_the_pixel_check():
+    """Pooled features barely move under a flip (0.02 here, as on block5_pool); the pixels do."""
+    original = texture(30)
+    files = [jpeg(original), jpeg(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT)), jpeg(texture(31))]
+    base = scene(2, seed=4)
+    v = np.stack([base[0], nudge(base[0], 0.02, 5), base[1]])
+    assert [g.ids for g in find_duplicates(v, facts(3), threshold=0.05).groups] == [(100, 101)]
+    checked = find_duplicates(v, facts(3), threshold=0.05, verify=verifier(lambda row: files[row]))
+    assert checked.groups == () and checked.verified_pairs == 1
