@@ -68,7 +68,7 @@ def mem_available() -> int:
 
 
 def machine() -> dict:
-    from imgidx.indexer.embed import cpu_flags
+    from imgidx.indexer.embedders import cpu_flags
     from imgidx.indexer.flow import cores
 
     flags = cpu_flags()

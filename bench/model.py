@@ -20,8 +20,10 @@ from .common import OUT, Options, Others, photo_files, rate, table
 
 
 def _embedder(batch_size: int | None = None):
-    from imgidx.indexer.embed import Embedder, accelerator, default_batch_size, default_precision
-    from imgidx.indexer.weights import resolve
+    from imgidx.indexer.embedders import default_batch_size, default_precision
+    from imgidx.indexer.embedders.keras_env import accelerator
+    from imgidx.indexer.embedders.keras_runtime import KerasEmbedder as Embedder
+    from imgidx.indexer.embedders.weights import resolve
 
     device = accelerator()
     spec = resolve("random:0", "fc2", Path("/nonexistent"), "")  # same FLOPs as the ImageNet weights

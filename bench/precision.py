@@ -21,8 +21,8 @@ FP16_SUBSET = 400  # fp16 runs at ~half fp32 speed on CPUs (no native fp16 matmu
 
 
 def _embedder(precision: str):
-    from imgidx.indexer.embed import Embedder
-    from imgidx.indexer.weights import resolve
+    from imgidx.indexer.embedders.keras_runtime import KerasEmbedder as Embedder
+    from imgidx.indexer.embedders.weights import resolve
 
     spec = resolve(str(need_weights()), "block5_pool", need_weights().parent, "")
     return Embedder("block5_pool", spec, precision=precision, batch_size=32).load()

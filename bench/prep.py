@@ -27,7 +27,7 @@ def _seed_pil(data: bytes) -> np.ndarray:
 
 
 def recipes() -> dict:
-    from imgidx.indexer.embed import import_keras
+    from imgidx.indexer.embedders.keras_env import import_keras
     from imgidx.indexer.images import prepare
 
     import_keras()

@@ -10,30 +10,41 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import Settings
-from .embed import PRECISIONS, Embedder, accelerator, default_batch_size, default_precision
+from .embedders import PRECISIONS, Embedder, default_batch_size, default_precision, make, model_module
+from .embedders.keras_env import accelerator
+from .embedders.weights import resolve
 from .errors import ConfigError, LockedError, StampMismatch
 from .fetch import Fetcher
 from .flickr_api import CallBudget
 from .sources import FlickrSource
 from .store import Store, stamp_mismatch_message
-from .weights import resolve
 
 
 def make_embedder(
-    settings: Settings, layer: str, weights: str, *, precision: str | None = None, batch_size: int | None = None
+    settings: Settings,
+    layer: str,
+    weights: str,
+    *,
+    precision: str | None = None,
+    batch_size: int | None = None,
+    model: str = "vgg16",
+    runtime: str = "keras",
 ) -> Embedder:
-    """precision/batch_size None: chosen for the device the model will run on (see embed.default_precision)."""
+    """precision/batch_size None: chosen for the device the model will run on (see embedders.default_precision)."""
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
     if batch_size is not None and batch_size <= 0:
         raise ConfigError(f"--batch-size must be > 0; received {batch_size}")
-    spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir)
+    mod = model_module(model)
+    spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir, model=mod)
     device = accelerator() if precision is None or batch_size is None else "cpu"
-    return Embedder(
+    return make(
+        model,
         layer,
         spec,
         precision=precision or default_precision(device),
         batch_size=batch_size or default_batch_size(device),
+        runtime=runtime,
     )
 
 
@@ -54,7 +65,9 @@ def embedder_for_index(
     last_error: Exception | None = None
     for cand in dict.fromkeys(candidates):
         try:
-            emb = make_embedder(settings, layer, cand, precision=stamp.precision, batch_size=batch_size)
+            emb = make_embedder(
+                settings, layer, cand, precision=stamp.precision, batch_size=batch_size, model=stamp.model
+            )
         except ConfigError as e:
             last_error = e
             continue

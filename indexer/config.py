@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .embedders.vgg16 import WEIGHTS_URL
 from .errors import ConfigError
 
 FLICKR_REST_URL = "https://api.flickr.com/services/rest/"
-WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
 # Numeric knobs: (environment variable, Settings field, type). Timeouts are small in tests, generous here.
 NUMERIC_ENV = (
     ("IMGIDX_CONNECT_TIMEOUT", "connect_timeout", float),

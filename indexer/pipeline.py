@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import Embedder
+from .embedders import Embedder
 from .errors import ImageError
 from .fetch import Fetcher
 from .flow import cores, two_stage

@@ -53,7 +53,8 @@ class Stamp:
     weights: str  # "sha256:<hex>" of the weights file, or "random:<seed>"
     dim: int
     precision: str = "fp32"
-    preprocess: str = "center-crop/224/draft>=2x+lanczos/caffe"  # images.py: draft stops at 2x the target
+    # the default = embedders.vgg16.PREPROCESS: what stamps written before this field existed mean (images.py)
+    preprocess: str = "center-crop/224/draft>=2x+lanczos/caffe"
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("model", "layer", "weights", "dim", "precision", "preprocess")}

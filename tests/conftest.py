@@ -85,7 +85,7 @@ def photo_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def random_weights_file(tmp_path_factory) -> Path:
     """A randomly initialised full VGG16 saved in the legacy Keras .h5 format of Keras' published file."""
-    from imgidx.indexer.embed import import_keras
+    from imgidx.indexer.embedders.keras_env import import_keras
 
     keras = import_keras()
     import h5py

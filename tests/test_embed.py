@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from imgidx.indexer.config import Settings
-from imgidx.indexer.embed import Embedder, preprocess
+from imgidx.indexer.embedders.keras_runtime import KerasEmbedder as Embedder
+from imgidx.indexer.embedders.vgg16 import TOP_FILE, preprocess
+from imgidx.indexer.embedders.weights import resolve
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.images import prepare
-from imgidx.indexer.weights import TOP_FILE, resolve
 from tests.conftest import SHARED_PHOTOS, SHARED_WEIGHTS, jpeg_bytes, pattern_image
 
 pytestmark = pytest.mark.slow
@@ -102,7 +103,7 @@ def test_imagenet_is_downloaded_when_online(random_weights_file, tmp_path, monke
 
 @pytest.fixture(scope="module")
 def notop_file(tmp_path_factory):
-    from imgidx.indexer.embed import import_keras
+    from imgidx.indexer.embedders.keras_env import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(5)

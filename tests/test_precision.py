@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgidx.indexer.embed import cpu_flags, default_batch_size, default_precision
+from imgidx.indexer.embedders import cpu_flags, default_batch_size, default_precision
 
 
 def test_bf16_by_default_only_on_cpus_with_amx_bf16():

@@ -228,8 +228,8 @@ def test_disk_full_is_one_clear_line_keeps_the_index_and_resumes(world, tmp_path
 
 def test_a_photos_vector_does_not_depend_on_its_batch(tmp_path):
     """The basis of bitwise resume: fc2 differs in the last bits between batch shapes, so every call is padded."""
-    from imgidx.indexer.embed import Embedder
-    from imgidx.indexer.weights import resolve
+    from imgidx.indexer.embedders.keras_runtime import KerasEmbedder as Embedder
+    from imgidx.indexer.embedders.weights import resolve
 
     embedder = Embedder("fc2", resolve("random:0", "fc2", tmp_path, ""), batch_size=4)
     x = np.random.default_rng(0).integers(0, 256, size=(5, 224, 224, 3), dtype=np.uint8)

@@ -232,7 +232,7 @@ def demo(
     per_family: Annotated[int, typer.Option(help="Generated photos per family.")] = 12,
 ) -> None:
     """Offline demo: generate photos, index them, show `similar` for a new photo of each family."""
-    from imgidx.indexer.weights import TOP_FILE
+    from imgidx.indexer.embedders.vgg16 import TOP_FILE
     from imgidx.search.demo import generate
 
     settings: Settings = ctx.obj

