@@ -22,7 +22,7 @@ from ..records import Stamp
 if TYPE_CHECKING:
     from .weights import WeightsSpec
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: ONNX Runtime only (onnx_runtime.py)
 BATCH_SIZE = {"cpu": 64, "gpu": 128}  # bf16 fc2 on 2 AMX cores: 33 img/s at 32, 37 at 64, 40 at 128 (2x memory)
 
 
@@ -52,7 +52,10 @@ class Embedder(Protocol):
 # model name -> module with NAME, INPUT_SIZE, PREPROCESS, LAYERS (see vgg16.py)
 MODELS: dict[str, str] = {"vgg16": "imgidx.indexer.embedders.vgg16"}
 # runtime name -> "module:factory"; a factory takes (model_module, layer, weights, *, precision, batch_size)
-RUNTIMES: dict[str, str | Callable[..., Embedder]] = {"keras": "imgidx.indexer.embedders.keras_runtime:KerasEmbedder"}
+RUNTIMES: dict[str, str | Callable[..., Embedder]] = {
+    "keras": "imgidx.indexer.embedders.keras_runtime:KerasEmbedder",
+    "onnx": "imgidx.indexer.embedders.onnx_runtime:OnnxEmbedder",
+}
 
 
 def register_runtime(name: str, factory: str | Callable[..., Embedder]) -> None:
@@ -73,9 +76,10 @@ def make(
     precision: str = "fp32",
     batch_size: int = 32,
     runtime: str = "keras",
+    **options,
 ) -> Embedder:
     """An embedder of `model` cut at `layer` (default: the model's first layer), run by `runtime`. Nothing heavy
-    happens until load() or the first embed()."""
+    happens until load() or the first embed(). `options` go to the runtime's factory (onnx: home, calibration)."""
     mod = model_module(model)
     layer = layer or next(iter(mod.LAYERS))
     if layer not in mod.LAYERS:
@@ -88,7 +92,7 @@ def make(
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
-    return factory(layer, weights_spec, precision=precision, batch_size=batch_size, model=mod)
+    return factory(layer, weights_spec, precision=precision, batch_size=batch_size, model=mod, **options)
 
 
 def stamp_of(model: ModuleType, layer: str, weights: WeightsSpec, precision: str) -> Stamp:

@@ -139,7 +139,9 @@ class OnnxEmbedder:
 
         with quiet_stderr(), dtype_policy("fp32"):
             keras_model = self.model.keras_model(self.layer, self.weights)
-        return ox.to_onnx(keras_model, input_size=self.input_size, mean_bgr=self.model.CAFFE_MEAN_BGR).SerializeToString()
+        return ox.to_onnx(
+            keras_model, input_size=self.input_size, mean_bgr=self.model.CAFFE_MEAN_BGR
+        ).SerializeToString()
 
     def _quantize(self) -> bytes:
         if self.calibration is None:
@@ -164,7 +166,10 @@ def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8]) -> bytes:
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.batches = iter(
-                [np.ascontiguousarray(pixels[i : i + CALIBRATION_BATCH]) for i in range(0, len(pixels), CALIBRATION_BATCH)]
+                [
+                    np.ascontiguousarray(pixels[i : i + CALIBRATION_BATCH])
+                    for i in range(0, len(pixels), CALIBRATION_BATCH)
+                ]
             )
 
         def get_next(self):
