@@ -49,6 +49,7 @@ class Settings:
     flickr_calls_per_hour: int = 3600  # Flickr's published limit per key
     flickr_budget_window: float = 3600.0  # the budget's window in seconds (tests shrink it)
     save_every: float = 60.0  # seconds between saves of the FAISS file during a build
+    runtime: str = "auto"  # keras | onnx | auto (the faster here, measured once per machine: embedders/choice.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -64,6 +65,7 @@ class Settings:
             keras_home=Path(env.get("KERAS_HOME") or "~/.keras").expanduser(),
             weights_url=env.get("IMGIDX_WEIGHTS_URL") or WEIGHTS_URL,
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",
+            runtime=env.get("IMGIDX_RUNTIME") or "auto",
             **numbers,
         )
 

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from imgidx.indexer.compose import build_lock, make_embedder, make_fetcher, make_flickr_source
+from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher, make_flickr_source
 from imgidx.indexer.config import Settings
+from imgidx.indexer.embedders import extend_precision
 from imgidx.indexer.errors import ConfigError, StoreError
 from imgidx.indexer.licenses import parse_license_ids
 from imgidx.indexer.records import Photo
@@ -50,8 +51,15 @@ def build(
     precision: Annotated[
         str | None,
         typer.Option(
-            help="Model compute precision: fp32|bf16|fp16. Default: the index's own; for a new index bf16 on "
-            "CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+            help="Model compute precision: fp32|bf16|fp16|int8 (int8: ONNX Runtime). Default: the index's own; "
+            "for a new index bf16 on CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+        ),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="keras|onnx|auto: what runs the model. auto (default; env IMGIDX_RUNTIME): the faster on this "
+            "machine, measured once and remembered. Not in the stamp: both give the same vectors."
         ),
     ] = None,
     batch_size: Annotated[
@@ -78,16 +86,31 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
-    from imgidx.indexer.pipeline import ingest  # here, not at the top: commands that need no network start faster (~0.2 s)
+    from imgidx.indexer.pipeline import (
+        ingest,
+    )  # here, not at the top: commands that need no network start faster (~0.2 s)
 
     settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
     if bool(queries) == bool(from_dir):
         raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
-    precision = precision or _index_precision(settings.home)  # keep adding in the precision it was built with
-    embedder = make_embedder(settings, layer, weights or settings.weights, precision=precision, batch_size=batch_size)
+    index_precision = _index_precision(settings.home)  # keep adding in the precision it was built with
+    if index_precision:  # unless this CPU only emulates it (bf16 without AMX): then only when asked explicitly
+        precision = extend_precision(index_precision, precision)
+    fetcher = make_fetcher(settings, workers)
+    opened: list[Store] = []  # int8 calibrates on the index's first photos, once the store below holds them
+    embedder = make_embedder(
+        settings,
+        layer,
+        weights or settings.weights,
+        precision=precision,
+        batch_size=batch_size,
+        runtime=runtime,
+        calibration=lambda: calibration_photos(opened[0], fetcher),
+    )
     with build_lock(settings.home), Store(settings.home) as store:
+        opened.append(store)
         store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
         store.ensure_stamp(embedder.stamp)
         if embedder.weights.path:
@@ -98,7 +121,6 @@ def build(
             else _flickr_photos(settings, queries or [], as_name, count, sort, license, size)
         )
         ids = store.add_photos(photos)
-        fetcher = make_fetcher(settings, workers)
         with console.progress("embedding", len(store.pending(ids, retry_failed=retry_failed))) as advance:
             report = ingest(
                 store,

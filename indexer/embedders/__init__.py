@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EmulatedPrecision
 from ..records import Stamp
 
 if TYPE_CHECKING:
@@ -127,6 +127,41 @@ def default_precision(device: str = "cpu", flags: frozenset[str] | None = None) 
     if device != "cpu":
         return "fp32"
     return "bf16" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "fp32"
+
+
+# Precisions some CPUs only emulate: without the flag, TensorFlow runs them through slow reference kernels (bf16
+# fc2 on the 2-core AVX2 EPYC: minutes per batch of 64, against seconds in fp32).
+NATIVE_FLAG = {"bf16": "amx_bf16"}
+
+
+def native(precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU runs `precision` in hardware (always true on a GPU and for fp32/int8)."""
+    flag = NATIVE_FLAG.get(precision)
+    return device != "cpu" or flag is None or flag in (cpu_flags() if flags is None else flags)
+
+
+def query_precision(index_precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> str:
+    """The precision to embed a query for an index built at `index_precision`: the same where this CPU runs it
+    natively, else fp32 (a bf16 index queried on an AVX2 CPU: cosine of fp32 to bf16 vectors >= 0.9999, README
+    "Performance"; fp32 is the reference both approximate, so nearest neighbours stay nearest)."""
+    return index_precision if native(index_precision, device, flags) else "fp32"
+
+
+def extend_precision(
+    index_precision: str, asked: str | None, device: str = "cpu", flags: frozenset[str] | None = None
+) -> str:
+    """The precision to add photos to an index built at `index_precision`. Vectors of one index share one precision,
+    so it is the index's; where this CPU only emulates it, adding is refused unless that precision was asked for
+    explicitly (`asked`), because it would run orders of magnitude slower than on the machine that built it."""
+    if asked is not None or native(index_precision, device, flags):
+        return asked or index_precision
+    raise EmulatedPrecision(
+        f"this index was built in {index_precision}, which this CPU (no {NATIVE_FLAG[index_precision]}) only "
+        f"emulates: adding photos here would run very slowly (minutes per batch instead of seconds). Ask for "
+        f"precision {index_precision} explicitly to add them anyway, add them on a CPU with "
+        f"{NATIVE_FLAG[index_precision]}, or build a new fp32 index in another data home. Searching this index "
+        "works here as it is (queries are embedded in fp32)."
+    )
 
 
 def default_batch_size(device: str) -> int:
