@@ -267,3 +267,40 @@ def test_vgg16_block5_round_trip_on_random_weights(tmp_path):
     side = path.with_suffix(".json")
     side.write_text(side.read_text().replace("random:0", "random:1"))
     assert again.fp32_file() == path and path.stat().st_mtime_ns != mtime  # never trusted: exported again
+
+
+# ---- a bf16 index on a CPU without AMX-BF16 (and the reverse), decided from the flags passed in ------------------
+
+AMX = frozenset({"avx2", "avx512f", "amx_tile", "amx_bf16"})
+AVX2 = frozenset({"avx2", "fma"})
+
+
+def test_queries_on_a_bf16_index_run_fp32_where_bf16_is_emulated(tmp_path):
+    from imgidx.indexer.compose import embedder_for_index
+    from imgidx.indexer.config import Settings
+    from imgidx.indexer.embedders import query_precision
+
+    assert query_precision("bf16", flags=AMX) == "bf16" and query_precision("bf16", flags=AVX2) == "fp32"
+    assert query_precision("bf16", "gpu", flags=AVX2) == "bf16"
+    assert query_precision("fp32", flags=AVX2) == query_precision("int8", flags=AVX2) != "bf16"
+    settings = Settings(home=tmp_path / "home", runtime="keras")
+    bf16 = stamp_of(vgg16, "block5_pool", RANDOM0, "bf16")
+    with Store(settings.home) as store:
+        store.ensure_stamp(bf16)
+        on_avx2 = embedder_for_index(store, settings, flags=AVX2)
+        on_amx = embedder_for_index(store, settings, flags=AMX)
+    assert on_avx2.precision == "fp32" and on_avx2.stamp == stamp_of(vgg16, "block5_pool", RANDOM0, "fp32")
+    assert on_amx.precision == "bf16" and on_amx.stamp == bf16
+
+
+def test_extending_a_bf16_index_where_bf16_is_emulated_is_a_choice():
+    from imgidx.indexer.embedders import extend_precision
+    from imgidx.indexer.errors import ConfigError, EmulatedPrecision
+
+    assert extend_precision("bf16", None, flags=AMX) == "bf16"  # where it was built: as before
+    with pytest.raises(EmulatedPrecision, match="only emulates") as e:
+        extend_precision("bf16", None, flags=AVX2)
+    assert isinstance(e.value, ConfigError) and "explicitly" in str(e.value) and "amx_bf16" in str(e.value)
+    assert extend_precision("bf16", "bf16", flags=AVX2) == "bf16"  # asked for: proceed, slowly
+    assert extend_precision("fp32", None, flags=AVX2) == extend_precision("fp32", None, flags=AMX) == "fp32"
+    assert extend_precision("int8", None, flags=AMX) == "int8"
