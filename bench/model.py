@@ -60,7 +60,7 @@ class _Timed:
 def _pipeline(emb, folder: Path) -> dict:
     from imgidx.indexer.fetch import Fetcher
     from imgidx.indexer.pipeline import ingest
-    from imgidx.indexer.sources import FolderSource
+    from imgidx.indexer.sources.folder import FolderSource
     from imgidx.indexer.store import Store
 
     home = Path(tempfile.mkdtemp(prefix="home-", dir=OUT))

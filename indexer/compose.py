@@ -28,8 +28,7 @@ from .embedders.onnx_runtime import CALIBRATION_PHOTOS
 from .embedders.weights import resolve
 from .errors import ConfigError, LockedError, StampMismatch
 from .fetch import Fetcher
-from .flickr_api import CallBudget
-from .sources import FlickrSource
+from .sources.flickr import FlickrClient
 from .store import Store, stamp_mismatch_message
 
 
@@ -163,7 +162,9 @@ def make_fetcher(settings: Settings, workers: int) -> Fetcher:
     )
 
 
-def make_flickr_source(settings: Settings) -> FlickrSource:
+def make_flickr_client(settings: Settings) -> FlickrClient:
+    """The Flickr client of the settings, telling stderr when the call budget makes it wait."""
+
     def say_wait(seconds: float) -> None:
         print(
             f"flickr: call budget of {settings.flickr_calls_per_hour} per {settings.flickr_budget_window:g} s "
@@ -172,16 +173,7 @@ def make_flickr_source(settings: Settings) -> FlickrSource:
             flush=True,
         )
 
-    budget = CallBudget(settings.flickr_calls_per_hour, settings.flickr_budget_window, on_wait=say_wait)
-    return FlickrSource(
-        settings.flickr_key,
-        settings.flickr_secret,
-        settings.flickr_rest_url,
-        timeout=settings.flickr_timeout,
-        retries=settings.retries,
-        backoff=settings.backoff,
-        budget=budget,
-    )
+    return FlickrClient.from_settings(settings, on_wait=say_wait)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -112,12 +113,13 @@ class Loader:
             return replace(got, sha256=sha, error=e.reason, data=None)
 
     def _bytes(self, job: Job) -> tuple[bytes | None, str, str | None, bool]:
-        if job.source == "folder":
+        if job.url is None and job.path:  # a local file: read in place, never copied
             try:
                 return Path(job.path or "").read_bytes(), job.path or "", None, False
             except OSError as e:
                 return None, "", f"cannot read {job.path} ({e.strerror or e})", False
-        existing = self._existing_file(job)
+        folder, stem = photo_file(self.home, job.source, job.source_id)
+        existing = _existing_file(folder, stem)
         if existing is not None:  # downloaded by an earlier run: never fetch twice
             return existing.read_bytes(), str(existing.relative_to(self.home)), None, False
         got = self.fetcher.fetch(job.url)
@@ -126,20 +128,31 @@ class Loader:
         ext = image_format(got.data)
         if ext == "bin":
             return got.data, "", None, False  # not an image: decode records why; nothing worth keeping on disk
-        target = self._folder(job) / f"{job.source_id}.{ext}"
+        target = folder / f"{stem}.{ext}"
         write_atomic(target, got.data)
         return got.data, str(target.relative_to(self.home)), None, False
 
-    def _folder(self, job: Job) -> Path:
-        if not (job.source_id.isascii() and job.source_id.isdigit()):  # names from ASCII digits only, never text
-            raise OSError(f"refusing a non-numeric photo id {job.source_id!r} as a file name")
-        return self.home / "photos" / job.source / job.source_id[-2:].rjust(2, "0")
 
-    def _existing_file(self, job: Job) -> Path | None:
-        folder = self._folder(job)
-        if not folder.is_dir():
-            return None
-        return next((p for p in folder.glob(f"{job.source_id}.*") if not p.name.endswith(".tmp")), None)
+def photo_file(home: Path, source: str, source_id: str) -> tuple[Path, str]:
+    """Where a downloaded photo lives: (folder, file name without the extension). The one place here that knows it
+    (the storage work moves it to layout.py, same scheme).
+
+    Numeric ids (Flickr's) keep the layout of existing homes: photos/<source>/<last two digits>/<id>.<ext>. Any
+    other id (a URL list's key, or its URL's sha1) is never used as a file name: its stem is "h" + 32 hex digits
+    of its sha256 (no path tricks, no collisions with numeric ids, bounded length)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", source):
+        raise OSError(f"refusing the source name {source!r} as a folder name")
+    if source_id.isascii() and source_id.isdigit() and len(source_id) <= 40:
+        stem = source_id
+    else:
+        stem = "h" + hashlib.sha256(source_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return home / "photos" / source / stem[-2:].rjust(2, "0"), stem
+
+
+def _existing_file(folder: Path, stem: str) -> Path | None:
+    if not folder.is_dir():
+        return None
+    return next((p for p in folder.glob(f"{stem}.*") if not p.name.endswith(".tmp")), None)
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -214,7 +227,7 @@ def ingest(
 def _commit(store: Store, embedder: Embedder, batch: list[Loaded], report: IngestReport) -> None:
     """Embed one batch (reusing vectors of identical bytes) and commit it in one transaction."""
     for b in batch:
-        if b.job.source == "flickr" and b.path:
+        if b.job.url is not None and b.path:
             store.mark_downloaded(b.job.id, b.path, b.sha256)
     known = {b.sha256: store.vector_for_sha256(b.sha256) for b in batch}
     todo = [b for b in batch if known[b.sha256] is None]
@@ -226,5 +239,5 @@ def _commit(store: Store, embedder: Embedder, batch: list[Loaded], report: Inges
         vectors.setdefault(b.job.id, known[b.sha256])
     report.embedded += len(todo)
     report.reused += len(batch) - len(todo)
-    report.downloaded += sum(1 for b in batch if b.job.source == "flickr")
+    report.downloaded += sum(1 for b in batch if b.job.url is not None)
     store.add_vectors([(b.job.id, b.path, b.sha256) for b in batch], np.stack([vectors[b.job.id] for b in batch]))

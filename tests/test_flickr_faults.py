@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from imgidx.cli.app import app
 from imgidx.indexer.errors import ConfigError, ImgidxError
-from imgidx.indexer.flickr_api import CallBudget
-from imgidx.indexer.sources import FlickrQuery, FlickrSource
+from imgidx.indexer.sources.flickr import FlickrClient, FlickrQuery
+from imgidx.indexer.sources.flickr_api import CallBudget
 from tests.fake_flickr import FakeFlickr, ManualClock
 from tests.subproc import imgidx_env, run
 
@@ -20,9 +20,9 @@ RETRIED = ["stat:105", "stat:10", "stat:0", "stat:201", "http:429", "http:500", 
 GARBAGE = ["truncated_json", "html_200", "short_body", "close", "delay:2"]
 
 
-def source(fake, slept, **kw) -> FlickrSource:
+def source(fake, slept, **kw) -> FlickrClient:
     kw.setdefault("backoff", 1.0)
-    return FlickrSource(fake.api_key, fake.api_secret, fake.rest_url, sleep=slept.append, timeout=1.0, **kw)
+    return FlickrClient(fake.api_key, fake.api_secret, fake.rest_url, sleep=slept.append, timeout=1.0, **kw)
 
 
 @pytest.mark.parametrize("fault", RETRIED + GARBAGE)
@@ -78,7 +78,7 @@ def test_the_call_budget_waits_instead_of_hitting_the_rate_limit():
     waits: list[float] = []
     budget = CallBudget(3, 3600, clock=clock, sleep=clock.advance, on_wait=waits.append)
     with FakeFlickr(seed=0, topics={"cat": 3000}, hostile=False, rate_limit=3, clock=clock) as fake:
-        src = FlickrSource(fake.api_key, fake.api_secret, fake.rest_url, budget=budget, sleep=lambda s: None)
+        src = FlickrClient(fake.api_key, fake.api_secret, fake.rest_url, budget=budget, sleep=lambda s: None)
         photos = list(src.search(FlickrQuery("cat", count=2500)))  # 5 pages: 3 now, 2 an hour later
         statuses = [r.status for r in fake.requests("flickr.photos.search")]
     assert len({p.source_id for p in photos}) == 2500 and statuses == [200] * 5

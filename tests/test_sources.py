@@ -1,17 +1,23 @@
-"""FlickrSource against the local fake Flickr, through the real flickrapi client."""
+"""Sources: FlickrClient/FlickrSource against the local fake Flickr (real flickrapi client), folder, URL list."""
 
 from __future__ import annotations
+
+import csv
+import hashlib
 
 import pytest
 
 from imgidx.indexer.errors import ConfigError, ImgidxError
-from imgidx.indexer.sources import FlickrQuery, FlickrSource, choose_url
+from imgidx.indexer.sources import Source
+from imgidx.indexer.sources.flickr import FlickrClient, FlickrQuery, FlickrSource, choose_url
+from imgidx.indexer.sources.folder import FolderSource
+from imgidx.indexer.sources.urllist import UrlListSource
 from tests.fake_flickr import FakeFlickr
 
 
-def source(fake, **kw) -> FlickrSource:
+def source(fake, **kw) -> FlickrClient:
     kw.setdefault("sleep", lambda s: None)
-    return FlickrSource(fake.api_key, fake.api_secret, fake.rest_url, **kw)
+    return FlickrClient(fake.api_key, fake.api_secret, fake.rest_url, **kw)
 
 
 def test_pages_of_500_until_count_distinct_photos(fake_flickr):
@@ -73,7 +79,7 @@ def test_transient_faults_are_retried(fresh_fake_flickr):
 
 
 def test_invalid_key_stops_at_once_with_one_line(fresh_fake_flickr):
-    src = FlickrSource("0" * 32, "secret", fresh_fake_flickr.rest_url, sleep=lambda s: None)
+    src = FlickrClient("0" * 32, "secret", fresh_fake_flickr.rest_url, sleep=lambda s: None)
     with pytest.raises(ConfigError, match="FLICKR_API_KEY") as e:
         list(src.search(FlickrQuery("cat", count=5)))
     assert src.calls == 1 and "\n" not in str(e.value)
@@ -89,10 +95,93 @@ def test_persistent_failure_is_a_clear_error_without_the_secret(fresh_fake_flick
 
 def test_missing_key_names_the_variables():
     with pytest.raises(ConfigError, match="FLICKR_API_KEY and FLICKR_API_SECRET"):
-        FlickrSource(None, None, "http://127.0.0.1:9/")
+        FlickrClient(None, None, "http://127.0.0.1:9/")
 
 
 @pytest.mark.parametrize(("field", "value"), [("count", 0), ("sort", "newest"), ("size", "x")])
 def test_bad_query_options_are_refused(field, value):
     with pytest.raises(ConfigError, match=f"--{field}"):
         FlickrQuery("cat", **{field: value})
+
+
+# ---- the Source protocol: Flickr, folder and URL list -------------------------------------------------------------
+
+
+def test_flickr_source_takes_its_queries_at_construction(fake_flickr):
+    told = []
+    src = FlickrSource(
+        ["cat", "dog"], count=30, size="z", client=source(fake_flickr), on_query=lambda t, n: told.append((t, n))
+    )
+    assert isinstance(src, Source) and src.name == "flickr"
+    photos = list(src.photos())
+    assert len(photos) == 60 and {p.collection for p in photos} == {"cat", "dog"}
+    assert told == [("cat", 30), ("dog", 30)] and all(p.url and p.path is None for p in photos)
+    one = list(FlickrSource("cat", count=3, as_name="kittens", license="4,9", client=source(fake_flickr)).photos())
+    assert {p.collection for p in one} == {"kittens"} and {p.license for p in one} <= {4, 9}
+
+
+def test_flickr_source_options_are_checked_before_any_call():
+    with pytest.raises(ConfigError, match="single query"):
+        FlickrSource(["cat", "dog"], as_name="pets")
+    with pytest.raises(ConfigError, match="--count"):
+        FlickrSource("cat", count=0)
+
+
+def test_folder_source_yields_local_paths(photo_dir):
+    src = FolderSource(photo_dir, as_name="loose")
+    assert isinstance(src, Source) and src.name == "folder"
+    photos = list(src.photos())
+    assert len(photos) == 13 and all(p.path and p.url is None for p in photos)
+    assert {p.collection for p in photos} == {"stripes", "rings", "loose"}
+    with pytest.raises(ConfigError, match="not a folder"):
+        FolderSource(photo_dir / "missing")
+
+
+ROWS = [
+    {"url": "http://127.0.0.1:9/a.jpg", "id": "a-1", "title": "A", "owner": "ann", "license": "4", "collection": "x"},
+    {"url": "http://127.0.0.1:9/b.jpg", "id": "", "title": "", "caption": "a caption", "license": "CC-BY"},
+    {"url": "ftp://127.0.0.1:9/c.jpg", "id": "c"},  # not http(s): skipped
+    {"url": "http://127.0.0.1:9/a.jpg", "id": "a-1", "title": "A again"},  # the same key again: once
+]
+
+
+def write_csv(path, rows):
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def check_rows(photos, stem):
+    assert [p.source_id for p in photos] == ["a-1", hashlib.sha1(b"http://127.0.0.1:9/b.jpg").hexdigest()]
+    a, b = photos
+    assert (a.source, a.url, a.path, a.title, a.owner, a.license, a.collection) == (
+        "urls", "http://127.0.0.1:9/a.jpg", None, "A", "ann", 4, "x"
+    )  # fmt: skip
+    assert b.title == "a caption" and b.license is None and b.collection == stem  # no column: the file's stem
+
+
+def test_url_list_from_csv(tmp_path):
+    src = UrlListSource(write_csv(tmp_path / "birds.csv", ROWS))
+    assert isinstance(src, Source) and src.name == "urls"
+    check_rows(list(src.photos()), "birds")
+    assert {p.collection for p in UrlListSource(tmp_path / "birds.csv", as_name="b").photos()} == {"x", "b"}
+
+
+def test_url_list_from_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    cols = list(dict.fromkeys(k for r in ROWS for k in r))
+    table = pa.table({c: [r.get(c) for r in ROWS] for c in cols})
+    pq.write_table(table, tmp_path / "birds.parquet")
+    check_rows(list(UrlListSource(tmp_path / "birds.parquet").photos()), "birds")
+
+
+def test_url_list_without_a_url_column_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no 'url' column"):
+        list(UrlListSource(write_csv(tmp_path / "l.csv", [{"link": "http://x/"}])).photos())
+    with pytest.raises(ConfigError, match="not a file"):
+        UrlListSource(tmp_path / "missing.csv")

@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
-from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher, make_flickr_source
+from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher, make_flickr_client
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision
 from imgidx.indexer.errors import ConfigError, StoreError
-from imgidx.indexer.licenses import parse_license_ids
 from imgidx.indexer.records import Photo
-from imgidx.indexer.sources import SIZE_LETTERS, SORTS, FlickrQuery, FolderSource
+from imgidx.indexer.sources import Source
+from imgidx.indexer.sources.flickr import SIZE_LETTERS, SORTS, FlickrSource
+from imgidx.indexer.sources.folder import FolderSource
+from imgidx.indexer.sources.urllist import UrlListSource
 from imgidx.indexer.store import DB_NAME, Store
 
 from . import console
@@ -29,8 +31,17 @@ def build(
             "--from-dir", help="Index a local folder instead of Flickr; first-level sub-folders become collections."
         ),
     ] = None,
+    from_urls: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-urls",
+            help="Index a CSV/Parquet list of photo URLs (columns: url, and any of id, title, owner, license, "
+            "page_url, caption, collection); collection from its column, else --as, else the file name.",
+        ),
+    ] = None,
     as_name: Annotated[
-        str | None, typer.Option("--as", help="Collection name (one query, or a folder's top level files).")
+        str | None,
+        typer.Option("--as", help="Collection name (one query, a folder's top level files, or a URL list's rows)."),
     ] = None,
     count: Annotated[int, typer.Option("--count", "-n", help="Photos per query (Flickr serves at most 4,000).")] = 100,
     sort: Annotated[str, typer.Option(help=f"Flickr order: {'|'.join(SORTS)}.")] = "relevance",
@@ -85,16 +96,19 @@ def build(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Search Flickr (or read a folder), download, embed with VGG16 and add to the index."""
+    """Search Flickr (or read a folder, or a list of URLs), download, embed with VGG16 and add to the index."""
     from imgidx.indexer.pipeline import (
-        ingest,
-    )  # here, not at the top: commands that need no network start faster (~0.2 s)
+        ingest,  # here, not at the top: commands that need no network start faster (~0.2 s)
+    )
 
     settings: Settings = ctx.obj.with_options(download_deadline=timeout, flickr_calls_per_hour=calls_per_hour)
-    if bool(queries) == bool(from_dir):
-        raise ConfigError("give Flickr queries (imgidx build cat dog) or --from-dir PATH, not both or neither")
+    if sum(map(bool, (queries, from_dir, from_urls))) != 1:
+        raise ConfigError(
+            "give Flickr queries (imgidx build cat dog), --from-dir PATH or --from-urls FILE: one of them"
+        )
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
+    source = _source(settings, queries, from_dir, from_urls, as_name, count, sort, license, size)
     index_precision = _index_precision(settings.home)  # keep adding in the precision it was built with
     if index_precision:  # unless this CPU only emulates it (bf16 without AMX): then only when asked explicitly
         precision = extend_precision(index_precision, precision)
@@ -115,12 +129,7 @@ def build(
         store.ensure_stamp(embedder.stamp)
         if embedder.weights.path:
             store.set_meta("weights_source", str(embedder.weights.path.resolve()))
-        photos = (
-            _folder_photos(from_dir, as_name)
-            if from_dir
-            else _flickr_photos(settings, queries or [], as_name, count, sort, license, size)
-        )
-        ids = store.add_photos(photos)
+        ids = store.add_photos(_photos(source, from_dir or from_urls))
         with console.progress("embedding", len(store.pending(ids, retry_failed=retry_failed))) as advance:
             report = ingest(
                 store,
@@ -128,7 +137,7 @@ def build(
                 embedder,
                 fetcher,
                 retry_failed=retry_failed,
-                workers=workers if not from_dir else min(workers, 4),
+                workers=workers if not from_dir else min(workers, 4),  # local reads
                 save_every=settings.save_every,
                 decode_workers=decode_workers,
                 on_progress=advance,
@@ -171,25 +180,44 @@ def _index_precision(home: Path) -> str | None:
         return None
 
 
-def _folder_photos(root: Path, as_name: str | None) -> list[Photo]:
-    photos = list(FolderSource(root, as_name).photos())
-    if not photos:
-        raise ConfigError(f"no image files (.jpg .png .gif .webp .bmp .tif) under {root}")
-    return photos
+def _source(
+    settings: Settings,
+    queries: list[str] | None,
+    from_dir: Path | None,
+    from_urls: Path | None,
+    as_name: str | None,
+    count: int,
+    sort: str,
+    license: str | None,
+    size: str,
+) -> Source:
+    if from_dir:
+        try:
+            return FolderSource(from_dir, as_name=as_name)
+        except ConfigError as e:
+            raise ConfigError(f"--from-dir {e}") from None
+    if from_urls:
+        return UrlListSource(from_urls, as_name=as_name)
+
+    def said(text: str, found: int) -> None:
+        console.err.print(f"flickr: {found} photos for {text!r} (sort {sort})", highlight=False)
+
+    return FlickrSource(
+        queries or [],
+        count=count,
+        sort=sort,
+        license=license,
+        size=size,
+        as_name=as_name,
+        client=make_flickr_client(settings),
+        on_query=said,
+    )
 
 
-def _flickr_photos(
-    settings: Settings, queries: list[str], as_name: str | None, count: int, sort: str, license: str | None, size: str
-) -> list[Photo]:
-    try:
-        licenses = tuple(parse_license_ids(license)) if license else ()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    source = make_flickr_source(settings)
-    photos: list[Photo] = []
-    for text in queries:
-        q = FlickrQuery(text, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or text)
-        found = list(source.search(q))
-        console.err.print(f"flickr: {len(found)} photos for {text!r} (sort {sort})", highlight=False)
-        photos += found
+def _photos(source: Source, local: Path | None) -> list[Photo]:
+    photos = list(source.photos())
+    if not photos and isinstance(source, FolderSource):
+        raise ConfigError(f"no image files (.jpg .png .gif .webp .bmp .tif) under {local}")
+    if not photos and isinstance(source, UrlListSource):
+        raise ConfigError(f"no http(s) URLs in {local}")
     return photos

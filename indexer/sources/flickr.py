@@ -1,4 +1,4 @@
-"""Where photos come from: a Flickr search (flickrapi, parsed-json) or a local folder. -> Iterator[Photo].
+"""Flickr searches as a Source: `FlickrSource(queries, count=..., ...).photos()` -> Iterator[Photo].
 
 Flickr facts this relies on (shared/flickr-fake-spec.md): at most 500 per page, only the first 4,000 results of
 a search are reachable (later pages repeat), results drift between calls (deduplicate by id), `total` may be a
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import ConfigError
+from ..config import Settings
+from ..errors import ConfigError
+from ..licenses import parse_license_ids
+from ..records import Photo
 from .flickr_api import CallBudget, FlickrApi
-from .records import Photo
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ SIZES: list[tuple[str, str, int]] = [
     ("o", "url_o", 10**6),
 ]
 SIZE_LETTERS = [s[0] for s in SIZES]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+NAME = "flickr"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,61 @@ class FlickrQuery:
 
 
 class FlickrSource:
+    """A Source: photos of each query in turn, one collection per query (`as_name` names it for a single query).
+
+    `client` makes the calls (FlickrClient: key, budget, retries); without one it is made from `settings`
+    (config.Settings: FLICKR_API_KEY/SECRET, REST URL, timeouts, call budget). `on_query(text, found)` is told
+    after each query."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        queries: str | Sequence[str],
+        *,
+        count: int = 100,
+        sort: str = "relevance",
+        license: str | Sequence[int] | None = None,
+        size: str = "z",
+        as_name: str | None = None,
+        client: FlickrClient | None = None,
+        settings: Settings | None = None,
+        on_query: Callable[[str, int], None] | None = None,
+    ):
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if not texts:
+            raise ConfigError("a Flickr source needs at least one query")
+        if as_name and len(texts) > 1:
+            raise ConfigError("one collection name for several queries: give it with a single query")
+        if isinstance(license, str):
+            try:
+                licenses = tuple(parse_license_ids(license))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        else:
+            licenses = tuple(license or ())
+        self.queries = [
+            FlickrQuery(t, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or t) for t in texts
+        ]
+        self._client, self._settings, self.on_query = client, settings, on_query
+
+    @property
+    def client(self) -> FlickrClient:
+        if self._client is None:  # made on first use: constructing a source checks options, not the key
+            self._client = FlickrClient.from_settings(self._settings or Settings.from_env())
+        return self._client
+
+    def photos(self) -> Iterator[Photo]:
+        for q in self.queries:
+            found = 0
+            for photo in self.client.search(q):
+                found += 1
+                yield photo
+            if self.on_query:
+                self.on_query(q.text, found)
+
+
+class FlickrClient:
     """Pages through flickr.photos.search by hand (flickrapi's walk() needs etree and ignores the 4,000 cap)."""
 
     def __init__(
@@ -84,6 +140,19 @@ class FlickrSource:
         budget = budget or CallBudget(sleep=sleep)
         self.api = FlickrApi(
             key, secret, rest_url, timeout=timeout, retries=retries, backoff=backoff, budget=budget, sleep=sleep
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, on_wait: Callable[[float], None] | None = None) -> FlickrClient:
+        budget = CallBudget(settings.flickr_calls_per_hour, settings.flickr_budget_window, on_wait=on_wait)
+        return cls(
+            settings.flickr_key,
+            settings.flickr_secret,
+            settings.flickr_rest_url,
+            timeout=settings.flickr_timeout,
+            retries=settings.retries,
+            backoff=settings.backoff,
+            budget=budget,
         )
 
     @property
@@ -156,7 +225,7 @@ def photo_from_flickr(raw: dict, q: FlickrQuery) -> Photo:
     url, w, h = choose_url(raw, q.size)
     tags = raw.get("tags") or ""
     return Photo(
-        source="flickr",
+        source=NAME,
         source_id=pid,
         collection=q.collection or q.text,
         url=url,
@@ -172,31 +241,6 @@ def photo_from_flickr(raw: dict, q: FlickrQuery) -> Photo:
         height=h,
         query=q.text,
     )
-
-
-class FolderSource:
-    """Image files under a folder; first-level sub-folder names become collections (like flow_from_directory)."""
-
-    def __init__(self, root: Path, collection: str | None = None):
-        self.root = Path(root).expanduser().resolve()
-        if not self.root.is_dir():
-            raise ConfigError(f"--from-dir {root} is not a folder")
-        self.collection = collection or self.root.name
-
-    def photos(self) -> Iterator[Photo]:
-        for path in sorted(self.root.rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file() or path.name.startswith("."):
-                continue
-            rel = path.relative_to(self.root)
-            collection = rel.parts[0] if len(rel.parts) > 1 else self.collection
-            yield Photo(
-                source="folder",
-                source_id=rel.as_posix(),
-                collection=collection,
-                origin=str(self.root),
-                path=str(path),
-                title=path.stem,
-            )
 
 
 def _int(v: object, default: int | None) -> int | None:

@@ -16,8 +16,8 @@ import random
 import time
 from collections.abc import Callable
 
-from .errors import ConfigError, ImgidxError
-from .fetch import retry_after_seconds
+from ..errors import ConfigError, ImgidxError
+from ..fetch import retry_after_seconds
 
 log = logging.getLogger(__name__)
 

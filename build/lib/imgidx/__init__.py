@@ -1,1 +1,0 @@
-"""imgidx: an image-embedding index (photos -> VGG16 vectors -> SQLite + FAISS -> similar / clean / train)."""
