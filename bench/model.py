@@ -79,12 +79,12 @@ def run(opts: Options) -> tuple[dict, str]:
 
     from . import runtimes
 
-    files = photo_files(320 if opts.quick else 1000)
+    files = photo_files(192 if opts.quick else 1000)
     OUT.mkdir(parents=True, exist_ok=True)
     from imgidx.indexer.embedders.keras_env import accelerator
 
     device = accelerator()
-    bs = 64 if device == "cpu" else 128
+    bs = (64 if device == "cpu" else 128) // (2 if opts.quick else 1)
     x = np.stack([prepare(f.read_bytes()) for f in files[:bs]])
     gflops = runtimes.sgemm_gflops()
     limit = gflops / runtimes.GFLOP_PER_IMAGE
