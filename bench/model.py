@@ -79,16 +79,18 @@ def run(opts: Options) -> tuple[dict, str]:
 
     from . import runtimes
 
-    files = photo_files(192 if opts.quick else 1000)
+    files = photo_files(96 if opts.quick else 1000)
     OUT.mkdir(parents=True, exist_ok=True)
     from imgidx.indexer.embedders.keras_env import accelerator
 
     device = accelerator()
-    bs = (64 if device == "cpu" else 128) // (2 if opts.quick else 1)
+    bs = (64 if device == "cpu" else 128) // (4 if opts.quick else 1)
     x = np.stack([prepare(f.read_bytes()) for f in files[:bs]])
     gflops = runtimes.sgemm_gflops()
     limit = gflops / runtimes.GFLOP_PER_IMAGE
-    embs, variants = runtimes.measure(x, rounds=2 if opts.quick else 3, min_seconds=5 if opts.quick else 12)
+    embs, variants = runtimes.measure(
+        x, rounds=2 if opts.quick else 3, min_seconds=5 if opts.quick else 12, calibration=32 if opts.quick else 300
+    )
     best = max(variants, key=lambda k: variants[k]["median"])
     best_fp32 = max((k for k in variants if k.endswith("fp32")), key=lambda k: variants[k]["median"])
     for v in variants.values():
@@ -109,7 +111,7 @@ def run(opts: Options) -> tuple[dict, str]:
     folder = _folder(files)
     try:
         bares, pipes, reports = [bare()], [], []
-        for _ in range(2 if opts.quick else 3):
+        for _ in range(1 if opts.quick else 3):
             with Others() as o:
                 reports.append(_pipeline(emb, folder))
             others.append(o.cores)

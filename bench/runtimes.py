@@ -46,26 +46,26 @@ def offered() -> list[tuple[str, str]]:
 def calibration_pixels(n: int = 300) -> np.ndarray:
     from imgidx.indexer.images import prepare
 
-    try:
+    try:  # (the speed of int8 does not depend on which photos set its ranges: --quick uses fewer)
         files = photo_files(n)
     except Skip:  # no shared photos: speed does not depend on what the ranges were calibrated on
         return np.random.default_rng(0).integers(0, 256, (64, 224, 224, 3), dtype=np.uint8)
     return np.stack([prepare(f.read_bytes()) for f in files])
 
 
-def embedder(runtime: str, precision: str, batch_size: int, home: Path):
+def embedder(runtime: str, precision: str, batch_size: int, home: Path, calibration: int = 300):
     from imgidx.indexer.embedders import make
     from imgidx.indexer.embedders.weights import resolve
 
     spec = resolve("random:0", "fc2", Path("/nonexistent"), "")
-    extra = {"home": home, "calibration": calibration_pixels} if runtime == "onnx" else {}
+    extra = {"home": home, "calibration": lambda: calibration_pixels(calibration)} if runtime == "onnx" else {}
     return make("vgg16", "fc2", spec, precision=precision, batch_size=batch_size, runtime=runtime, **extra).load()
 
 
-def measure(x: np.ndarray, rounds: int, min_seconds: float) -> tuple[dict, dict]:
+def measure(x: np.ndarray, rounds: int, min_seconds: float, calibration: int = 300) -> tuple[dict, dict]:
     """{"runtime precision": embedder}, {"runtime precision": {"img_per_s": [...], "others": [...]}}"""
     home = OUT / "runtimes-home"  # exported/quantized files cached across runs of the bench
-    embs = {f"{rt} {p}": embedder(rt, p, len(x), home) for rt, p in offered()}
+    embs = {f"{rt} {p}": embedder(rt, p, len(x), home, calibration) for rt, p in offered()}
     for e in embs.values():
         e.embed(x)  # warm-up: traces, allocations
     got = {name: {"img_per_s": [], "others": []} for name in embs}
