@@ -64,7 +64,7 @@ def embedder(runtime: str, precision: str, batch_size: int, home: Path, calibrat
 
 def measure(x: np.ndarray, rounds: int, min_seconds: float, calibration: int = 300) -> tuple[dict, dict]:
     """{"runtime precision": embedder}, {"runtime precision": {"img_per_s": [...], "others": [...]}}"""
-    home = OUT / "runtimes-home"  # exported/quantized files cached across runs of the bench
+    home = OUT / f"runtimes-home-cal{calibration}"  # exported/quantized files cached across runs of the bench
     embs = {f"{rt} {p}": embedder(rt, p, len(x), home, calibration) for rt, p in offered()}
     for e in embs.values():
         e.embed(x)  # warm-up: traces, allocations
