@@ -177,9 +177,12 @@ def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8]) -> bytes:
             return None if b is None else {ox.INPUT: b}
 
     with tempfile.TemporaryDirectory(prefix="imgidx-quant-") as tmp:
-        out = Path(tmp) / "int8.onnx"
+        out, src = Path(tmp) / "int8.onnx", Path(tmp) / "fp32.onnx"
+        # the quantizer writes <input>-inferred.onnx beside its input: a private link keeps two processes that
+        # quantize at once (and the shared cache folder) out of each other's way
+        os.symlink(Path(fp32_path).resolve(), src)
         quantize_static(
-            str(fp32_path),
+            str(src),
             str(out),
             Reader(),
             quant_format=QuantFormat.QDQ,
