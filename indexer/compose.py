@@ -51,7 +51,7 @@ def make_embedder(
         raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
     if batch_size is not None and batch_size <= 0:
         raise ConfigError(f"--batch-size must be > 0; received {batch_size}")
-    runtime = runtime or settings.runtime
+    explicit, runtime = runtime is not None, runtime or settings.runtime
     if runtime not in RUNTIME_CHOICES:
         raise ConfigError(f"--runtime must be one of {'|'.join(RUNTIME_CHOICES)}; received {runtime!r}")
     mod = model_module(model)
@@ -60,6 +60,8 @@ def make_embedder(
     precision = precision or default_precision(device, flags)
     batch_size = batch_size or default_batch_size(device)
     fixed = only_runtime(precision)
+    if fixed and not explicit:  # a preference from the environment yields to the one runtime that can run it
+        runtime = fixed
     if fixed and runtime not in ("auto", fixed):
         raise ConfigError(f"precision {precision} runs on the {fixed} runtime only; received runtime {runtime!r}")
 

@@ -304,3 +304,35 @@ def test_extending_a_bf16_index_where_bf16_is_emulated_is_a_choice():
     assert extend_precision("bf16", "bf16", flags=AVX2) == "bf16"  # asked for: proceed, slowly
     assert extend_precision("fp32", None, flags=AVX2) == extend_precision("fp32", None, flags=AMX) == "fp32"
     assert extend_precision("int8", None, flags=AMX) == "int8"
+
+
+# ---- the build, end to end --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_int8_build_calibrates_on_the_index_own_photos_then_onnx_and_keras_fp32_share_an_index(photo_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from imgidx.cli.app import app
+
+    def run(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.stdout + result.stderr
+        return result
+
+    common = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4", "--json"]
+    int8_home = tmp_path / "int8"
+    run("--home", int8_home, "build", "--from-dir", photo_dir / "stripes", "--precision", "int8", *common)
+    side = json.loads(next((int8_home / "cache" / "onnx").glob("*int8*.json")).read_text())
+    assert side["precision"] == "int8" and side["weights"] == "random:0"
+    info = json.loads(run("--home", int8_home, "info", "--json").stdout)
+    assert info["photos"] == 6 and info["stamp"]["precision"] == "int8"
+    target = photo_dir / "stripes" / "stripes_2.jpg"  # the query is embedded by the cached int8 model
+    hits = json.loads(run("--home", int8_home, "similar", target, "-k", 3, "--json").stdout)["hits"]
+    assert hits[0]["source_id"] == "stripes_2.jpg" and hits[0]["score"] >= 0.99 and len(hits) == 3
+
+    home = tmp_path / "mixed"  # ORT fp32 first, then Keras fp32 adds to the same index: one stamp
+    run("--home", home, "build", "--from-dir", photo_dir / "stripes", "--runtime", "onnx", *common)
+    run("--home", home, "build", "--from-dir", photo_dir / "rings", "--runtime", "keras", *common)
+    info = json.loads(run("--home", home, "info", "--json").stdout)
+    assert info["photos"] == 12 and info["stamp"]["precision"] == "fp32"
