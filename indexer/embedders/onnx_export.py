@@ -212,6 +212,9 @@ def _sha256(path: Path) -> str:
 def _atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
