@@ -35,7 +35,7 @@ from .weights import WeightsSpec
 
 ONNX_PRECISIONS = ("fp32", "int8")
 CALIBRATION_PHOTOS = 300
-CALIBRATION_BATCH = 16
+CALIBRATION_BATCH = 8  # photos per calibration run: every intermediate tensor of a batch is held at once
 QUANT_VERSION = 1  # bump when the quantization recipe below changes
 
 
