@@ -57,7 +57,7 @@ def make_embedder(
     mod = model_module(model)
     spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir, model=mod)
     device = accelerator() if precision is None or batch_size is None else "cpu"
-    precision = precision or default_precision(device, flags)
+    precision = precision or default_precision(device, flags, layer=layer, runtime=runtime)
     batch_size = batch_size or default_batch_size(device)
     fixed = only_runtime(precision)
     if fixed and not explicit:  # a preference from the environment yields to the one runtime that can run it

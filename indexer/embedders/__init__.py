@@ -119,14 +119,24 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def default_precision(device: str = "cpu", flags: frozenset[str] | None = None) -> str:
-    """bf16 on CPUs with AMX-BF16 (~10x fp32 on 2 cores here, cosine to fp32 >= 0.9999: README); fp32 elsewhere.
+# Layers whose int8 vectors were measured to keep cosine >= 0.99 to fp32 and every quality number within 0.005
+# (README "Performance": real ImageNet weights, shared photos). fc2 has no real weights to measure with here.
+INT8_DEFAULT_LAYERS: frozenset[str] = frozenset()
+
+
+def default_precision(
+    device: str = "cpu", flags: frozenset[str] | None = None, *, layer: str | None = None, runtime: str = "auto"
+) -> str:
+    """bf16 on CPUs with AMX-BF16 (~10x fp32 on 2 cores here, cosine to fp32 >= 0.9999: README); on other CPUs
+    int8 (ONNX Runtime) for the layers in INT8_DEFAULT_LAYERS unless the Keras runtime is asked for; else fp32.
 
     On a GPU fp32 stays the default: the model is no longer the bottleneck there (decoding is), so lower
     precision would buy little build speed for a small loss of exactness; pass --precision bf16 to choose it."""
     if device != "cpu":
         return "fp32"
-    return "bf16" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "fp32"
+    if "amx_bf16" in (cpu_flags() if flags is None else flags):
+        return "bf16"
+    return "int8" if layer in INT8_DEFAULT_LAYERS and runtime != "keras" else "fp32"
 
 
 # Precisions some CPUs only emulate: without the flag, TensorFlow runs them through slow reference kernels (bf16
