@@ -336,3 +336,19 @@ def test_int8_build_calibrates_on_the_index_own_photos_then_onnx_and_keras_fp32_
     run("--home", home, "build", "--from-dir", photo_dir / "rings", "--runtime", "keras", *common)
     info = json.loads(run("--home", home, "info", "--json").stdout)
     assert info["photos"] == 12 and info["stamp"]["precision"] == "fp32"
+
+
+def test_default_precision_by_cpu_kind_layer_and_runtime():
+    from imgidx.indexer.embedders import INT8_DEFAULT_LAYERS, default_precision
+
+    for layer in ("fc2", "block5_pool"):
+        assert default_precision("cpu", AMX, layer=layer) == "bf16"  # AMX: bf16 whatever the runtime preference
+        assert default_precision("cpu", AVX2, layer=layer, runtime="keras") == "fp32"  # Keras has no int8
+        want = "int8" if layer in INT8_DEFAULT_LAYERS else "fp32"
+        assert (
+            default_precision("cpu", AVX2, layer=layer)
+            == default_precision("cpu", AVX2, layer=layer, runtime="onnx")
+            == want
+        )
+        assert default_precision("gpu", AVX2, layer=layer) == "fp32"
+    assert "fc2" not in INT8_DEFAULT_LAYERS  # no real fc weights to measure int8 with: fp32 stays its default
