@@ -10,26 +10,31 @@ cat/dog photos:
 from __future__ import annotations
 
 import io
+import shutil
 import time
 
 import numpy as np
 from PIL import Image
 
-from .common import Options, labels_of, need_weights, photo_files, rate, table
+from imgidx.indexer.embedders import native
 
+from .common import OUT, Options, labels_of, need_weights, photo_files, rate, table
+
+CALIBRATION = 300  # photos for the int8 quantization (onnx_runtime.CALIBRATION_PHOTOS)
 FP16_SUBSET = 400  # fp16 runs at ~half fp32 speed on CPUs (no native fp16 matmul): a subset suffices
 
 
-def _embedder(precision: str):
-    from imgidx.indexer.embedders.keras_runtime import KerasEmbedder as Embedder
+def _embedder(precision: str, runtime: str = "keras", calibration: np.ndarray | None = None):
+    from imgidx.indexer.embedders import make
     from imgidx.indexer.embedders.weights import resolve
 
     spec = resolve(str(need_weights()), "block5_pool", need_weights().parent, "")
-    return Embedder("block5_pool", spec, precision=precision, batch_size=32).load()
+    extra = {"home": OUT / "precision-home", "calibration": lambda: calibration} if runtime == "onnx" else {}
+    return make("vgg16", "block5_pool", spec, precision=precision, batch_size=32, runtime=runtime, **extra).load()
 
 
-def _embed(precision: str, pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    emb = _embedder(precision)
+def _embed(precision: str, pixels: np.ndarray, runtime: str = "keras", calibration=None) -> tuple[np.ndarray, float]:
+    emb = _embedder(precision, runtime, calibration)
     emb.embed(pixels[:2])  # trace
     start = time.perf_counter()
     v = emb.embed(pixels)
@@ -83,14 +88,20 @@ def run_precision(opts: Options) -> tuple[dict, str]:
             "",
         )
     ]
-    for precision in ("bf16", "fp16"):
-        n = len(files) if precision == "bf16" else sub
-        v, r = _embed(precision, pixels[:n])
+    shutil.rmtree(OUT / "precision-home", ignore_errors=True)  # the int8 file is calibrated anew below
+    calibration = pixels[:CALIBRATION]  # as a build does: its first photos (shared photos: cats, dogs interleaved)
+    variants = [("onnx", "fp32", len(files)), ("onnx", "int8", len(files))]
+    if native("bf16"):  # elsewhere TensorFlow emulates bf16: minutes per batch, and no index is built that way
+        variants += [("keras", "bf16", len(files)), ("keras", "fp16", sub)]
+    for runtime, precision, n in variants:
+        v, r = _embed(precision, pixels[:n], runtime, calibration)
         q, base = quality(v, y[:n]), quality(ref[:n], y[:n])
         cos = _cos(v, ref[:n])
         d_acc = q["logreg_accuracy_70_30"] - base["logreg_accuracy_70_30"]
         d_knn = q["knn_precision_at_10"] - base["knn_precision_at_10"]
-        result[precision] = {
+        name = precision if runtime == "keras" else f"{precision} onnx"
+        result[name] = {
+            "runtime": runtime,
             "photos": n,
             "img_per_s": round(r, 1),
             "cosine_to_fp32": cos,
@@ -101,25 +112,36 @@ def run_precision(opts: Options) -> tuple[dict, str]:
         }
         rows.append(
             (
-                precision,
+                name,
                 n,
                 f"{r:.1f}",
-                f"{cos['min']:.5f}",
-                f"{cos['mean']:.5f}",
+                f"{cos['min']:.6f}",
+                f"{cos['mean']:.6f}",
                 q["logreg_accuracy_70_30"],
                 q["knn_precision_at_10"],
                 f"{d_acc:+.4f}",
                 f"{d_knn:+.4f}",
             )
         )
+    i8 = result["int8 onnx"]
+    i8["calibration_photos"] = len(calibration)
+    result["int8_meets_the_bar"] = bool(
+        i8["cosine_to_fp32"]["min"] >= 0.99 and abs(i8["delta_accuracy"]) <= 0.005 and abs(i8["delta_knn_p10"]) <= 0.005
+    )
+    result["onnx_fp32_mixes_with_tf_fp32"] = bool(result["fp32 onnx"]["cosine_to_fp32"]["min"] >= 0.99999)
+    title = (
+        "precision: real block5 weights, shared photos (img/s on this machine, cosine to TF fp32, quality); "
+        f"int8 calibrated on the first {len(calibration)} photos"
+    )
+    header = ["precision", "photos", "img/s", "cos min", "cos mean", "logreg acc", "kNN p@10", "d acc", "d p@10"]
+    if "bf16" not in result:
+        return result, table(title, header, rows)
     bf = result["bf16"]
     result["bf16_meets_the_bar"] = bool(
         bf["cosine_to_fp32"]["min"] >= 0.999
         and abs(bf["delta_accuracy"]) <= 0.005
         and abs(bf["delta_knn_p10"]) <= 0.005
     )
-    title = "precision: real block5 weights, shared photos (img/s on this machine, cosine to fp32, quality)"
-    header = ["precision", "photos", "img/s", "cos min", "cos mean", "logreg acc", "kNN p@10", "d acc", "d p@10"]
     return result, table(title, header, rows)
 
 

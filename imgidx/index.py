@@ -21,8 +21,16 @@ import numpy.typing as npt
 
 from imgidx import ops
 from imgidx.indexer import ann
-from imgidx.indexer.compose import build_lock, build_running, embedder_for_index, make_embedder, make_fetcher
+from imgidx.indexer.compose import (
+    build_lock,
+    build_running,
+    calibration_photos,
+    embedder_for_index,
+    make_embedder,
+    make_fetcher,
+)
 from imgidx.indexer.config import Settings
+from imgidx.indexer.embedders import extend_precision
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import DB_NAME
 from imgidx.indexer.records import Photo, Stamp
@@ -130,11 +138,14 @@ class Index:
         decode_workers: int | None = None,
         retry_failed: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
+        runtime: str | None = None,
     ) -> BuildReport:
         """Add the photos of `source` (download or read, embed, index); what an earlier build finished is skipped.
 
         layer/weights/precision default to the index's own (for a new index: fc2, settings.weights, and the
-        device's precision). on_progress(done, total) is called as photos are processed."""
+        device's precision); an index whose precision this CPU only emulates (bf16 without AMX) is extended only
+        when that precision is asked for explicitly. runtime: keras | onnx | auto (default: settings.runtime; auto
+        measures once per machine which is faster). on_progress(done, total) is called as photos are processed."""
         from imgidx.indexer.pipeline import ingest  # here: commands that need no network start faster
 
         if workers <= 0:
@@ -146,16 +157,27 @@ class Index:
             else:
                 weights = (weights_source if stamp is not None else None) or self.settings.weights
         layer = layer or (stamp.layer if stamp else "fc2")
-        precision = precision or (stamp.precision if stamp else None)  # keep adding in the index's precision
-        embedder = make_embedder(self.settings, layer, weights, precision=precision, batch_size=batch_size)
+        if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
+            precision = extend_precision(stamp.precision, precision)
+        fetcher = make_fetcher(self.settings, workers)
+        opened: list[Store] = []  # int8 calibrates on the index's first photos, once the store below holds them
+        embedder = make_embedder(
+            self.settings,
+            layer,
+            weights,
+            precision=precision,
+            batch_size=batch_size,
+            runtime=runtime,
+            calibration=lambda: calibration_photos(opened[0], fetcher),
+        )
         with build_lock(self.home), Store(self.home) as store:
+            opened.append(store)
             store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
             store.ensure_stamp(embedder.stamp)
             if embedder.weights.path:
                 store.set_meta("weights_source", str(embedder.weights.path.resolve()))
             photos = list(source.photos())
             ids = store.add_photos(photos)
-            fetcher = make_fetcher(self.settings, workers)
             total = len(store.pending(ids, retry_failed=retry_failed))
             done = 0
 

@@ -5,13 +5,26 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .config import Settings
-from .embedders import PRECISIONS, Embedder, default_batch_size, default_precision, make, model_module
+from .embedders import (
+    PRECISIONS,
+    Embedder,
+    default_batch_size,
+    default_precision,
+    make,
+    model_module,
+    query_precision,
+)
+from .embedders.choice import RUNTIME_CHOICES, choose, only_runtime
 from .embedders.keras_env import accelerator
+from .embedders.onnx_runtime import CALIBRATION_PHOTOS
 from .embedders.weights import resolve
 from .errors import ConfigError, EmptyIndex, InvalidArgument, LockedError, StampMismatch
 from .fetch import Fetcher
@@ -27,30 +40,80 @@ def make_embedder(
     precision: str | None = None,
     batch_size: int | None = None,
     model: str = "vgg16",
-    runtime: str = "keras",
+    runtime: str | None = None,
+    flags: frozenset[str] | None = None,
+    calibration: Callable[[], np.ndarray] | None = None,
 ) -> Embedder:
-    """precision/batch_size None: chosen for the device the model will run on (see embedders.default_precision)."""
+    """precision/batch_size None: chosen for the device the model will run on (see embedders.default_precision).
+    runtime None: settings.runtime (auto: measured once per machine, embedders/choice.py). flags: the CPU's
+    feature flags (None: this CPU's). calibration: photos for an int8 quantization, called only if one is made."""
     if precision is not None and precision not in PRECISIONS:
         raise InvalidArgument(f"precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
     if batch_size is not None and batch_size <= 0:
         raise InvalidArgument(f"batch_size must be > 0; received {batch_size}")
+    explicit, runtime = runtime is not None, runtime or settings.runtime
+    if runtime not in RUNTIME_CHOICES:
+        raise InvalidArgument(f"runtime must be one of {'|'.join(RUNTIME_CHOICES)}; received {runtime!r}")
     mod = model_module(model)
     spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir, model=mod)
     device = accelerator() if precision is None or batch_size is None else "cpu"
-    return make(
-        model,
-        layer,
-        spec,
-        precision=precision or default_precision(device),
-        batch_size=batch_size or default_batch_size(device),
-        runtime=runtime,
-    )
+    precision = precision or default_precision(device, flags, layer=layer, runtime=runtime)
+    batch_size = batch_size or default_batch_size(device)
+    fixed = only_runtime(precision)
+    if fixed and not explicit:  # a preference from the environment yields to the one runtime that can run it
+        runtime = fixed
+    if fixed and runtime not in ("auto", fixed):
+        raise ConfigError(f"precision {precision} runs on the {fixed} runtime only; received runtime {runtime!r}")
+
+    built: dict[str, Embedder] = {}
+
+    def build(rt: str) -> Embedder:
+        if rt not in built:
+            extra = {"home": settings.home, "calibration": calibration} if rt == "onnx" else {}
+            built[rt] = make(model, layer, spec, precision=precision, batch_size=batch_size, runtime=rt, **extra)
+        return built[rt]
+
+    if runtime == "auto":
+        # ONNX Runtime is run on the CPU only: on a GPU machine the Keras backend's GPU is the fast path
+        runtime = (
+            "keras" if device != "cpu" and not fixed else choose(settings.home, layer, precision, batch_size, build)[0]
+        )
+    return build(runtime)
+
+
+def calibration_photos(store: Store, fetcher: Fetcher, n: int = CALIBRATION_PHOTOS) -> np.ndarray:
+    """The first `n` photos of the index by id that decode (for a new index: the first photos of the build being
+    run), through the build's own loader: a photo downloaded here is kept and not fetched again by the build."""
+    from .pipeline import Job, Loader
+
+    loader = Loader(store.home, fetcher)
+    rows = store.db.execute(  # the index's own photos, oldest first; failed ones cannot calibrate anything
+        "SELECT id, source, source_id, url, path FROM photos WHERE state != 'failed' ORDER BY id LIMIT ?", (2 * n,)
+    ).fetchall()
+    pixels = []
+    for r in rows:
+        got = loader(Job(r["id"], r["source"], r["source_id"], r["url"], r["path"]))
+        if got.pixels is not None:
+            pixels.append(got.pixels)
+        if len(pixels) >= n:
+            break
+    return np.stack(pixels) if pixels else np.zeros((0, 224, 224, 3), np.uint8)
 
 
 def embedder_for_index(
-    store: Store, settings: Settings, *, layer: str | None = None, weights: str | None = None, batch_size: int = 32
+    store: Store,
+    settings: Settings,
+    *,
+    layer: str | None = None,
+    weights: str | None = None,
+    batch_size: int = 32,
+    flags: frozenset[str] | None = None,
+    fetcher: Fetcher | None = None,
 ) -> Embedder:
-    """An embedder that reproduces the index's own stamp; options, when given, must agree with it."""
+    """An embedder for queries on the index: the index's own stamp, except that a precision this CPU only
+    emulates (bf16 without AMX-BF16) is replaced by fp32 (embedders.query_precision). Options, when given, must
+    agree with the stamp. An int8 index whose quantized model is not cached here is calibrated again on its own
+    first photos (files on disk; `fetcher` for photos that must be downloaded)."""
     stamp = store.stamp
     if stamp is None:
         raise EmptyIndex(f"the index in {store.home} is empty; build it first")
@@ -65,12 +128,19 @@ def embedder_for_index(
     for cand in dict.fromkeys(candidates):
         try:
             emb = make_embedder(
-                settings, layer, cand, precision=stamp.precision, batch_size=batch_size, model=stamp.model
+                settings,
+                layer,
+                cand,
+                precision=query_precision(stamp.precision, flags=flags),
+                batch_size=batch_size,
+                model=stamp.model,
+                flags=flags,
+                calibration=lambda: calibration_photos(store, fetcher or make_fetcher(settings, 4)),
             )
         except ConfigError as e:
             last_error = e
             continue
-        if emb.stamp == stamp:
+        if replace(emb.stamp, precision=stamp.precision) == stamp:  # the precision may differ: see above
             return emb
         last_error = StampMismatch(stamp_mismatch_message(stamp, emb.stamp, store.home))
     if weights is not None or layer != stamp.layer:

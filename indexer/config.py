@@ -52,6 +52,7 @@ class Settings:
     # photo downloads from private, loopback, link-local and multicast addresses (SSRF): off unless asked for,
     # e.g. for a photo host on the local network, or the tests' local fake Flickr
     allow_private_hosts: bool = False
+    runtime: str = "auto"  # keras | onnx | auto (the faster here, measured once per machine: embedders/choice.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -68,6 +69,7 @@ class Settings:
             weights_url=env.get("IMGIDX_WEIGHTS_URL") or WEIGHTS_URL,
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",
             allow_private_hosts=_flag(env, "IMGIDX_ALLOW_PRIVATE_HOSTS"),
+            runtime=env.get("IMGIDX_RUNTIME") or "auto",
             **numbers,
         )
 

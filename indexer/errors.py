@@ -10,6 +10,10 @@ class ConfigError(ImgidxError):
     """Missing or invalid configuration (API key, weights file, option values)."""
 
 
+class EmulatedPrecision(ConfigError):
+    """The index's precision runs only emulated (very slowly) on this CPU, and it was not asked for explicitly."""
+
+
 class StampMismatch(ImgidxError, ValueError):
     """Vectors from two different model stamps would be mixed (also: a classifier applied to other vectors)."""
 

@@ -41,6 +41,8 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IMGIDX_HOME", str(root / "home"))
     monkeypatch.setenv("KERAS_HOME", str(root / "keras"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    # the runtime choice (auto) measures both runtimes once per data home: tests pick theirs explicitly
+    monkeypatch.setenv("IMGIDX_RUNTIME", "keras")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("IMGIDX_ALLOW_PRIVATE_HOSTS", "1")  # the fake Flickr's photo host is on loopback
     for var in (

@@ -144,8 +144,8 @@ def test_precision_is_stamped_kept_by_later_builds_and_a_mismatch_is_refused(pho
     assert again["reused"] == 1 and again["already_indexed"] == 13
     r = run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "bf16", ok=False)
     assert r.exit_code == 1 and "fp32" in r.stderr and "bf16" in r.stderr and "Traceback" not in r.stderr
-    r = run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "int8", ok=False)
-    assert r.exit_code == 1 and "fp32|bf16|fp16" in r.stderr
+    r = run("build", "--from-dir", photo_dir, *RANDOM, "--precision", "int4", ok=False)
+    assert r.exit_code == 1 and "fp32|bf16|fp16|int8" in r.stderr
 
 
 @pytest.mark.slow

@@ -56,8 +56,15 @@ def build(
     precision: Annotated[
         str | None,
         typer.Option(
-            help="Model compute precision: fp32|bf16|fp16. Default: the index's own; for a new index bf16 on "
-            "CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+            help="Model compute precision: fp32|bf16|fp16|int8 (int8: ONNX Runtime). Default: the index's own; "
+            "for a new index bf16 on CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+        ),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="keras|onnx|auto: what runs the model. auto (default; env IMGIDX_RUNTIME): the faster on this "
+            "machine, measured once and remembered. Not in the stamp: both give the same vectors."
         ),
     ] = None,
     batch_size: Annotated[
@@ -123,6 +130,7 @@ def build(
             decode_workers=decode_workers,
             retry_failed=retry_failed,
             on_progress=on_progress,
+            runtime=runtime,
         )
     d = report.as_dict()
     if as_json:

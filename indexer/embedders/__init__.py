@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EmulatedPrecision
 from ..records import Stamp
 
 if TYPE_CHECKING:
     from .weights import WeightsSpec
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: ONNX Runtime only (onnx_runtime.py)
 BATCH_SIZE = {"cpu": 64, "gpu": 128}  # bf16 fc2 on 2 AMX cores: 33 img/s at 32, 37 at 64, 40 at 128 (2x memory)
 
 
@@ -52,7 +52,10 @@ class Embedder(Protocol):
 # model name -> module with NAME, INPUT_SIZE, PREPROCESS, LAYERS (see vgg16.py)
 MODELS: dict[str, str] = {"vgg16": "imgidx.indexer.embedders.vgg16"}
 # runtime name -> "module:factory"; a factory takes (model_module, layer, weights, *, precision, batch_size)
-RUNTIMES: dict[str, str | Callable[..., Embedder]] = {"keras": "imgidx.indexer.embedders.keras_runtime:KerasEmbedder"}
+RUNTIMES: dict[str, str | Callable[..., Embedder]] = {
+    "keras": "imgidx.indexer.embedders.keras_runtime:KerasEmbedder",
+    "onnx": "imgidx.indexer.embedders.onnx_runtime:OnnxEmbedder",
+}
 
 
 def register_runtime(name: str, factory: str | Callable[..., Embedder]) -> None:
@@ -73,9 +76,10 @@ def make(
     precision: str = "fp32",
     batch_size: int = 32,
     runtime: str = "keras",
+    **options,
 ) -> Embedder:
     """An embedder of `model` cut at `layer` (default: the model's first layer), run by `runtime`. Nothing heavy
-    happens until load() or the first embed()."""
+    happens until load() or the first embed(). `options` go to the runtime's factory (onnx: home, calibration)."""
     mod = model_module(model)
     layer = layer or next(iter(mod.LAYERS))
     if layer not in mod.LAYERS:
@@ -88,7 +92,7 @@ def make(
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
-    return factory(layer, weights_spec, precision=precision, batch_size=batch_size, model=mod)
+    return factory(layer, weights_spec, precision=precision, batch_size=batch_size, model=mod, **options)
 
 
 def stamp_of(model: ModuleType, layer: str, weights: WeightsSpec, precision: str) -> Stamp:
@@ -115,14 +119,59 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def default_precision(device: str = "cpu", flags: frozenset[str] | None = None) -> str:
-    """bf16 on CPUs with AMX-BF16 (~10x fp32 on 2 cores here, cosine to fp32 >= 0.9999: README); fp32 elsewhere.
+# Layers whose int8 vectors were measured to keep cosine >= 0.99 to fp32 and every quality number within 0.005
+# (README "Performance": real ImageNet weights, shared photos). fc2 has no real weights to measure with here.
+INT8_DEFAULT_LAYERS: frozenset[str] = frozenset()
+
+
+def default_precision(
+    device: str = "cpu", flags: frozenset[str] | None = None, *, layer: str | None = None, runtime: str = "auto"
+) -> str:
+    """bf16 on CPUs with AMX-BF16 (~10x fp32 on 2 cores here, cosine to fp32 >= 0.9999: README); on other CPUs
+    int8 (ONNX Runtime) for the layers in INT8_DEFAULT_LAYERS unless the Keras runtime is asked for; else fp32.
 
     On a GPU fp32 stays the default: the model is no longer the bottleneck there (decoding is), so lower
     precision would buy little build speed for a small loss of exactness; pass --precision bf16 to choose it."""
     if device != "cpu":
         return "fp32"
-    return "bf16" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "fp32"
+    if "amx_bf16" in (cpu_flags() if flags is None else flags):
+        return "bf16"
+    return "int8" if layer in INT8_DEFAULT_LAYERS and runtime != "keras" else "fp32"
+
+
+# Precisions some CPUs only emulate: without the flag, TensorFlow runs them through slow reference kernels (bf16
+# fc2 on the 2-core AVX2 EPYC: minutes per batch of 64, against seconds in fp32).
+NATIVE_FLAG = {"bf16": "amx_bf16"}
+
+
+def native(precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU runs `precision` in hardware (always true on a GPU and for fp32/int8)."""
+    flag = NATIVE_FLAG.get(precision)
+    return device != "cpu" or flag is None or flag in (cpu_flags() if flags is None else flags)
+
+
+def query_precision(index_precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> str:
+    """The precision to embed a query for an index built at `index_precision`: the same where this CPU runs it
+    natively, else fp32 (a bf16 index queried on an AVX2 CPU: cosine of fp32 to bf16 vectors >= 0.9999, README
+    "Performance"; fp32 is the reference both approximate, so nearest neighbours stay nearest)."""
+    return index_precision if native(index_precision, device, flags) else "fp32"
+
+
+def extend_precision(
+    index_precision: str, asked: str | None, device: str = "cpu", flags: frozenset[str] | None = None
+) -> str:
+    """The precision to add photos to an index built at `index_precision`. Vectors of one index share one precision,
+    so it is the index's; where this CPU only emulates it, adding is refused unless that precision was asked for
+    explicitly (`asked`), because it would run orders of magnitude slower than on the machine that built it."""
+    if asked is not None or native(index_precision, device, flags):
+        return asked or index_precision
+    raise EmulatedPrecision(
+        f"this index was built in {index_precision}, which this CPU (no {NATIVE_FLAG[index_precision]}) only "
+        f"emulates: adding photos here would run very slowly (minutes per batch instead of seconds). Ask for "
+        f"precision {index_precision} explicitly to add them anyway, add them on a CPU with "
+        f"{NATIVE_FLAG[index_precision]}, or build a new fp32 index in another data home. Searching this index "
+        "works here as it is (queries are embedded in fp32)."
+    )
 
 
 def default_batch_size(device: str) -> int:

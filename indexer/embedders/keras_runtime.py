@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import Stamp
-from . import PRECISIONS, check_images, embed_in_batches, stamp_of
+from . import check_images, embed_in_batches, stamp_of
 from . import vgg16 as _vgg16
-from .keras_env import dtype_policy, import_keras, quiet_stderr
+from .keras_env import KERAS_POLICY, dtype_policy, import_keras, quiet_stderr
 from .weights import WeightsSpec
 
 
@@ -36,8 +36,8 @@ class KerasEmbedder:
     ):
         if layer not in model.LAYERS:
             raise ValueError(f"layer must be one of {list(model.LAYERS)}; received {layer!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}; received {precision!r}")
+        if precision not in KERAS_POLICY:  # int8 is ONNX Runtime's (onnx_runtime.py)
+            raise ValueError(f"the Keras runtime runs precision {'|'.join(KERAS_POLICY)}; received {precision!r}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0; received {batch_size}")
         self.model = model
