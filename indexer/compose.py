@@ -110,10 +110,10 @@ def embedder_for_index(
     flags: frozenset[str] | None = None,
     fetcher: Fetcher | None = None,
 ) -> Embedder:
-    """An embedder for queries on the index: the index's own stamp, except that a precision this CPU only
-    emulates (bf16 without AMX-BF16) is replaced by fp32 (embedders.query_precision). Options, when given, must
-    agree with the stamp. An int8 index whose quantized model is not cached here is calibrated again on its own
-    first photos (files on disk; `fetcher` for photos that must be downloaded)."""
+    """An embedder for queries on the index: the index's own stamp and runtime, except that a precision this CPU
+    only emulates (bf16 without AMX-BF16) is replaced by fp32 (embedders.query_precision). Options, when given,
+    must agree with the stamp. An int8 index whose quantized model is not cached here is calibrated again on its
+    own first photos (files on disk; `fetcher` for photos that must be downloaded)."""
     stamp = store.stamp
     if stamp is None:
         raise EmptyIndex(f"the index in {store.home} is empty; build it first")
@@ -134,6 +134,7 @@ def embedder_for_index(
                 precision=query_precision(stamp.precision, flags=flags),
                 batch_size=batch_size,
                 model=stamp.model,
+                runtime=store.meta("runtime") or "keras",  # the index's own (recorded by its build; before: Keras)
                 flags=flags,
                 calibration=lambda: calibration_photos(store, fetcher or make_fetcher(settings, 4)),
             )

@@ -36,6 +36,7 @@ def world(tmp_path_factory):
         keras_home=root / "keras",
         cache_dir=root / "cache",
         weights_url="http://127.0.0.1:9/vgg16/",  # never the internet
+        runtime="keras",  # no runtime measurement (tests/test_onnx.py covers `auto`)
     )
     photos = make_photos(root / "photos")
     idx = imgidx.open(settings=settings)
@@ -43,6 +44,7 @@ def world(tmp_path_factory):
     report = idx.build(
         imgidx.sources.Folder(photos),
         layer="block5_pool",
+        batch_size=4,  # a short last batch is padded to the batch size
         on_progress=lambda done, total: progress.append((done, total)),
     )
     return idx, photos, report, progress
