@@ -215,7 +215,10 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
             raise BadRequest('"decision", "source" and "reviewer" must be strings')
         done = await service.writer.run(
             lambda store: _review_answer(
-                store, ops.review(store, fields["collection"], photo_id, decision, reviewer=reviewer, source=source)
+                store,
+                fields["collection"],
+                photo_id,
+                ops.review(store, fields["collection"], photo_id, decision, reviewer=reviewer, source=source),
             )
         )
         return done
@@ -226,7 +229,7 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
         photo_id = _int(fields.get("id"), "id")
         name = fields["collection"]
         return await service.writer.run(
-            lambda store: {**_review_answer(store, ops.undo_review(store, name, photo_id)), "id": photo_id}
+            lambda store: _review_answer(store, name, photo_id, ops.undo_review(store, name, photo_id))
         )
 
     @app.get("/collections/{name}/reviews", summary="The decisions people made on a collection's flags")
@@ -282,12 +285,15 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
 WRITE_PATHS = ("/reviews",)  # the routes that change the store: same-origin JSON only (guard.CrossSiteGuard)
 
 
-def _review_answer(store, review) -> dict:
-    """A review and the flag that counts now; `review` None: none is left (the automatic flag counts)."""
-    if review is None:
-        return {"review": None}
-    flagged = store.effective_flags(review.collection).get(review.photo_id, False)
-    return {"review": review.as_dict(), "id": review.photo_id, "flagged": flagged}
+def _review_answer(store, collection: str, photo_id: int, review) -> dict:
+    """The decision that counts now (None: none is left, the automatic flag counts) and the photo's flag."""
+    flagged = store.effective_flags(collection).get(photo_id, False)
+    return {
+        "collection": collection,
+        "id": photo_id,
+        "review": review.as_dict() if review else None,
+        "flagged": flagged,
+    }
 
 
 class _TooLarge(ServiceError):
