@@ -272,7 +272,7 @@ async function decide(decision) {
     const result = await api("/reviews", { method: "POST", body, headers: { "content-type": "application/json" } });
     markCard(node, result.review, result.flagged);
     review.undo.push(id);
-    say("review-message", `#${id} ${decision === "flag" ? "flagged" : "kept"} by ${result.review.reviewer}`);
+    say("review-message", `photo ${id} ${decision === "flag" ? "flagged" : "kept"} by ${result.review.reviewer}`);
     moveTo(review.cursor + 1);
   } catch (e) {
     say("review-message", e.message, true);
@@ -289,7 +289,7 @@ async function undoDecision() {
     const index = cards.findIndex((node) => Number(node.dataset.id) === id);
     markCard(cards[index], result.review, result.flagged);
     if (index >= 0) moveTo(index);
-    say("review-message", `#${id}: decision withdrawn`);
+    say("review-message", `photo ${id}: decision withdrawn`);
   } catch (e) {
     say("review-message", e.message, true);
   }
