@@ -191,3 +191,25 @@ def test_reviews_posted_while_a_build_runs_keep_the_store_consistent(served_inde
     assert len(idx.reviews("stripes", history=True)) == posted
     assert idx.verify().ok
     assert idx.info().collections["stripes"] == 2 * len(pids)
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({"origin": "http://127.0.0.1:8000"}, False),
+        ({"origin": "https://127.0.0.1:8000"}, False),  # a TLS proxy in front: same host and port
+        ({"sec-fetch-site": "same-origin", "origin": "http://127.0.0.1:8000"}, False),
+        ({}, False),  # curl or a script: the token / loopback rule decides
+        ({"origin": "http://127.0.0.1:8001"}, True),  # another local server's page
+        ({"origin": "null"}, True),  # a sandboxed frame or a file:// page
+        ({"origin": "http://evil.example"}, True),
+        ({"sec-fetch-site": "same-site"}, True),
+        ({"sec-fetch-site": "cross-site", "origin": "http://127.0.0.1:8000"}, True),
+    ],
+)
+def test_the_cross_site_rule(headers, refused):
+    from starlette.datastructures import Headers
+
+    from imgidx.service.guard import cross_site
+
+    assert bool(cross_site(Headers({"host": "127.0.0.1:8000", **headers}))) is refused

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -172,7 +172,7 @@ class CrossSiteGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        refused = cross_site(headers, scope.get("scheme", "http"))
+        refused = cross_site(headers)
         if refused:
             await send_json(send, 403, f"cross-site request refused: {refused}")
             return
@@ -189,7 +189,7 @@ class CrossSiteGuard:
         return any(path == p or path.startswith(p + "/") for p in self.paths)
 
 
-def cross_site(headers: Headers, scheme: str) -> str:
+def cross_site(headers: Headers) -> str:
     """Why a request is not from this server's own origin ("" when it is, or when no browser says otherwise)."""
     site = headers.get("sec-fetch-site")
     if site is not None and site.lower() not in ("same-origin", "none"):
@@ -197,9 +197,10 @@ def cross_site(headers: Headers, scheme: str) -> str:
     origin = headers.get("origin")
     if origin is None:
         return ""  # curl, scripts, old browsers' same-origin requests: the token/loopback guard decides
-    own = f"{scheme}://{headers.get('host', '')}".lower()
-    if origin.lower().rstrip("/") != own:
-        return f"Origin {origin[:80]!r} is not {own!r}"
+    # host and port, not the scheme: behind a TLS proxy the page is https while this server sees http
+    own = headers.get("host", "").lower()
+    if urlsplit(origin.strip()).netloc.lower() != own or not own:
+        return f"Origin {origin[:80]!r} is not this server ({own[:80]!r})"
     return ""
 
 
