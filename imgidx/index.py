@@ -151,7 +151,10 @@ class Index:
 
         if workers <= 0:
             raise InvalidArgument(f"workers must be > 0; received {workers}")
-        stamp, weights_source = self._peek()
+        stamp, weights_source, index_runtime = self._peek()
+        # the runtime that built the index builds the rest of it: runtimes agree to cosine 0.99999, not bit for bit,
+        # and a resumed build must equal an uninterrupted one bit for bit (README "Crash safety")
+        runtime = runtime or index_runtime
         if weights is None:
             if stamp is not None and stamp.weights.startswith("random:"):
                 weights = stamp.weights
@@ -177,6 +180,7 @@ class Index:
             store.ensure_stamp(embedder.stamp)
             if embedder.weights.path:
                 store.set_meta("weights_source", str(embedder.weights.path.resolve()))
+            store.set_meta("runtime", getattr(embedder, "runtime", "keras"))
             photos = list(source.photos())
             ids = store.add_photos(photos)
             total = len(store.pending(ids, retry_failed=retry_failed))
@@ -214,16 +218,19 @@ class Index:
             index=counts,
         )
 
-    def _peek(self) -> tuple[Stamp | None, str | None]:
-        """The stamp and weights file of an existing index; (None, None) for a new home, or one a killed first
-        build left without a schema (the build creates it)."""
+    def _peek(self) -> tuple[Stamp | None, str | None, str | None]:
+        """The stamp, weights file and model runtime of an existing index; Nones for a new home, or one a killed
+        first build left without a schema (the build creates it)."""
         if not self.exists():
-            return None, None
+            return None, None, None
         try:
             with Store(self.home, readonly=True) as store:
-                return store.stamp, store.meta("weights_source")
+                if store.stamp is None:
+                    return None, None, None
+                # an index from before runtimes were recorded was built by Keras, the only runtime then
+                return store.stamp, store.meta("weights_source"), store.meta("runtime") or "keras"
         except StoreError:
-            return None, None
+            return None, None, None
 
     # ---- queries ------------------------------------------------------------------------------------------------
     def similar(

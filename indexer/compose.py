@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,7 +27,6 @@ from .embedders.onnx_runtime import CALIBRATION_PHOTOS
 from .embedders.weights import resolve
 from .errors import ConfigError, EmptyIndex, InvalidArgument, LockedError, StampMismatch
 from .fetch import Fetcher
-from .sources.flickr import FlickrClient
 from .store import Store, stamp_mismatch_message
 
 
@@ -76,7 +74,9 @@ def make_embedder(
     if runtime == "auto":
         # ONNX Runtime is run on the CPU only: on a GPU machine the Keras backend's GPU is the fast path
         runtime = (
-            "keras" if device != "cpu" and not fixed else choose(settings.home, layer, precision, batch_size, build)[0]
+            "keras"
+            if device != "cpu" and not fixed
+            else choose(settings.cache_dir, layer, precision, batch_size, build)[0]
         )
     return build(runtime)
 
@@ -163,20 +163,6 @@ def make_fetcher(settings: Settings, workers: int) -> Fetcher:
         max_bytes=settings.max_bytes,
         allow_private_hosts=settings.allow_private_hosts,
     )
-
-
-def make_flickr_client(settings: Settings) -> FlickrClient:
-    """The Flickr client of the settings, telling stderr when the call budget makes it wait."""
-
-    def say_wait(seconds: float) -> None:
-        print(
-            f"flickr: call budget of {settings.flickr_calls_per_hour} per {settings.flickr_budget_window:g} s "
-            f"reached; waiting {seconds:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return FlickrClient.from_settings(settings, on_wait=say_wait)
 
 
 @contextmanager

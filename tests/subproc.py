@@ -27,6 +27,7 @@ STATIC_ID = re.compile(r"/\d+/(\d+)_")
 def imgidx_env(home: Path, fake=None, **extra: str) -> dict[str, str]:
     env = {**os.environ, "IMGIDX_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", "NO_PROXY": "127.0.0.1,localhost"}
     env["IMGIDX_ALLOW_PRIVATE_HOSTS"] = "1"  # the fake Flickr's photo host is on loopback
+    env.setdefault("IMGIDX_RUNTIME", "keras")  # no runtime measurement per test home (tests/test_onnx.py covers it)
     if fake is not None:
         env |= {
             "FLICKR_API_KEY": fake.api_key,

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from imgidx.cli.app import app
-from imgidx.indexer.sources import FlickrQuery, FlickrSource
+from imgidx.indexer.sources.flickr import FlickrClient, FlickrQuery
 from tests.fake_flickr import FakeFlickr
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def test_every_live_photo_is_indexed_after_retry_failed(monkeypatch):
         monkeypatch.setenv("FLICKR_API_SECRET", fake.api_secret)
         monkeypatch.setenv("IMGIDX_FLICKR_REST_URL", fake.rest_url)
         # the 30 photos the build will find (the same search through the real client)
-        photos = [p.source_id for p in FlickrSource(fake.api_key, fake.api_secret, fake.rest_url).search(DOGS)]
+        photos = [p.source_id for p in FlickrClient(fake.api_key, fake.api_secret, fake.rest_url).search(DOGS)]
         live = [pid for pid in photos if not fake.corpus.is_deleted(pid)]
         faulty = live[: len(live) * 3 // 10 + 1]  # ~30 %; each fault as many times as there are tries
         for i, pid in enumerate(faulty):

@@ -109,6 +109,13 @@ def build(
         def found(text: str, n: int) -> None:
             console.err.print(f"flickr: {n} photos for {text!r} (sort {sort})", highlight=False)
 
+        def waiting(seconds: float) -> None:
+            console.err.print(
+                f"flickr: call budget of {settings.flickr_calls_per_hour} per {settings.flickr_budget_window:g} s "
+                f"reached; waiting {seconds:.1f} s",
+                highlight=False,
+            )
+
         source = Flickr(
             queries or [],
             count=count,
@@ -118,6 +125,7 @@ def build(
             as_name=as_name,
             settings=settings,
             on_query=found,
+            on_wait=waiting,
         )
     with console.progress_bar("embedding") as on_progress:
         report = Index(settings=settings).build(

@@ -3,8 +3,8 @@ decided by measuring both once, never by guessing from the CPU's name.
 
 Only fp32 has a choice: int8 runs on ONNX Runtime only, bf16/fp16 on Keras only (ONNX Runtime's CPU provider
 has no fast bf16 kernels). The measurement (one warm-up batch, then a couple of timed batches per runtime,
-alternating, median) is cached in `$IMGIDX_HOME/cache/runtime-choice.json` under a key made of the CPU model,
-the CPU count, the library versions, the layer, the precision and the batch size: a new CPU, a library upgrade
+alternating, median) is cached per machine (`~/.cache/imgidx/runtime-choice.json`) under a key made of the CPU
+model, the CPU count, the library versions, the layer, the precision and the batch size: a new CPU, a library upgrade
 or another layer measures again.
 """
 
@@ -62,8 +62,10 @@ def only_runtime(precision: str) -> str | None:
     return None
 
 
-def cache_file(home: Path) -> Path:
-    return Path(home) / "cache" / "runtime-choice.json"
+def cache_file(folder: Path) -> Path:
+    """One answer per machine, not per data home: two new indexes on one machine must pick the same runtime, or
+    their vectors would differ in the last bits (README "Crash safety")."""
+    return Path(folder) / "runtime-choice.json"
 
 
 def read_cache(home: Path) -> dict:

@@ -83,6 +83,7 @@ class FlickrSource:
         client: FlickrClient | None = None,
         settings: Settings | None = None,
         on_query: Callable[[str, int], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ):
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts:
@@ -99,12 +100,12 @@ class FlickrSource:
         self.queries = [
             FlickrQuery(t, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or t) for t in texts
         ]
-        self._client, self._settings, self.on_query = client, settings, on_query
+        self._client, self._settings, self.on_query, self.on_wait = client, settings, on_query, on_wait
 
     @property
     def client(self) -> FlickrClient:
         if self._client is None:  # made on first use: constructing a source checks options, not the key
-            self._client = FlickrClient.from_settings(self._settings or Settings.from_env())
+            self._client = FlickrClient.from_settings(self._settings or Settings.from_env(), on_wait=self.on_wait)
         return self._client
 
     def photos(self) -> Iterator[Photo]:
