@@ -43,6 +43,7 @@ from imgidx.results import (
     PhotoInfo,
     Prediction,
     ReindexReport,
+    Review,
     TrainReport,
 )
 
@@ -72,6 +73,7 @@ __all__ = [
     "PhotoInfo",
     "Prediction",
     "ReindexReport",
+    "Review",
     "Settings",
     "Stamp",
     "StampMismatch",

@@ -49,6 +49,7 @@ from .results import (
     PhotoInfo,
     Prediction,
     ReindexReport,
+    Review,
     TrainReport,
 )
 
@@ -322,6 +323,34 @@ class Index:
         """Remove the stored clean flags (and ranks) of a collection; returns how many of its photos had them."""
         with self._writing() as store:
             return store.clear_flags(collection)
+
+    # ---- human review -------------------------------------------------------------------------------------------
+    def review(
+        self,
+        collection: str,
+        photo_id: int,
+        decision: str,
+        *,
+        reviewer: str = "anonymous",
+        source: str = "clean",
+    ) -> Review:
+        """A person's decision on a photo's flag in `collection`: "flag" (accept: it leaves similar(collection=...),
+        training, export and the clean counts) or "keep" (overrule: it stays, however clean or duplicates flag it
+        later). Stored with who and when, apart from the automatic flags: apply runs and undo_clean/undo_duplicates
+        leave it alone. source: the view it was made in ("clean" | "duplicates" | "audit")."""
+        with self._writing() as store:
+            return ops.review(store, collection, _photo_id(photo_id), decision, reviewer=reviewer, source=source)
+
+    def undo_review(self, collection: str, photo_id: int) -> Review | None:
+        """Withdraw the newest decision on a photo; returns the decision that counts now (None: the automatic one)."""
+        with self._writing() as store:
+            return ops.undo_review(store, collection, _photo_id(photo_id))
+
+    def reviews(self, collection: str, *, history: bool = False) -> list[Review]:
+        """The decision that counts for each reviewed photo of `collection` (every decision, oldest first, with
+        history=True)."""
+        with self._reading() as store:
+            return ops.reviews(store, collection, history=history)
 
     # ---- duplicates and export ---------------------------------------------------------------------------------
     def duplicates(

@@ -60,6 +60,35 @@ class PhotoInfo:
 
 
 @dataclass(frozen=True)
+class Review:
+    """A person's decision on a photo's flag in one collection (provenance: who, when, from which view).
+    `automatic` is the flag clean/duplicates stored on the membership; `decision` overrides it ("flag"|"keep")."""
+
+    photo_id: int
+    collection: str
+    decision: str
+    reviewer: str
+    created_at: float
+    source: str  # the view it was made in: "clean" | "duplicates" | "audit"
+    automatic: bool
+
+    @property
+    def flagged(self) -> bool:
+        return self.decision == "flag"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "photo_id": self.photo_id,
+            "collection": self.collection,
+            "decision": self.decision,
+            "reviewer": self.reviewer,
+            "created_at": self.created_at,
+            "source": self.source,
+            "automatic": self.automatic,
+        }
+
+
+@dataclass(frozen=True)
 class CollectionInfo:
     name: str
     photos: int  # with vectors

@@ -149,3 +149,56 @@ def test_a_photo_can_be_classified_from_the_page(browser, server, served_index):
     wait_for(browser, lambda d: len(loaded_thumbnails(d, "predictions")) == 1, "the classified photo")
     label = browser.find_element("css selector", "#predictions .label").text
     assert label in ("rings", "stripes") and f'is "{label}"' in browser.find_element("id", "classify-message").text
+
+
+DECIDED = "#ranking .card[data-decision=flag], #ranking .card[data-decision=keep]"
+
+
+def test_two_photos_are_reviewed_with_the_keyboard_and_the_store_keeps_the_decisions(browser, served_index, tmp_path):
+    import shutil
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from imgidx.indexer.store import Store
+    from imgidx.service.server import spawned
+
+    home = tmp_path / "home"  # its own copy: the shared index must stay untouched by the other tests' server
+    shutil.copytree(served_index.home, home)
+    with spawned(home, env=served_index.env) as server:
+        open_page(browser, server.url)
+        browser.execute_script("localStorage.setItem('imgidx-reviewer', 'erin')")  # the name the page asks once
+        open_page(browser, server.url)
+        assert browser.find_element("id", "reviewer").get_attribute("value") == "erin"
+        browser.find_element("css selector", "nav button[data-tab=collections]").click()
+        assert "accept the flag" in browser.find_element("id", "shortcuts").text
+        browser.find_element("css selector", "#collection-list button[data-name=rings]").click()
+        wait_for(browser, lambda d: len(loaded_thumbnails(d, "ranking")) == 7, "7 ranked thumbnails")
+        wait_for(browser, lambda d: d.find_elements("css selector", "#ranking .card.current"), "a current card")
+        cards = [c.get_attribute("data-id") for c in browser.find_elements("css selector", "#ranking .card")]
+        keys = ActionChains(browser)
+
+        def press(key: str, decided: int) -> None:
+            keys.send_keys(key).perform()
+
+            def done(d) -> bool:
+                return len(d.find_elements("css selector", DECIDED)) == decided
+
+            wait_for(browser, done, f"{decided} decided cards after {key!r}")
+
+        press("a", 1)  # accept the first photo's flag; the cursor moves on
+        press("r", 2)  # keep the second
+        press("u", 1)  # undo the keep
+        press(Keys.ARROW_RIGHT, 1)  # the cursor stayed on the undone card: move past it and back
+        press("k", 1)
+        press("r", 2)
+        current = browser.find_element("css selector", "#ranking .card.current").get_attribute("data-id")
+        assert current == cards[2]
+        first = browser.find_element("css selector", f"#ranking .card[data-id='{cards[0]}']")
+        assert "flagged by erin" in first.text and "decided-flag" in first.get_attribute("class")
+        browser.save_screenshot(str(tmp_path / "review.png"))
+    with Store(home, readonly=True) as store:
+        rows = [(r["photo_id"], r["decision"], r["reviewer"], r["source"]) for r in store.reviews("rings")]
+        assert rows == [(int(cards[0]), "flag", "erin", "clean"), (int(cards[1]), "keep", "erin", "clean")]
+        assert int(cards[0]) not in store.vector_ids("rings", include_flagged=False)
+        assert len(store.reviews("rings", history=True)) == 2  # the undone keep is gone

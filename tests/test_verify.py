@@ -171,8 +171,12 @@ def test_a_corrupt_database_is_reported_not_repaired(home, where):
     data = bytearray(db.read_bytes())
     if where == "header pages":
         data[4096 * 2 : 4096 * 4] = b"\xff" * 8192  # the schema's b-trees: cannot even open it
-    else:
-        data[-4096 + 8 :] = b"\xff" * (4096 - 8)  # a data page: opens, fails the integrity check
+    else:  # a data page (the vectors table's; the last page may be an empty table's): opens, fails the check
+        with sqlite3.connect(db) as con:
+            page = con.execute("SELECT rootpage FROM sqlite_master WHERE name='vectors'").fetchone()[0]
+        con.close()
+        start = 4096 * (page - 1)
+        data[start + 8 : start + 4096] = b"\xff" * (4096 - 8)
     db.write_bytes(bytes(data))
     for args in ([], ["--repair"]):
         r = cli(*args)

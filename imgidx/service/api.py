@@ -17,10 +17,11 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from imgidx import ops
 from imgidx.indexer.errors import ClassifierError, ImgidxError, InvalidArgument, NotFound, StampMismatch
 
 from .batcher import Busy
-from .guard import BodyLimit, RequestMetrics, TokenGuard
+from .guard import BodyLimit, CrossSiteGuard, RequestMetrics, TokenGuard
 from .queries import Queries
 from .service import BadRequest, Service, ServiceError, UnsupportedImage
 from .thumbs import MAX_SIZE, MIN_SIZE, ThumbnailCache, ThumbnailError, media_type
@@ -195,6 +196,63 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
         options["k_mad"] = k_mad
         return await service.store.run(lambda store: queries.clean(store, service.store.generation, name, options))
 
+    # ---- review: a person's decisions on flags (the only writes of the service) ----------------------------
+    async def review_fields(request: Request) -> dict[str, Any]:
+        _, fields = await read_body(request)  # CrossSiteGuard has already required JSON
+        name = fields.get("collection")
+        if not isinstance(name, str) or not name:
+            raise BadRequest('"collection" must be a collection\'s name')
+        return fields
+
+    @app.post("/reviews", summary="Accept (flag) or overrule (keep) a photo's flag in a collection")
+    async def post_review(request: Request) -> dict:
+        fields = await review_fields(request)
+        photo_id = _int(fields.get("id"), "id")
+        decision, source = fields.get("decision"), fields.get("source", "clean")
+        # with a token, the token's holder is who decided; without one (loopback), the name the page asked for
+        reviewer = "token" if token is not None else (fields.get("reviewer") or "anonymous")
+        if not all(isinstance(v, str) for v in (decision, source, reviewer)):
+            raise BadRequest('"decision", "source" and "reviewer" must be strings')
+        done = await service.writer.run(
+            lambda store: _review_answer(
+                store,
+                fields["collection"],
+                photo_id,
+                ops.review(store, fields["collection"], photo_id, decision, reviewer=reviewer, source=source),
+            )
+        )
+        return done
+
+    @app.post("/reviews/undo", summary="Withdraw the newest decision on a photo")
+    async def undo_review(request: Request) -> dict:
+        fields = await review_fields(request)
+        photo_id = _int(fields.get("id"), "id")
+        name = fields["collection"]
+        return await service.writer.run(
+            lambda store: _review_answer(store, name, photo_id, ops.undo_review(store, name, photo_id))
+        )
+
+    @app.get("/collections/{name}/reviews", summary="The decisions people made on a collection's flags")
+    async def collection_reviews(name: str, history: bool = False) -> dict:
+        def answer(store) -> dict:
+            rows = ops.reviews(store, name, history=history)
+            flags = store.effective_flags(name)
+            return {
+                "collection": name,
+                "reviews": [r.as_dict() for r in rows],
+                "flagged": sorted(pid for pid, f in flags.items() if f),
+            }
+
+        return await service.store.run(answer)
+
+    @app.get("/collections/{name}/duplicates", summary="Groups of the same picture among a collection's photos")
+    async def collection_duplicates(name: str) -> dict:
+        return await service.store.run(queries.duplicates, service.store.generation, name)
+
+    @app.get("/collections/{name}/audit", summary="A collection's photos that look like another collection's")
+    async def collection_audit(name: str, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+        return await service.store.run(queries.audit, service.store.generation, name, k)
+
     @app.get("/classifiers", summary="Saved classifiers ($IMGIDX_HOME/classifiers/*.joblib)")
     async def classifiers() -> dict:
         return {"classifiers": await service.store.run(queries.classifier_names)}
@@ -218,9 +276,24 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # added inside out: metrics see every answer, including the guard's 401/403 and the cap's 413
     app.add_middleware(BodyLimit, max_bytes=max_upload + MULTIPART_SLACK)
+    app.add_middleware(CrossSiteGuard, paths=WRITE_PATHS)  # inside the token guard: a token is checked first
     app.add_middleware(TokenGuard, token=token)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app
+
+
+WRITE_PATHS = ("/reviews",)  # the routes that change the store: same-origin JSON only (guard.CrossSiteGuard)
+
+
+def _review_answer(store, collection: str, photo_id: int, review) -> dict:
+    """The decision that counts now (None: none is left, the automatic flag counts) and the photo's flag."""
+    flagged = store.effective_flags(collection).get(photo_id, False)
+    return {
+        "collection": collection,
+        "id": photo_id,
+        "review": review.as_dict() if review else None,
+        "flagged": flagged,
+    }
 
 
 class _TooLarge(ServiceError):

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -156,6 +156,52 @@ class TokenGuard:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+
+class CrossSiteGuard:
+    """State-changing requests (POST to `paths`) come from this server's own page or from a non-browser client:
+    a browser says where a request comes from (Sec-Fetch-Site, Origin), and anything but same-origin is refused
+    (403); the body must be JSON (415), which a plain HTML form on another site cannot send without CORS.
+    Runs inside TokenGuard: the token (or the loopback rule) still applies first."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]):
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS") or not self._guarded(scope):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refused = cross_site(headers)
+        if refused:
+            await send_json(send, 403, f"cross-site request refused: {refused}")
+            return
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            await send_json(
+                send, 415, f"this request needs a JSON body (content-type application/json), not {ctype or 'none'!r}"
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def _guarded(self, scope: Scope) -> bool:
+        path = scope["path"]
+        return any(path == p or path.startswith(p + "/") for p in self.paths)
+
+
+def cross_site(headers: Headers) -> str:
+    """Why a request is not from this server's own origin ("" when it is, or when no browser says otherwise)."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site is {site[:40]!r}"
+    origin = headers.get("origin")
+    if origin is None:
+        return ""  # curl, scripts, old browsers' same-origin requests: the token/loopback guard decides
+    # host and port, not the scheme: behind a TLS proxy the page is https while this server sees http
+    own = headers.get("host", "").lower()
+    if urlsplit(origin.strip()).netloc.lower() != own or not own:
+        return f"Origin {origin[:80]!r} is not this server ({own[:80]!r})"
+    return ""
 
 
 class BodyLimit:

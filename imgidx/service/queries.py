@@ -104,6 +104,34 @@ class Queries:
             self._clean_cache.popitem(last=False)
         return answer
 
+    # ---- the review views: duplicates and audit (cached per index generation, like clean) -----------------
+    def duplicates(self, store: Store, generation: int, name: str) -> dict:
+        from imgidx.search import dataset
+
+        check_collection(store, name)
+        return self._cached(
+            ("duplicates", generation, name), lambda: _duplicates_answer(store, dataset.duplicates(store, [name]))
+        )
+
+    def audit(self, store: Store, generation: int, name: str, k: int) -> dict:
+        check_collection(store, name)
+        names = [name, *(n for n in store.collection_names() if n != name)]
+        if len(names) < 2:
+            raise BadRequest(f"an audit compares {name!r} with other collections: the index has no other one")
+        return self._cached(
+            ("audit", generation, name, k), lambda: _audit_answer(store, name, ops.audit(store, names, k))
+        )
+
+    def _cached(self, key: tuple, make) -> dict:
+        if key in self._clean_cache:
+            self._clean_cache.move_to_end(key)
+            return self._clean_cache[key]
+        answer = make()
+        self._clean_cache[key] = answer
+        while len(self._clean_cache) > 32:
+            self._clean_cache.popitem(last=False)
+        return answer
+
     # ---- classify --------------------------------------------------------------------------------------------
     def classifier_names(self, store: Store) -> list[str]:
         return classifiers.classifier_names(store.home)
@@ -142,6 +170,40 @@ class Queries:
     @staticmethod
     def _answer(name: str, clf: LinearClassifier, predictions: list[dict]) -> dict:
         return {"model": name, "kind": clf.kind, "classes": list(clf.classes), "predictions": predictions}
+
+
+def _duplicates_answer(store: Store, result) -> dict:
+    ids = [pid for g in result.groups for pid in g.ids]
+    photos = {p.id: public(p, scored=False) for p in describe(store, [(pid, 0.0) for pid in ids])}
+    groups = [
+        {
+            "kind": g.kind,
+            "keep": g.keep,
+            "max_distance": round(float(g.max_distance), 6),
+            "items": [
+                {**photos[pid], "keep": pid == g.keep, "duplicate_of": None if pid == g.keep else g.keep}
+                for pid in g.ids
+            ],
+        }
+        for g in result.groups
+    ]
+    return {"threshold": round(float(result.threshold), 6), "groups": groups}
+
+
+def _audit_answer(store: Store, name: str, report) -> dict:
+    rows = [r for r in report.photos if r.label == name and r.flagged]
+    photos = {p.id: public(p, scored=False) for p in describe(store, [(r.id, 0.0) for r in rows])}
+    items = [
+        {
+            **photos[r.id],
+            "suggested": r.suggested,
+            "margin": r.margin,
+            "agreement": r.agreement,
+            "reasons": list(r.reasons),
+        }
+        for r in rows
+    ]
+    return {"collection": name, "against": [c for c in report.collections if c != name], "k": report.k, "items": items}
 
 
 def _clean_answer(report: CleanReport) -> dict:

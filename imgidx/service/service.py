@@ -136,6 +136,37 @@ class StoreThread:
         return (version, mtime)
 
 
+WRITE_BUSY_S = 5.0  # how long a review waits for a build's write transaction before answering 503
+
+
+class Writer:
+    """Short-lived read-write connections for the few writes of the service (reviews), on their own thread: the
+    store thread keeps its read-only store. WAL lets this one writer commit beside a running build (SQLite's
+    busy timeout makes it wait its turn); the build lock is never taken, so a build is never blocked for long."""
+
+    def __init__(self, home: Path, busy_s: float = WRITE_BUSY_S):
+        self.home, self.busy_s = home, busy_s
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="imgidx-writer")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple) -> T:
+        from imgidx.indexer.layout import DB_NAME
+        from imgidx.indexer.store.catalog import Catalog
+
+        if not (self.home / DB_NAME).exists():  # never create a store from the service
+            raise Unavailable(f"no index in {self.home} yet; build it with `imgidx build`")
+        catalog = Catalog(self.home, timeout=self.busy_s)
+        try:
+            return fn(catalog, *args)
+        finally:
+            catalog.close()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
 class Service:
     def __init__(self, settings: Settings, options: ServeOptions | None = None, metrics: Metrics | None = None):
         self.settings = settings
@@ -144,6 +175,7 @@ class Service:
         self.stats = {"photos": 0, "collections": 0}
         self.started_at = time.time()
         self.store = StoreThread(settings.home, self.options.refresh_s, self._opened)
+        self.writer = Writer(settings.home)
         self._stamp: Stamp | None = None
         self._batcher: MicroBatcher | None = None
         self._batcher_stamp: Stamp | None = None
@@ -164,6 +196,7 @@ class Service:
         if self._batcher is not None:
             self._batcher.close()
         self.store.close()
+        self.writer.close()
 
     def _opened(self, store: Store) -> None:  # on the store thread
         counts = store.counts()

@@ -8,6 +8,7 @@ one-line StoreError of faiss_index.write_error (the transaction is rolled back),
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +23,15 @@ from ..errors import NoIndexError, StampMismatch, StoreError
 from ..records import Photo, Stamp
 from . import schema
 from .faiss_index import write_error
+
+# A membership's effective flag: a person's newest review decision if any, else the automatic flag (clean,
+# duplicates). Every reader of "flagged" goes through it, so similar --in, train, export and the counts agree.
+EFFECTIVE_FLAG = (
+    "COALESCE((SELECT r.decision = 'flag' FROM reviews r WHERE r.collection = c.name AND r.photo_id = c.photo_id "
+    "ORDER BY r.id DESC LIMIT 1), c.flagged)"
+)
+DECISIONS = ("flag", "keep")
+REVIEW_SOURCES = ("clean", "duplicates", "audit")
 
 PHOTO_FIELDS = (
     "url",
@@ -39,9 +49,10 @@ PHOTO_FIELDS = (
 
 
 class Catalog:
-    def __init__(self, home: Path, *, readonly: bool = False):
+    def __init__(self, home: Path, *, readonly: bool = False, timeout: float = 30):
         self.home = Path(home)
         self.readonly = readonly
+        self.timeout = timeout  # SQLite's busy timeout: how long a write waits for another writer (a build)
         self.db_path = self.home / layout.DB_NAME
         if readonly and not self.db_path.exists():
             raise NoIndexError(f"no index in {self.home}; build one first (or set IMGIDX_HOME)")
@@ -53,12 +64,14 @@ class Catalog:
     def _connect(self) -> sqlite3.Connection:
         try:
             if self.readonly:
-                db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+                db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=self.timeout)
             else:
-                db = sqlite3.connect(self.db_path, timeout=30)
+                db = sqlite3.connect(self.db_path, timeout=self.timeout)
                 db.execute("PRAGMA journal_mode=WAL")
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
+            if self.readonly and schema.needs_upgrade(db):
+                self._upgrade()  # an older store a reader meets first (the service): migrate it once, briefly
             schema.ensure(db, self.db_path, readonly=self.readonly)
         except sqlite3.OperationalError as e:
             raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
@@ -68,6 +81,17 @@ class Catalog:
                 "fixed.sqlite`, put fixed.sqlite in its place, then verify the home with repair"
             ) from None
         return db
+
+    def _upgrade(self) -> None:
+        """Bring an older schema up to date through a short read-write connection (when the file is writable;
+        otherwise ensure() says how). Migrations only add tables, so a build running beside us is unaffected."""
+        if not os.access(self.db_path, os.W_OK):
+            return
+        db = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            schema.ensure(db, self.db_path, readonly=False)
+        finally:
+            db.close()
 
     def close(self) -> None:
         self.db.close()
@@ -237,7 +261,7 @@ class Catalog:
             sql += " JOIN collections c ON c.photo_id = v.photo_id AND c.name = ?"
             args.append(collection)
             if not include_flagged:
-                sql += " AND c.flagged = 0"
+                sql += f" AND {EFFECTIVE_FLAG} = 0"
         return [r[0] for r in self.db.execute(sql + " ORDER BY v.photo_id", args)]
 
     # ---- reading metadata ------------------------------------------------------------------------------------
@@ -275,6 +299,50 @@ class Catalog:
                 (collection,),
             ).rowcount
 
+    # ---- reviews: a person's decisions, kept apart from the automatic flags ----------------------------------
+    def add_review(
+        self, collection: str, photo_id: int, decision: str, *, reviewer: str, source: str, now: float | None = None
+    ) -> sqlite3.Row:
+        """Record a person's decision on a membership (appended: the newest one counts)."""
+        with self.transaction():
+            return self.db.execute(
+                "INSERT INTO reviews (photo_id, collection, decision, reviewer, created_at, source) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+                (photo_id, collection, decision, reviewer, time.time() if now is None else now, source),
+            ).fetchone()
+
+    def remove_last_review(self, collection: str, photo_id: int) -> sqlite3.Row | None:
+        """Undo: delete the newest decision on a membership (the one before it, or the automatic flag, counts
+        again); returns the deleted row, None when there was none."""
+        with self.transaction():
+            return self.db.execute(
+                "DELETE FROM reviews WHERE id = (SELECT id FROM reviews WHERE collection=? AND photo_id=? "
+                "ORDER BY id DESC LIMIT 1) RETURNING *",
+                (collection, photo_id),
+            ).fetchone()
+
+    def reviews(self, collection: str, *, history: bool = False) -> list[sqlite3.Row]:
+        """The current decision per photo of `collection` (all decisions, oldest first, with history), each with
+        the membership's automatic flag."""
+        newest = (
+            ""
+            if history
+            else "AND r.id = (SELECT MAX(id) FROM reviews WHERE collection=r.collection AND photo_id=r.photo_id)"
+        )
+        return self.db.execute(
+            "SELECT r.*, c.flagged AS automatic FROM reviews r JOIN collections c ON c.name = r.collection AND "
+            f"c.photo_id = r.photo_id WHERE r.collection=? {newest} ORDER BY r.id",
+            (collection,),
+        ).fetchall()
+
+    def is_member(self, collection: str, photo_id: int) -> bool:
+        q = "SELECT 1 FROM collections WHERE name=? AND photo_id=?"
+        return self.db.execute(q, (collection, photo_id)).fetchone() is not None
+
+    def effective_flags(self, collection: str) -> dict[int, bool]:
+        q = f"SELECT c.photo_id, {EFFECTIVE_FLAG} FROM collections c WHERE c.name=?"
+        return {pid: bool(f) for pid, f in self.db.execute(q, (collection,))}
+
     def save_predictions(self, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
         now = time.time()
         with self.transaction():
@@ -299,7 +367,7 @@ class Catalog:
         clean = dict(
             q(
                 "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
-                "WHERE c.flagged = 0 GROUP BY c.name"
+                f"WHERE {EFFECTIVE_FLAG} = 0 GROUP BY c.name"
             ).fetchall()
         )
         states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())

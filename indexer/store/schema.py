@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import NoIndexError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,8 +59,32 @@ CREATE TABLE IF NOT EXISTS vectors (
 );
 """
 
-# MIGRATIONS[v] upgrades a version v-1 store to v (none yet: version 1 is the first shipped schema)
-MIGRATIONS: dict[int, str] = {}
+# MIGRATIONS[v] upgrades a version v-1 store to v
+MIGRATIONS: dict[int, str] = {
+    # 2: a person's decisions on flags (the web page's review), kept apart from the automatic flags of clean and
+    # duplicates, which later runs rewrite. Append-only history: the newest row of a membership is its decision;
+    # undo deletes that newest row. The effective flag = that decision if any, else collections.flagged.
+    2: """
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    photo_id INTEGER NOT NULL REFERENCES photos (id),
+    collection TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('flag', 'keep')),
+    reviewer TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('clean', 'duplicates', 'audit'))
+);
+CREATE INDEX IF NOT EXISTS reviews_membership ON reviews (collection, photo_id, id);
+""",
+}
+
+
+def needs_upgrade(db: sqlite3.Connection) -> bool:
+    """True for a store with an older (but not absent) schema."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+        return False
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return row is not None and 0 < int(row[0]) < SCHEMA_VERSION
 
 
 def ensure(db: sqlite3.Connection, db_path: Path, *, readonly: bool) -> None:

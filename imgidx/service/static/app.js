@@ -145,29 +145,179 @@ function setUpDrop() {
   $("similar-options").addEventListener("submit", (event) => { event.preventDefault(); rerunSimilar(); });
 }
 
-// ---- collections and their clean ranking -----------------------------------------------------------------
+// ---- collections: the clean ranking, duplicates and audit views, and the review of their flags -------------
 let currentCollection = null;
 
 async function showClean(name) {
   currentCollection = name;
   for (const chip of $("collection-list").children) chip.setAttribute("aria-pressed", String(chip.dataset.name === name));
-  say("clean-message", `ranking ${name}…`);
-  const params = new URLSearchParams({ k_mad: $("k-mad").value || "3", iterations: $("iterations").value || "5" });
+  const view = $("review-view").value;
+  say("clean-message", `${view === "clean" ? "ranking" : `looking for ${view} in`} ${name}…`);
   try {
-    const result = await api(`/collections/${encodeURIComponent(name)}/clean?${params}`);
-    const cards = result.items.map((item) => {
-      const node = card(item, item.outlier ? `outlier · #${item.rank}` : `#${item.rank}`,
-        [el("span", { class: "meta", text: `distance ${item.distance.toFixed(3)} · z ${item.z.toFixed(2)}` })]);
-      if (item.outlier) node.classList.add("outlier");
-      return node;
-    });
+    const cards = view === "duplicates" ? await duplicateCards(name) : view === "audit" ? await auditCards(name) : await cleanCards(name);
     $("ranking").replaceChildren(...cards);
-    say("clean-message", `${result.collection}: ${result.photos} photos, most typical first; ` +
-      `${result.outliers} outliers (distance > ${result.cutoff.toFixed(3)}) marked in red`);
+    await showReviews(name);
   } catch (e) {
     $("ranking").replaceChildren();
     say("clean-message", e.message, true);
   }
+}
+
+// Each view's cards say whether the automatic check proposes a flag (data-proposed) and why.
+async function cleanCards(name) {
+  const params = new URLSearchParams({ k_mad: $("k-mad").value || "3", iterations: $("iterations").value || "5" });
+  const result = await api(`/collections/${encodeURIComponent(name)}/clean?${params}`);
+  say("clean-message", `${result.collection}: ${result.photos} photos, most typical first; ` +
+    `${result.outliers} outliers (distance > ${result.cutoff.toFixed(3)}) marked in red`);
+  return result.items.map((item) => {
+    const node = card(item, item.outlier ? `outlier · #${item.rank}` : `#${item.rank}`,
+      [el("span", { class: "meta", text: `distance ${item.distance.toFixed(3)} · z ${item.z.toFixed(2)}` })]);
+    if (item.outlier) node.classList.add("outlier");
+    node.dataset.proposed = String(item.outlier);
+    return node;
+  });
+}
+
+async function duplicateCards(name) {
+  const result = await api(`/collections/${encodeURIComponent(name)}/duplicates`);
+  const cards = [];
+  result.groups.forEach((group, g) => {
+    for (const item of group.items) {
+      const badge = item.keep ? `group ${g + 1} · keep` : `group ${g + 1} · duplicate of #${item.duplicate_of}`;
+      const node = card(item, badge, [el("span", { class: "meta", text: `${group.kind} · distance ≤ ${group.max_distance.toFixed(3)}` })]);
+      if (!item.keep) node.classList.add("outlier");
+      node.dataset.proposed = String(!item.keep);
+      cards.push(node);
+    }
+  });
+  say("clean-message", `${name}: ${result.groups.length} groups of the same picture; the duplicates to flag are marked in red`);
+  return cards;
+}
+
+async function auditCards(name) {
+  const result = await api(`/collections/${encodeURIComponent(name)}/audit`);
+  say("clean-message", `${name}: ${result.items.length} photos look like ${result.against.join(", ")} more than ${name}`);
+  return result.items.map((item) => {
+    const node = card(item, `looks like ${item.suggested}`,
+      [el("span", { class: "meta", text: `margin ${item.margin.toFixed(3)} · ${item.reasons.join(", ")}` })]);
+    node.classList.add("outlier");
+    node.dataset.proposed = "true";
+    return node;
+  });
+}
+
+// ---- review: keyboard through the grid; decisions go to POST /reviews (JSON, same origin) ----------------
+const review = { cursor: -1, undo: [] };
+
+function reviewerName() {
+  let name = localStorage.getItem("imgidx-reviewer");
+  if (name === null) {  // asked once, then kept
+    name = (window.prompt("Your name, stored with your review decisions:", "") || "").trim() || "anonymous";
+    localStorage.setItem("imgidx-reviewer", name);
+    $("reviewer").value = name;
+  }
+  return name;
+}
+
+function reviewCards() { return Array.from($("ranking").querySelectorAll(".card")); }
+
+function markCard(node, decision, flagged) {
+  if (!node) return;
+  node.classList.toggle("decided-flag", !!decision && decision.decision === "flag");
+  node.classList.toggle("decided-keep", !!decision && decision.decision === "keep");
+  node.classList.toggle("flagged", !!flagged);
+  let note = node.querySelector(".review");
+  if (!note) {
+    note = el("span", { class: "review" });
+    node.querySelector("figcaption").prepend(note);
+  }
+  note.textContent = decision ? `${decision.decision === "flag" ? "flagged" : "kept"} by ${decision.reviewer}` : "";
+  node.dataset.decision = decision ? decision.decision : "";
+}
+
+async function showReviews(name) {
+  const result = await api(`/collections/${encodeURIComponent(name)}/reviews`);
+  const decisions = new Map(result.reviews.map((r) => [r.photo_id, r]));
+  const flagged = new Set(result.flagged);
+  for (const node of reviewCards()) {
+    const id = Number(node.dataset.id);
+    markCard(node, decisions.get(id), flagged.has(id));
+  }
+  review.undo = [];
+  moveTo(reviewCards().length ? 0 : -1);
+  say("review-message", `${result.reviews.length} of these photos reviewed so far`);
+}
+
+function moveTo(index) {
+  const cards = reviewCards();
+  if (!cards.length) { review.cursor = -1; return; }
+  review.cursor = Math.max(0, Math.min(cards.length - 1, index));
+  cards.forEach((node, i) => node.classList.toggle("current", i === review.cursor));
+  cards[review.cursor].scrollIntoView({ block: "nearest" });
+}
+
+function perRow() {
+  const cards = reviewCards();
+  const top = cards.length ? cards[0].offsetTop : 0;
+  const n = cards.filter((node) => node.offsetTop === top).length;
+  return Math.max(1, n);
+}
+
+async function decide(decision) {
+  const node = reviewCards()[review.cursor];
+  if (!node || !currentCollection) return;
+  const id = Number(node.dataset.id);
+  const body = JSON.stringify({ collection: currentCollection, id, decision, source: $("review-view").value, reviewer: reviewerName() });
+  try {
+    const result = await api("/reviews", { method: "POST", body, headers: { "content-type": "application/json" } });
+    markCard(node, result.review, result.flagged);
+    review.undo.push(id);
+    say("review-message", `photo ${id} ${decision === "flag" ? "flagged" : "kept"} by ${result.review.reviewer}`);
+    moveTo(review.cursor + 1);
+  } catch (e) {
+    say("review-message", e.message, true);
+  }
+}
+
+async function undoDecision() {
+  const id = review.undo.pop();
+  if (id === undefined || !currentCollection) return;
+  const body = JSON.stringify({ collection: currentCollection, id });
+  try {
+    const result = await api("/reviews/undo", { method: "POST", body, headers: { "content-type": "application/json" } });
+    const cards = reviewCards();
+    const index = cards.findIndex((node) => Number(node.dataset.id) === id);
+    markCard(cards[index], result.review, result.flagged);
+    if (index >= 0) moveTo(index);
+    say("review-message", `photo ${id}: decision withdrawn`);
+  } catch (e) {
+    say("review-message", e.message, true);
+  }
+}
+
+function onReviewKey(event) {
+  if ($("tab-collections").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target;
+  if (target && (target.tagName === "INPUT" || target.tagName === "SELECT" || target.tagName === "TEXTAREA")) return;
+  const moves = { ArrowRight: 1, j: 1, l: 1, ArrowLeft: -1, k: -1, h: -1, ArrowDown: perRow(), ArrowUp: -perRow() };
+  if (event.key in moves) { moveTo(review.cursor + moves[event.key]); event.preventDefault(); }
+  else if (event.key === "a") { decide("flag"); event.preventDefault(); }
+  else if (event.key === "r") { decide("keep"); event.preventDefault(); }
+  else if (event.key === "u") { undoDecision(); event.preventDefault(); }
+}
+
+function setUpReview() {
+  const stored = localStorage.getItem("imgidx-reviewer");
+  if (stored !== null) $("reviewer").value = stored;
+  $("reviewer").addEventListener("change", () => {
+    localStorage.setItem("imgidx-reviewer", $("reviewer").value.trim() || "anonymous");
+  });
+  $("review-view").addEventListener("change", () => { if (currentCollection) showClean(currentCollection); });
+  $("ranking").addEventListener("click", (event) => {
+    const node = event.target.closest(".card");
+    if (node) moveTo(reviewCards().indexOf(node));
+  });
+  document.addEventListener("keydown", onReviewKey);
 }
 
 function fillCollections(collections) {
@@ -249,6 +399,7 @@ async function start() {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
   setUpDrop();
+  setUpReview();
   $("classify-form").addEventListener("submit", classify);
   $("classify-file").addEventListener("change", (event) => classifyFile(event.target.files[0]));
   try {
