@@ -23,8 +23,8 @@ test: install  ## the test suite CI runs (offline; real Keras, one kill/resume s
 test-fast: install  ## skip the tests that build the VGG16 graph
 	$(BIN)/python -m pytest -m "not slow and not network and not gpu" -q
 
-test-long: install  ## make test plus the `long` tests: 24 kill/resume seeds (some killed twice), 4 with fc2
-	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "not network and not gpu" -q --durations=15
+test-long: install  ## only the `long` tests (CI runs them after make test): kill/resume seeds, fc2, bombs, timeouts
+	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "long and not network and not gpu" -q --durations=15
 
 test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LIVE=1 and a key)
 	$(BIN)/python -m pytest -q

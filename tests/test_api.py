@@ -178,6 +178,7 @@ def test_errors_are_imgidx_exceptions_that_name_no_command_line_flag(world):
     assert issubclass(imgidx.InvalidArgument, ValueError) and issubclass(imgidx.NotFound, LookupError)
 
 
+@pytest.mark.long  # the example builds at the default batch size: make test-long (CI runs it)
 def test_the_readme_example_runs(tmp_path, monkeypatch):
     text = README.read_text()
     section = text[text.index("## Python API") :]

@@ -99,6 +99,7 @@ def _kb(pid: int, field: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a server and eight 9400x9400 decodes: make test-long (CI runs it)
 def test_eight_concurrent_bombs_keep_the_server_within_1_gb(served_index, bombs):
     from imgidx.service.server import spawned
 
@@ -144,6 +145,7 @@ def _build_peak(home: Path, folder: Path, env: dict[str, str]) -> tuple[int, dic
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two builds: make test-long (CI runs it)
 def test_a_build_skips_the_bombs_with_a_reason_within_1_gb_of_a_normal_build(tmp_path, bombs):
     from tests.serving import server_env
 

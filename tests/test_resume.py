@@ -36,8 +36,10 @@ LONG = os.environ.get("IMGIDX_LONG_TESTS") == "1"
 # what a crash may leave behind: work not yet caught up, never damage
 CRASH_KINDS = {"index_behind", "index_missing", "state_behind_index", "temp_files", "file_without_photo"}
 KILLS = ("early", "files", "vectors", "save_tmp", "save_rename")
-# make test: one seed per kind of kill point (saves have their own test below); make test-long: 24 seeds
-SEEDS = range(24) if LONG else [next(s for s in range(99) if random.Random(s).choice(KILLS) == k) for k in KILLS[:3]]
+# make test: a kill while files arrive and one while vectors commit (saves have their own test below);
+# make test-long: 24 seeds, some killed twice
+QUICK = [next(s for s in range(99) if random.Random(s).choice(KILLS) == k) for k in ("files", "vectors")]
+SEEDS = [s if s in QUICK else pytest.param(s, marks=pytest.mark.long) for s in range(24)]
 
 
 @dataclass
@@ -208,7 +210,8 @@ def _limit_file_size(limit: int):
     return apply
 
 
-@pytest.mark.parametrize("limit", [40_000, 400_000])  # fails creating the database / after a few batches
+# fails creating the database / after a few batches
+@pytest.mark.parametrize("limit", [40_000, pytest.param(400_000, marks=pytest.mark.long)])
 def test_disk_full_is_one_clear_line_keeps_the_index_and_resumes(world, tmp_path, limit):
     """RLIMIT_FSIZE stands in for a full disk (writes fail with EFBIG, as with ENOSPC) without root or tmpfs.
     SQLite's WAL is the first file to hit it; a full disk while saving a photo is in test_verify.py."""

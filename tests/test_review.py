@@ -167,6 +167,7 @@ def test_with_a_token_writes_need_it_and_the_reviewer_is_the_token(served_index,
     assert imgidx.open(home).reviews("rings")[0].reviewer == "token"
 
 
+@pytest.mark.long  # a build in a subprocess: make test-long (CI runs it)
 def test_reviews_posted_while_a_build_runs_keep_the_store_consistent(served_index, home, tmp_path):
     from imgidx.service.server import spawned
 

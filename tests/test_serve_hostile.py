@@ -104,6 +104,7 @@ def _held(url: str, first: bytes, drip: bytes | None) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # waits out the 30 s request deadline: make test-long (CI runs it)
 def test_slow_clients_are_cut_before_40_s(server):
     cases = {
         "nothing": (b"", None),
