@@ -49,6 +49,7 @@ def test_a_second_build_and_a_repair_are_refused_while_one_runs(running_build):
     assert run(BUILD, env).returncode == 0  # once it is done, the next build gets the lock
 
 
+@pytest.mark.long  # reads beside a build of its own: make test-long (CI runs it)
 def test_similar_info_and_verify_read_a_consistent_index_during_a_build(running_build):
     proc, home, env = running_build
     sizes, reads = [], 0

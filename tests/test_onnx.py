@@ -310,6 +310,7 @@ def test_extending_a_bf16_index_where_bf16_is_emulated_is_a_choice():
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a calibrated int8 build: make test-long (CI runs it)
 def test_int8_build_calibrates_on_the_index_own_photos_then_onnx_and_keras_fp32_share_an_index(photo_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -33,6 +33,7 @@ def run(*args):
     return r
 
 
+@pytest.mark.long  # two builds through 30 % faults: make test-long (CI runs it)
 def test_every_live_photo_is_indexed_after_retry_failed(monkeypatch):
     for k, v in FAST.items():
         monkeypatch.setenv(k, v)

@@ -270,6 +270,7 @@ def test_photos_that_a_build_adds_beside_the_server_are_served(served_index, tmp
         assert len(c.post("/similar", json={**query, "include_flagged": True}).json()["hits"]) == 8
 
 
+@pytest.mark.long  # 50 clients for a while: make test-long (CI runs it)
 def test_the_load_benchmark_runs_against_a_server_without_errors(server, served_index, tmp_path):
     from bench.load import main
 
