@@ -9,7 +9,7 @@ so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,13 +54,7 @@ def duplicates(
     stamp = store.stamp
     model = (stamp.model, stamp.layer) if stamp and stamp.weights.startswith("sha256:") else None
 
-    def load(row: int) -> bytes | None:
-        path = rows[ids[row]]["path"]
-        try:
-            return local_file(store.home, path).read_bytes() if path else None
-        except OSError:
-            return None
-
+    load = file_reader(store.home, rows, ids)
     result = find_duplicates(
         vectors, facts, threshold=threshold, model=model, verify=verifier(load) if pixel_check else None
     )
@@ -183,13 +177,7 @@ def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
     model = (stamp.model, stamp.layer) if stamp and stamp.weights.startswith("sha256:") else None
     facts = [PhotoFacts(id=pid, sha256=rows[pid]["sha256"]) for pid in ids]
 
-    def load(row: int) -> bytes | None:
-        path = rows[ids[row]]["path"]
-        try:
-            return local_file(store.home, path).read_bytes() if path else None
-        except OSError:
-            return None
-
+    load = file_reader(store.home, rows, ids)
     found = find_duplicates(
         np.stack([vectors[pid] for pid in ids]), facts, threshold=threshold, model=model, verify=verifier(load)
     )
@@ -228,3 +216,16 @@ def flag_reasons(store: Store, ids: Sequence[int]) -> dict[int, list[dict]]:
             if "duplicate_of" in data:
                 out.setdefault(pid, []).append(data)
     return out
+
+
+def file_reader(home: Path, rows: dict, ids: Sequence[int]) -> Callable[[int], bytes | None]:
+    """bytes of the photo at position `row` of `ids` (for the pixel check); None when its file is gone."""
+
+    def load(row: int) -> bytes | None:
+        path = rows[ids[row]]["path"]
+        try:
+            return local_file(home, path).read_bytes() if path else None
+        except OSError:
+            return None
+
+    return load
