@@ -14,15 +14,6 @@ from imgidx.results import CleanReport
 from . import console
 
 
-def parse_threshold(text: str) -> str | float:
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--threshold takes 'auto' or a distance such as 0.8; received {text!r}") from None
-
-
 @console.handle_errors
 def clean(
     ctx: typer.Context,
@@ -71,7 +62,7 @@ def clean(
         collection,
         iterations=iterations,
         drop=drop,
-        threshold=parse_threshold(threshold),
+        threshold=console.parse_threshold(threshold, "a distance such as 0.8"),
         against=against,
         apply=apply,
         method=method,

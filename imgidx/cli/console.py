@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imgidx.indexer.errors import EmptyIndex, ImgidxError, NoIndexError, StampMismatch
+from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -124,3 +124,13 @@ class Redact(logging.Filter):
                 message = message.replace(s, "***")
             record.msg, record.args = message, None
         return True
+
+
+def parse_threshold(text: str, example: str) -> str | float:
+    """--threshold auto|FLOAT (clean, duplicates); `example` says what a number means there."""
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--threshold takes 'auto' or {example}; received {text!r}") from None

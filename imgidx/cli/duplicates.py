@@ -14,15 +14,6 @@ from imgidx.indexer.errors import ConfigError
 from . import console
 
 
-def parse_threshold(text: str) -> str | float:
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--threshold takes 'auto' or a cosine distance such as 0.05; received {text!r}") from None
-
-
 @console.handle_errors
 def duplicates(
     ctx: typer.Context,
@@ -66,7 +57,12 @@ def duplicates(
         n = idx.undo_duplicates(names)
         typer.echo(f"removed the duplicate flags of {n} memberships", err=True)
         return
-    result = idx.duplicates(names, threshold=parse_threshold(threshold), apply=apply, pixel_check=pixel_check)
+    result = idx.duplicates(
+        names,
+        threshold=console.parse_threshold(threshold, "a cosine distance such as 0.05"),
+        apply=apply,
+        pixel_check=pixel_check,
+    )
     flagged = len(result.dropped) if apply else 0
     titles = {p.id: p.title for p in idx.describe([g.keep for g in result.groups])}
     if sheet:

@@ -12,7 +12,6 @@ from imgidx.indexer.config import Settings
 from imgidx.indexer.licenses import parse_license_ids
 
 from . import console
-from .duplicates import parse_threshold
 
 
 @console.handle_errors
@@ -51,7 +50,7 @@ def export(
         seed=seed,
         licenses=licenses,
         include_flagged=include_flagged,
-        threshold=parse_threshold(threshold),
+        threshold=console.parse_threshold(threshold, "a cosine distance such as 0.05"),
     )
     if as_json:
         console.print_json(result.as_dict())
