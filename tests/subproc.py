@@ -49,13 +49,14 @@ def start(args, env, **kw) -> subprocess.Popen:
 
 
 def stored_vectors(home: Path, db: sqlite3.Connection, meta: dict) -> dict[int, bytes]:
-    """photo id -> its row of the vector file, as bytes (bit for bit), read without the Store."""
+    """photo id -> its row of the vector file as float32 bytes (float16 widens exactly: still bit for bit), read
+    without the Store; comparable with the flat index's float32 rows."""
     slots = dict(db.execute("SELECT photo_id, slot FROM vectors").fetchall())
     if not slots:
         return {}
     dim = json.loads(meta["stamp"])["dim"]
     rows = np.fromfile(home / "vectors.bin", dtype=meta["vector_dtype"]).reshape(-1, dim)
-    return {pid: rows[slot].tobytes() for pid, slot in slots.items()}
+    return {pid: rows[slot].astype(np.float32).tobytes() for pid, slot in slots.items()}
 
 
 def snapshot(home: Path) -> dict:

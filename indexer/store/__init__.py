@@ -69,7 +69,7 @@ class Store(Catalog):
         return self.meta("index_kind") or "auto"
 
     def rebuild_index(self, kind: str | None = None) -> None:
-        """Rebuild the FAISS index from the exact stored vectors (kind: flat|ivf|hnsw|auto) and save it; the kind
+        """Rebuild the FAISS index from the exact stored vectors (kind: flat|ivf|ivfpq|hnsw|auto) and save it; the kind
         is recorded once the file holds it (a crash in between leaves the old request and a working file)."""
         if self.readonly or self.stamp is None:
             raise StoreError(f"cannot rebuild the index in {self.home}: it is read-only or empty")

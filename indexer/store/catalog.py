@@ -440,6 +440,10 @@ class Catalog:
                 [(pid, model, label, float(p), now) for pid, label, p in rows],
             )
 
+    def counts_by_collection(self) -> dict[str, int]:
+        """Members of each collection (embedded or not): one pass over an index, no vectors."""
+        return dict(self.db.execute("SELECT name, COUNT(*) FROM collections GROUP BY name").fetchall())
+
     def collection_names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
 

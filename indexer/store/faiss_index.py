@@ -63,6 +63,8 @@ class FaissIndex:
         if index is None or (dim and index.d != dim):
             if dim is None:
                 return None
+            if source.vector_count() > self.policy.flat_max:  # caught up as flat, a million would take 16 GB
+                return self.build("auto", source)
             index = ann.new_flat(dim)  # save() turns it into the kind its size calls for
         self.index = self._sync(index, source)
         return self.index
