@@ -153,3 +153,25 @@ def test_ivfpq_recall_after_reranking_and_verify(tmp_path):
     with Store(tmp_path / "home", readonly=True) as s, s.snapshot():
         report = verify(s)
         assert report.ok and not report.findings, report.as_dict()
+
+
+def test_clean_scores_against_the_nearest_collections_when_all_would_not_fit(tmp_path, monkeypatch):
+    """At a million photos clean cannot load every other collection: beyond the budget, the index picks those
+    where this collection's neighbours are."""
+    from imgidx.search import outliers
+
+    rng = np.random.default_rng(0)
+    centres = {"a": 0, "b": 0, "c": 1, "d": 2}  # b shares a's centre: the only collection that matters to a
+    axes = np.eye(8, dtype=np.float32) * 3
+    with Store(tmp_path / "home") as s:
+        s.ensure_stamp(STAMP)
+        for name, c in centres.items():
+            ids = s.add_photos([Photo("folder", f"{name}{i}.jpg", name) for i in range(10)])
+            v = axes[c] + rng.normal(size=(10, 8)).astype(np.float32) * 0.3
+            s.add_vectors([(i, "", "") for i in ids], v / np.linalg.norm(v, axis=1, keepdims=True))
+        s.save_index()
+        own = s.vector_ids("a")
+        assert outliers._other_collections(s, "a", own) == ["b", "c", "d"]  # all fit: all of them
+        monkeypatch.setattr(outliers, "OTHERS_BUDGET", 10)
+        assert outliers._other_collections(s, "a", own) == ["b"]
+        assert set(outliers.index_inputs(s, "a", classifier=None)["others"]) == {"b"}
