@@ -1,4 +1,4 @@
-"""The exact vectors of a home: one append-only file of fixed-size rows (`vectors.bin`), memory-mapped for reads.
+"""The exact vectors of a home: one append-only file of fixed-size rows (`vectors.bin`), read with pread.
 
 SQLite keeps each photo's slot (the `vectors` table: photo_id -> slot); row `slot` lies at slot * dim * itemsize.
 The dtype is the store's meta `vector_dtype`: float16 for new stores (half the disk; cosine to the float32 vector
@@ -8,7 +8,7 @@ vectors were float32 BLOBs, moved here unchanged).
 Crash safety: rows are written and fsynced *before* the SQLite transaction that commits their slots, and a
 writer always appends at the end of the committed slots (MAX(slot) + 1), cutting whatever lies beyond: a build
 killed between the two leaves an uncommitted tail that no reader ever sees and the next writer overwrites.
-Writers hold the build lock (one at a time); readers map the file and only read slots SQLite committed.
+Appenders hold SQLite's write lock while they append (one at a time); readers only read slots SQLite committed.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class VectorFile:
         self.dim = dim
         self.dtype = np.dtype(dtype)
         self.row_bytes = dim * self.dtype.itemsize
-        self._map: np.memmap | None = None
 
     def rows(self) -> int:
         """Whole rows in the file now (committed or not)."""
@@ -53,22 +52,30 @@ class VectorFile:
         return np.ascontiguousarray(vectors, dtype=self.dtype)
 
     def read(self, slots: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """float32 rows at `slots`, in that order."""
+        """float32 rows at `slots`, in that order: one pread per run of consecutive slots (a collection's rows
+        are mostly one run). pread, not mmap: mapped pages count in the process's RSS, so a whole-file pass
+        (reindex, verify) would look like 8 GB of memory at a million photos; read pages stay page cache."""
         slots = np.asarray(slots, dtype=np.int64)
-        if not len(slots):
-            return np.empty((0, self.dim), dtype=np.float32)
-        need = int(slots.max()) + 1
-        if self._map is None or len(self._map) < need:  # the file grew since it was mapped (a build beside us)
-            rows = self.rows()
-            if rows < need:
-                raise StoreError(
-                    f"{self.path} holds {rows} vectors but the catalogue points at slot {need - 1}: the file was cut "
-                    "short; run `verify --repair` (the photos whose vectors are lost are embedded again by a build)"
-                )
-            self._map = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(rows, self.dim))
-        order = np.argsort(slots, kind="stable")  # in file order: sequential reads on a cold cache
         out = np.empty((len(slots), self.dim), dtype=np.float32)
-        out[order] = self._map[slots[order]]
+        if not len(slots):
+            return out
+        order = np.argsort(slots, kind="stable")  # in file order: sequential reads on a cold cache
+        ordered = slots[order]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(ordered) != 1) + 1, [len(ordered)]])
+        fd = os.open(self.path, os.O_RDONLY) if self.path.exists() else -1
+        try:
+            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+                first, n = int(ordered[a]), b - a
+                data = os.pread(fd, n * self.row_bytes, first * self.row_bytes) if fd >= 0 else b""
+                if len(data) < n * self.row_bytes:
+                    raise StoreError(
+                        f"{self.path} holds {self.rows()} vectors but the catalogue points at slot {first + n - 1}: "
+                        "the file was cut short; run `verify --repair` (a build then embeds the lost photos again)"
+                    )
+                out[order[a:b]] = np.frombuffer(data, dtype=self.dtype).reshape(n, self.dim)
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return out
 
     def write(self, start: int, rows: npt.NDArray) -> None:
@@ -91,7 +98,6 @@ class VectorFile:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-        self._map = None
 
     def truncate(self, rows: int) -> None:
         """Cut the file to `rows` rows (an uncommitted tail); under the build lock only."""
@@ -99,10 +105,9 @@ class VectorFile:
             with open(self.path, "r+b") as f:
                 f.truncate(rows * self.row_bytes)
                 os.fsync(f.fileno())
-        self._map = None
 
     def close(self) -> None:
-        self._map = None
+        """Nothing stays open between reads (each read opens the file: it may have grown or been cut)."""
 
 
 def cosine_error(vectors: npt.NDArray[np.float32], dtype: str = DEFAULT_DTYPE) -> dict:
