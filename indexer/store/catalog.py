@@ -456,17 +456,21 @@ class Catalog:
                 "GROUP BY c.name ORDER BY c.name"
             )
         }
-        clean = dict(
+        # flagged memberships are few: only they (clean's flags, anything reviewed) are checked, not a million
+        flagged = dict(
             q(
-                "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
-                f"WHERE {EFFECTIVE_FLAG} = 0 GROUP BY c.name"
+                "WITH cand (name, photo_id) AS (SELECT name, photo_id FROM collections WHERE flagged = 1 "
+                "UNION SELECT collection, photo_id FROM reviews) "
+                "SELECT c.name, COUNT(*) FROM cand JOIN collections c ON c.name = cand.name AND c.photo_id = "
+                f"cand.photo_id JOIN vectors v ON v.photo_id = c.photo_id WHERE {EFFECTIVE_FLAG} = 1 GROUP BY c.name"
             ).fetchall()
         )
+        clean = {name: n - flagged.get(name, 0) for name, n in per_collection.items()}
         states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
         return {
             "photos": q("SELECT COUNT(*) FROM vectors").fetchone()[0],
             "collections": per_collection,
-            "clean": {name: clean.get(name, 0) for name in per_collection},
+            "clean": clean,
             "states": states,
             "failures": states.get("failed", 0),
         }
