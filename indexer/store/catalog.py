@@ -103,7 +103,7 @@ class Catalog:
         moved = 0
         while True:
             with self.transaction():
-                self.db.execute("BEGIN IMMEDIATE")  # the write lock first: nobody appends beside us
+                self._write_lock()  # the write lock first: nobody appends beside us
                 rows = self.db.execute(
                     "SELECT photo_id, vec FROM vector_blobs ORDER BY photo_id LIMIT ?", (batch,)
                 ).fetchall()
@@ -265,7 +265,7 @@ class Catalog:
             raise ValueError(f"{len(items)} photos but {len(vectors)} vectors")
         now = time.time()
         with self.transaction():
-            self.db.execute("BEGIN IMMEDIATE")  # the write lock before the slots are chosen: one appender
+            self._write_lock()  # the write lock before the slots are chosen: one appender
             if self.meta("vector_dtype") is None:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('vector_dtype', ?)", (DEFAULT_DTYPE,))
             vf = self._vectors_file(self.stamp.dim if self.stamp else vectors.shape[1])
@@ -285,6 +285,11 @@ class Catalog:
             )
         return rows.astype(np.float32)
 
+    def _write_lock(self) -> None:
+        """Take SQLite's write lock now (not at the first write): the vector file's end is ours until commit."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+
     def _next_slot(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(slot) + 1, 0) FROM vectors").fetchone()[0]
 
@@ -295,7 +300,7 @@ class Catalog:
     def truncate_vectors(self) -> None:
         """Cut the vector file after the committed slots (a killed writer's tail); hold the build lock."""
         with self.transaction():
-            self.db.execute("BEGIN IMMEDIATE")
+            self._write_lock()
             if self.stamp is not None:
                 self._vectors_file().truncate(self._next_slot())
 
