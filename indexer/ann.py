@@ -28,6 +28,7 @@ import numpy.typing as npt
 KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 CHOICES = (*KINDS, "auto")
 FLAT_MAX = 50_000
+PQ_TRAIN = 256 * 39  # IVF-PQ: fewest training vectors (FAISS warns below 39 per code of a sub-quantizer)
 IVF_MEMORY = 2 << 30  # auto: a float16 IVF up to this many bytes of codes (262k vectors at 4096-d); IVF-PQ beyond
 
 
@@ -138,7 +139,7 @@ def build(
 
     kind = choose_kind(len(ids), policy, dim) if check_kind(kind) == "auto" else kind
     ids = np.asarray(ids, dtype=np.int64)
-    if kind == "ivfpq" and len(ids) < 256 * 39:
+    if kind == "ivfpq" and len(ids) < PQ_TRAIN:
         kind = "ivf"  # too few vectors to train the 256 codes of each PQ sub-quantizer
     if kind == "ivf" and len(ids) < policy.train_per_list:
         kind = "flat"  # too few vectors to train even one list
@@ -159,7 +160,10 @@ def build(
         else:
             index = _new_ivf(dim, nlist_for(len(ids), policy), policy)
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(ids, size=min(len(ids), index.nlist * policy.train_per_list), replace=False))
+        wanted = index.nlist * policy.train_per_list
+        if kind == "ivfpq":
+            wanted = max(wanted, PQ_TRAIN)  # each sub-quantizer's 256 codes need their own training points
+        sample = np.sort(rng.choice(ids, size=min(len(ids), wanted), replace=False))
         index.train(vectors(sample.tolist()))
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]

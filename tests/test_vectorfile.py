@@ -134,18 +134,18 @@ def test_auto_kinds_follow_the_memory_budget():
 def test_ivfpq_recall_after_reranking_and_verify(tmp_path):
     """A product-quantized index alone ranks poorly at these code sizes; its candidates re-ranked with the stored
     vectors find the exact neighbours (as `reindex` reports)."""
-    d, n = 64, 12_000
+    d, n = 32, 10_000
     rng = np.random.default_rng(0)
     centres = np.maximum(rng.standard_normal((40, d)), 0) * 1.5
     v = np.maximum(centres[rng.integers(0, 40, n)] + rng.standard_normal((n, d)) * 0.6, 0).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    policy = ann.Policy(flat_max=1_000, ivf_memory=0, pq_dims=4, train_iterations=5)  # 16-byte codes
+    policy = ann.Policy(flat_max=1_000, ivf_memory=0, pq_dims=4, pq_nlist_max=32, train_iterations=5)  # 16-byte codes
     with Store(tmp_path / "home", index_policy=policy) as s:
         s.ensure_stamp(Stamp(model="vgg16", layer="fc2", weights="random:0", dim=d))
         ids = s.add_photos([Photo("folder", f"{i}.jpg", f"c{i % 3}") for i in range(n)])
         s.insert_vectors([(i, "", "") for i in ids], v)
         s.rebuild_index("auto")
-        assert ann.describe(s.index)["kind"] == "ivfpq" and ann.describe(s.index)["storage"] == "pq16x8"
+        assert ann.describe(s.index)["kind"] == "ivfpq" and ann.describe(s.index)["storage"] == "pq8x8"
         recall = ann.recall_at_k(s.index, s.vector_ids(), s.vectors)
         assert recall >= 0.95, recall
         hit = s.search(s.vectors([ids[7]]), 3)[0][0]
