@@ -335,7 +335,7 @@ def index_inputs(store: Any, collection: str, *, classifier: Any = "auto") -> di
     return {"others": others, "classifier": model, "label": label}
 
 
-OTHERS_BUDGET = 24_000  # other collections' photos scored against (float64 at 4096-d: 0.8 GB, ~20 s of k-NN)
+OTHERS_BUDGET = 12_000  # other collections' photos scored against (float64 at 4096-d: 0.4 GB; k-NN cost grows with it)
 PROBES = 64  # this collection's photos whose nearest neighbours pick the other collections beyond the budget
 
 
