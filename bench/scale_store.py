@@ -101,15 +101,17 @@ def run_cli(home: Path, *args: str, importtime: bool = False) -> dict:
     env = {**os.environ, "IMGIDX_HOME": str(home), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "imgidx", *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
+        busy0 = _busy_seconds()
         start = time.perf_counter()
         p = subprocess.Popen(cmd, env=env, stdout=out, stderr=errf)
         _, status, usage = os.wait4(p.pid, 0)  # this child's own peak RSS (RUSAGE_CHILDREN is a max over all)
         wall = time.perf_counter() - start
+        others = max(0.0, (_busy_seconds() - busy0 - usage.ru_utime - usage.ru_stime) / wall)
         p.returncode = rc = os.waitstatus_to_exitcode(status)
         errf.seek(0)
         err = errf.read()
     rss = usage.ru_maxrss
-    result = {"s": round(wall, 2), "peak_rss_gb": round(rss / 2**20, 2), "rc": rc}
+    result = {"s": round(wall, 2), "peak_rss_gb": round(rss / 2**20, 2), "rc": rc, "others_cores": round(others, 1)}
     if rc != 0:
         result["error"] = (err.decode(errors="replace").strip().splitlines() or ["?"])[-1][:300]
     if importtime:
@@ -120,7 +122,14 @@ def run_cli(home: Path, *args: str, importtime: bool = False) -> dict:
     return result
 
 
-def measure(home: Path, n: int) -> dict:
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (from /proc/stat): minus the child's own, what others used."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(home: Path, n: int, save) -> dict:
     from imgidx.indexer.store import Store
 
     with Store(home, readonly=True) as s:
@@ -129,21 +138,22 @@ def measure(home: Path, n: int) -> dict:
     a, b = names[len(names) // 2], names[len(names) // 2 + 1]
     export_dir = home.parent / f"{home.name}-export"
     shutil.rmtree(export_dir, ignore_errors=True)
-    cases = {
+    cases = {  # the whole-store verify last: the others are the everyday commands
         "info": ("info",),
         "similar --id": ("similar", "--id", str(some), "--json"),
         f"similar --id --in (one {COLLECTION:,}-photo collection)": ("similar", "--id", str(some), "--in", a),
-        "clean (one collection)": ("clean", a, "--classifier", "none"),
-        "train (two collections)": ("train", "bench", a, b),
         "duplicates (one collection)": ("duplicates", a, "--no-pixel-check"),
+        "train (two collections)": ("train", "bench", a, b),
         "export (one collection)": ("export", str(export_dir), a),
+        "clean (one collection)": ("clean", a, "--classifier", "none"),
         "verify (whole store)": ("verify",),
     }
-    out = {}
+    out: dict = {}
     for name, args in cases.items():
         first = name in ("info", "similar --id")
         out[name] = run_cli(home, *args, importtime=first)
         print(f"[scale] {name}: {out[name]}", file=sys.stderr)
+        save(out)  # a partial result survives an interrupted run
     shutil.rmtree(export_dir, ignore_errors=True)
     return out
 
@@ -190,8 +200,15 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
             result["fill"] = fill(home, args.n)
         result["disk"] = disk_usage(home)
-        result["commands"] = measure(home, args.n)
+
+        def save(commands: dict) -> None:
+            result["commands"] = commands
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+
         result["index"] = index_facts(home)
+        save({})
+        result["commands"] = measure(home, args.n, save)
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
