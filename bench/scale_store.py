@@ -129,7 +129,7 @@ def _busy_seconds() -> float:
     return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(home: Path, n: int, save) -> dict:
+def measure(home: Path, n: int, save, before_verify) -> dict:
     from imgidx.indexer.store import Store
 
     with Store(home, readonly=True) as s:
@@ -150,6 +150,8 @@ def measure(home: Path, n: int, save) -> dict:
     }
     out: dict = {}
     for name, args in cases.items():
+        if name.startswith("verify"):
+            before_verify()
         first = name in ("info", "similar --id")
         out[name] = run_cli(home, *args, importtime=first)
         print(f"[scale] {name}: {out[name]}", file=sys.stderr)
@@ -206,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-        result["index"] = index_facts(home)
-        save({})
-        result["commands"] = measure(home, args.n, save)
+        def facts() -> None:
+            result["index"] = index_facts(home)
+            print(f"[scale] index: {result['index']}", file=sys.stderr)
+
+        result["commands"] = measure(home, args.n, save, facts)
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
