@@ -495,8 +495,9 @@ class Index:
         return report
 
     def reindex(self, kind: str = "auto") -> ReindexReport:
-        """Rebuild the FAISS index from the exact stored vectors as another kind: flat (exact) | ivf | hnsw | auto
-        (flat up to 50k vectors, IVF beyond; later builds keep following it). Vectors are untouched."""
+        """Rebuild the FAISS index from the exact stored vectors as another kind: flat (exact) | ivf | ivfpq | hnsw |
+        auto (flat up to 50k vectors, IVF beyond, IVF-PQ past 2 GB of float16 codes; later builds keep following
+        it). Vectors are untouched."""
         if kind not in ann.CHOICES:
             raise InvalidArgument(f"the index kind must be one of {'|'.join(ann.CHOICES)}; received {kind!r}")
         with self._writing(lock=True) as store:

@@ -6,10 +6,14 @@ rebuilt at any time (`imgidx reindex --kind ...`). Measured at 4096-d on synthet
 exact up to FLAT_MAX vectors; IVF (nlist ~ 4*sqrt(n), nprobe 32, float16 codes: half the memory, same recall)
 keeps recall@10 >= 0.95 at a few ms per query beyond. HNSW is offered by hand: faster per query, but slow to
 build at 4096-d, more memory, no removal (the index is rebuilt instead) and lower recall at equal effort.
-PCA+PQ is not offered: recall@10 ~0.56 at these sizes.
+PCA+PQ is not offered: recall@10 ~0.56 at these sizes. IVF-PQ (128-byte codes at 4096-d) is, beyond what a
+float16 IVF fits in policy.ivf_memory (a million photos: 8 GB as float16 IVF, 130 MB as IVF-PQ): its candidates
+(policy.rerank per wanted neighbour) are re-ranked with the exact stored vectors, which restores part of the
+recall its coarse codes lose (measured in README "A million photos").
 
 Kinds on disk: flat = IndexIDMap2(IndexFlatIP); ivf = IndexIVFScalarQuantizer(fp16, inner product, own ids);
-hnsw = IndexIDMap2(IndexHNSWSQ(fp16)). Every kind holds the photo ids as FAISS ids.
+ivfpq = IndexIVFPQ(inner product, 8-bit codes, own ids); hnsw = IndexIDMap2(IndexHNSWSQ(fp16)). Every kind holds
+the photo ids as FAISS ids.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 CHOICES = (*KINDS, "auto")
 FLAT_MAX = 50_000
+PQ_TRAIN = 256 * 39  # IVF-PQ: fewest training vectors (FAISS warns below 39 per code of a sub-quantizer)
+IVF_MEMORY = 2 << 30  # auto: a float16 IVF up to this many bytes of codes (262k vectors at 4096-d); IVF-PQ beyond
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class Policy:
     ef_search: int = 128
     train_per_list: int = 40  # IVF training sample: this many vectors per list (FAISS warns below 39)
     train_iterations: int = 10  # k-means iterations (FAISS' 25 cost 2.5x the time for no recall we can measure)
+    ivf_memory: int = IVF_MEMORY  # auto: IVF-PQ once a float16 IVF's codes would take more than this
+    pq_dims: int = 32  # IVF-PQ: one byte per this many dimensions (128 bytes a 4096-d vector, 1/64 of float16)
+    pq_nlist_max: int = 1024  # IVF-PQ lists: assigning 1M vectors to 4k lists costs 4x the build for no recall
+    rerank: int = 50  # IVF-PQ: candidates per wanted neighbour, re-ranked with the stored vectors (4 MB at k=10)
 
 
 DEFAULT = Policy()
@@ -47,9 +57,25 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def choose_kind(n: int, policy: Policy = DEFAULT) -> str:
-    """The kind an index of n vectors should be: exact while small, IVF beyond policy.flat_max."""
-    return "flat" if n <= policy.flat_max else "ivf"
+def choose_kind(n: int, policy: Policy = DEFAULT, dim: int = 4096) -> str:
+    """The kind an index of n vectors should be: exact while small, IVF beyond policy.flat_max, IVF-PQ once a
+    float16 IVF would outgrow policy.ivf_memory."""
+    if n <= policy.flat_max:
+        return "flat"
+    return "ivf" if n * dim * 2 <= policy.ivf_memory else "ivfpq"
+
+
+def pq_bytes(dim: int, policy: Policy = DEFAULT) -> int:
+    """IVF-PQ code size: about dim / policy.pq_dims bytes, a divisor of dim (FAISS splits it evenly)."""
+    m = max(1, dim // policy.pq_dims)
+    while dim % m:
+        m -= 1
+    return m
+
+
+def rerank_factor(index) -> int:
+    """How many candidates per wanted neighbour a search of `index` asks for, to re-rank with stored vectors."""
+    return DEFAULT.rerank if kind_of(index) == "ivfpq" else 1
 
 
 def nlist_for(n: int, policy: Policy = DEFAULT) -> int:
@@ -62,7 +88,9 @@ def kind_of(index) -> str:
         return "none"
     import faiss
 
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return "ivfpq"
     if isinstance(inner, faiss.IndexIVF):
         return "ivf"
     if isinstance(inner, faiss.IndexHNSW):
@@ -81,7 +109,9 @@ def describe(index) -> dict:
         return out
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else faiss.downcast_index(index)
     out["storage"] = "float16" if _is_fp16(inner) else "float32"
-    if out["kind"] == "ivf":
+    if out["kind"] == "ivfpq":
+        out.update(storage=f"pq{inner.pq.M}x{inner.pq.nbits}", nlist=int(inner.nlist), nprobe=int(inner.nprobe))
+    elif out["kind"] == "ivf":
         out.update(nlist=int(inner.nlist), nprobe=int(inner.nprobe))
     elif out["kind"] == "hnsw":
         out.update(M=int(inner.hnsw.nb_neighbors(1)), efSearch=int(inner.hnsw.efSearch))
@@ -107,8 +137,10 @@ def build(
     """A new index of `kind` (auto: by size) holding `ids`, whose exact vectors `vectors(list_of_ids)` returns."""
     import faiss
 
-    kind = choose_kind(len(ids), policy) if check_kind(kind) == "auto" else kind
+    kind = choose_kind(len(ids), policy, dim) if check_kind(kind) == "auto" else kind
     ids = np.asarray(ids, dtype=np.int64)
+    if kind == "ivfpq" and len(ids) < PQ_TRAIN:
+        kind = "ivf"  # too few vectors to train the 256 codes of each PQ sub-quantizer
     if kind == "ivf" and len(ids) < policy.train_per_list:
         kind = "flat"  # too few vectors to train even one list
     if kind == "flat":
@@ -123,9 +155,15 @@ def build(
         if policy.fp16:
             inner.train(np.zeros((1, dim), dtype=np.float32))  # fp16 needs no statistics
     else:
-        index = _new_ivf(dim, nlist_for(len(ids), policy), policy)
+        if kind == "ivfpq":
+            index = _new_ivfpq(dim, min(policy.pq_nlist_max, nlist_for(len(ids), policy)), policy)
+        else:
+            index = _new_ivf(dim, nlist_for(len(ids), policy), policy)
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(ids, size=min(len(ids), index.nlist * policy.train_per_list), replace=False))
+        wanted = index.nlist * policy.train_per_list
+        if kind == "ivfpq":
+            wanted = max(wanted, PQ_TRAIN)  # each sub-quantizer's 256 codes need their own training points
+        sample = np.sort(rng.choice(ids, size=min(len(ids), wanted), replace=False))
         index.train(vectors(sample.tolist()))
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
@@ -148,6 +186,17 @@ def _new_ivf(dim: int, nlist: int, policy: Policy):
     return index
 
 
+def _new_ivfpq(dim: int, nlist: int, policy: Policy):
+    import faiss
+
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_bytes(dim, policy), 8, faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = min(policy.nprobe, nlist)
+    index.cp.niter = policy.train_iterations
+    index.pq.cp.niter = policy.train_iterations
+    return index
+
+
 def rebuild_target(index, requested: str, policy: Policy = DEFAULT) -> str | None:
     """The kind to rebuild `index` into, or None to keep it. Only `auto` ever changes on its own: flat grows
     into IVF past policy.flat_max (and shrinks back below half of it), and IVF is retrained once its list count
@@ -156,13 +205,18 @@ def rebuild_target(index, requested: str, policy: Policy = DEFAULT) -> str | Non
         return None
     n, kind = int(index.ntotal), kind_of(index)
     if kind == "flat":
-        return "ivf" if n > policy.flat_max else None
-    if kind == "ivf":
+        return choose_kind(n, policy, index.d) if n > policy.flat_max else None
+    if kind in ("ivf", "ivfpq"):
         if n < policy.flat_max // 2:
             return "flat"
+        want = choose_kind(n, policy, index.d)
+        if want != kind and (kind == "ivf" or n * index.d * 2 < policy.ivf_memory // 2):
+            return want  # grew past the memory budget (or shrank well below it)
         import faiss
 
-        return "ivf" if nlist_for(n, policy) >= 2 * faiss.extract_index_ivf(index).nlist else None
+        nlist = faiss.extract_index_ivf(index).nlist
+        wanted = nlist_for(n, policy) if kind == "ivf" else min(policy.pq_nlist_max, nlist_for(n, policy))
+        return kind if wanted >= 2 * nlist else None
     return None
 
 
@@ -224,7 +278,7 @@ def search_params(index, allowed: Sequence[int] | None):
     sel = faiss.IDSelectorBatch(allowed)
     widen = max(1.0, index.ntotal / max(1, len(allowed)))
     kind = kind_of(index)
-    if kind == "ivf":
+    if kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         params = faiss.SearchParametersIVF(sel=sel, nprobe=min(ivf.nlist, math.ceil(ivf.nprobe * widen)))
     elif kind == "hnsw":
@@ -271,8 +325,17 @@ def recall_at_k(
         i = np.concatenate([best_i, np.broadcast_to(part, (len(q), len(part)))], axis=1)
         top = np.argsort(-s, axis=1, kind="stable")[:, :k]
         best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
-    _, got = index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+    rerank = rerank_factor(index)
+    _, got = index.search(np.ascontiguousarray(q, dtype=np.float32), min(k * rerank, len(ids)))
+    if rerank > 1:  # as Store.search answers: the candidates re-ranked with their stored vectors
+        got = np.array([_rerank(qv, row[row != -1], vectors, k) for qv, row in zip(q, got, strict=True)])
     return float(np.mean([len(set(g) & set(b)) / k for g, b in zip(got.tolist(), best_i.tolist(), strict=True)]))
+
+
+def _rerank(query, candidates, vectors, k: int) -> list[int]:
+    scores = vectors(candidates.tolist()) @ query
+    top = np.argsort(-scores, kind="stable")[:k]
+    return [int(candidates[j]) for j in top] + [-1] * (k - len(top))
 
 
 def iter_vectors(index, chunk: int = 4096) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:

@@ -2,6 +2,7 @@
 
     imgidx.sqlite                        the catalogue (store/catalog.py)
     index/faiss.index                    the FAISS index (store/faiss_index.py)
+    vectors.bin                          the exact vectors, one fixed-size row per slot (store/vectorfile.py)
     photos/<source>/<NN>/<stem>.<ext>    downloaded photos; NN = the stem's last two characters (100 per folder)
 
 A numeric source id (Flickr's) is its own file stem, as homes made by earlier versions have it. Any other id (a
@@ -21,6 +22,7 @@ from . import atomic
 
 DB_NAME = "imgidx.sqlite"
 INDEX_NAME = "index/faiss.index"
+VECTORS_NAME = "vectors.bin"
 PHOTOS = "photos"
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 

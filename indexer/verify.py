@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ann, layout
-from .store import Store
+from .store import Store, vectorfile
 
 REPORT_IDS = 20  # example ids per finding
 UNIT_TOLERANCE = 1e-3
@@ -90,22 +90,44 @@ def verify(store: Store, *, build_running: bool = False) -> Report:
 
 
 def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
-    bad_size, not_unit, good = [], [], []
-    for pid, blob in store.db.execute("SELECT photo_id, vec FROM vectors ORDER BY photo_id"):
-        if dim is None or len(blob) != 4 * dim:
-            bad_size.append(pid)
+    """The vector file against the slots SQLite committed: its dtype, its length, and every committed row
+    (finite, unit length), read in slot order a chunk at a time (memory stays small at a million photos)."""
+    dtype = store.vector_dtype
+    if dtype not in vectorfile.DTYPES:
+        report.add("vector_dtype", [dtype], f"unknown vector dtype in the store's meta (not {vectorfile.DTYPES})")
+        return []
+    rows = store.db.execute("SELECT photo_id, slot FROM vectors ORDER BY slot").fetchall()
+    if dim is None:
+        report.add("vector_bad_size", [pid for pid, _ in rows], "stored vectors but no model stamp (dimension)")
+        return []
+    vf = vectorfile.VectorFile(store.home / layout.VECTORS_NAME, dim, dtype)
+    on_disk, committed = vf.rows(), store.committed_slots()
+    report.checked["vector_file"] = {"dtype": dtype, "rows": on_disk, "committed": committed}
+    tail = vf.size() - committed * vf.row_bytes
+    if tail > 0:  # a build killed between its append and its commit; the next append overwrites it
+        report.add(
+            "vector_file_tail",
+            [f"{tail} bytes"],
+            f"bytes beyond the committed vectors in {vf.path.name} (an interrupted build; repair cuts them)",
+            error=False,
+        )
+    missing, not_unit, good = [], [], []
+    for start in range(0, len(rows), 4096):
+        part = rows[start : start + 4096]
+        present = [(pid, slot) for pid, slot in part if slot < on_disk]
+        missing += [pid for pid, slot in part if slot >= on_disk]
+        if not present:
             continue
-        v = np.frombuffer(blob, dtype=np.float32)
-        if not np.isfinite(v).all() or abs(float(np.linalg.norm(v)) - 1.0) > UNIT_TOLERANCE:
-            not_unit.append(pid)
-            continue
-        good.append(pid)
-    report.add("vector_bad_size", bad_size, f"stored vectors do not have the stamp's dimension {dim}")
+        v = vf.read([slot for _, slot in present])
+        ok = np.isfinite(v).all(axis=1) & (np.abs(np.linalg.norm(v, axis=1) - 1.0) <= UNIT_TOLERANCE)
+        not_unit += [pid for (pid, _), o in zip(present, ok, strict=True) if not o]
+        good += [pid for (pid, _), o in zip(present, ok, strict=True) if o]
+    report.add("vector_missing", missing, f"stored vectors lie beyond the end of {vf.path.name} (it was cut short)")
     report.add("vector_not_unit", not_unit, "stored vectors are not finite unit vectors")
     orphans = _ids(store, "SELECT v.photo_id FROM vectors v LEFT JOIN photos p ON p.id = v.photo_id WHERE p.id IS NULL")
     report.add("vector_without_photo", orphans, "vectors have no photo row (no metadata)")
     orphan_set = set(orphans)
-    return [i for i in good if i not in orphan_set]
+    return sorted(i for i in good if i not in orphan_set)
 
 
 def _check_states(store: Store, report: Report) -> None:
@@ -158,7 +180,8 @@ def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: R
     behind = sorted(stored - in_file)
     note = "a build is running" if running else "an interrupted build; the next build or a repair adds them"
     report.add("index_behind", behind, f"stored vectors are not in the index file yet ({note})", error=not running)
-    report.add("index_vector_differs", _differing(store, index, stored), "index vectors differ from stored ones")
+    if kind != "ivfpq":  # product-quantized codes are approximate by design: only their ids are checked
+        report.add("index_vector_differs", _differing(store, index, stored), "index vectors differ from stored ones")
     marked = set(_ids(store, "SELECT id FROM photos WHERE state='embedded'"))
     report.add(
         "state_behind_index",
@@ -223,8 +246,11 @@ def repair(store: Store, report: Report) -> list[str]:
     done = []
     if "temp_files" in kinds:
         done.append(f"removed {len(store.remove_stale_temp_files())} temp files")
+    if "vector_file_tail" in kinds:  # under SQLite's write lock: no append is half done
+        store.truncate_vectors()
+        done.append("cut the uncommitted tail of the vector file")
     with store.transaction():
-        for kind in ("vector_without_photo", "vector_bad_size", "vector_not_unit"):
+        for kind in ("vector_without_photo", "vector_bad_size", "vector_not_unit", "vector_missing"):
             if kind in kinds:
                 _delete_vectors(store.db, kinds[kind].ids)
                 done.append(f"dropped {len(kinds[kind].ids)} unusable vectors ({kind}); the next build re-embeds")

@@ -323,17 +323,46 @@ def index_inputs(store: Any, collection: str, *, classifier: Any = "auto") -> di
     name, else one whose classes include another collection's name (rank_outliers then uses it only when that
     collection is an ally); a loaded classifier is used as given; None uses none. label: this collection's
     name when it is one of the classes."""
-    own = set(store.vector_ids(collection))
+    own_ids = store.vector_ids(collection)
+    own = set(own_ids)
     others = {}
-    for name in store.collection_names():
-        if name == collection:
-            continue
+    for name in _other_collections(store, collection, own_ids):
         ids = [i for i in store.vector_ids(name, include_flagged=False) if i not in own]
         if ids:
             others[name] = store.vectors(ids)
     model = _saved_classifier(store, collection, set(others)) if classifier == "auto" else classifier
     label = collection if model is not None and collection in model.classes else None
     return {"others": others, "classifier": model, "label": label}
+
+
+OTHERS_BUDGET = 12_000  # other collections' photos scored against (float64 at 4096-d: 0.4 GB; k-NN cost grows with it)
+PROBES = 64  # this collection's photos whose nearest neighbours pick the other collections beyond the budget
+
+
+def _other_collections(store: Any, collection: str, own_ids: list[int]) -> list[str]:
+    """Every other collection while they fit OTHERS_BUDGET photos together; beyond (an index of 250 collections
+    of 4,000), those where the index finds this collection's neighbours, most neighbours first, up to the budget:
+    a collection none of its photos' neighbours are in can neither vote nor be an ally."""
+    sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
+    if sum(sizes.values()) <= OTHERS_BUDGET or not own_ids:
+        return sorted(n for n, size in sizes.items() if size)
+    import numpy as np
+
+    probe = np.random.default_rng(0).choice(own_ids, size=min(PROBES, len(own_ids)), replace=False)
+    own = set(own_ids)
+    hits = [h.photo_id for row in store.search(store.vectors(probe.tolist()), 20) for h in row]
+    found: dict[str, int] = {}
+    for names in store.collections_of([i for i in hits if i not in own]).values():
+        for name in names:
+            if name != collection:
+                found[name] = found.get(name, 0) + 1
+    chosen, total = [], 0
+    for name in sorted(found, key=lambda n: (-found[n], n)):
+        if total + sizes.get(name, 0) > OTHERS_BUDGET:
+            break
+        chosen.append(name)
+        total += sizes.get(name, 0)
+    return sorted(chosen)
 
 
 def _saved_classifier(store: Any, collection: str, names: set[str]) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import os
 import re
 import select
@@ -47,6 +48,17 @@ def start(args, env, **kw) -> subprocess.Popen:
     )
 
 
+def stored_vectors(home: Path, db: sqlite3.Connection, meta: dict) -> dict[int, bytes]:
+    """photo id -> its row of the vector file as float32 bytes (float16 widens exactly: still bit for bit), read
+    without the Store; comparable with the flat index's float32 rows."""
+    slots = dict(db.execute("SELECT photo_id, slot FROM vectors").fetchall())
+    if not slots:
+        return {}
+    dim = json.loads(meta["stamp"])["dim"]
+    rows = np.fromfile(home / "vectors.bin", dtype=meta["vector_dtype"]).reshape(-1, dim)
+    return {pid: rows[slot].astype(np.float32).tobytes() for pid, slot in slots.items()}
+
+
 def snapshot(home: Path) -> dict:
     """Everything a build leaves that must match between a clean and a resumed build (timestamps aside)."""
     import faiss
@@ -59,7 +71,7 @@ def snapshot(home: Path) -> dict:
     ]
     collections = [tuple(r) for r in db.execute("SELECT name, photo_id, query, rank FROM collections ORDER BY 1, 2")]
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-    vectors = {pid: bytes(blob) for pid, blob in db.execute("SELECT photo_id, vec FROM vectors")}
+    vectors = stored_vectors(home, db, meta)
     db.close()
     index = faiss.read_index(str(home / "index" / "faiss.index"))
     ids = faiss.vector_to_array(index.id_map).tolist()

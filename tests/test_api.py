@@ -163,7 +163,7 @@ def test_errors_are_imgidx_exceptions_that_name_no_command_line_flag(world):
         (lambda: idx.train("../evil", ["stripes", "rings"]), imgidx.InvalidArgument, "classifier names"),
         (lambda: idx.classify("missing", ids=[1]), imgidx.NotFound, "no classifier 'missing'"),
         (lambda: idx.classify("shapes", [photos / "x.jpg"], apply=True), imgidx.InvalidArgument, "apply"),
-        (lambda: idx.reindex("fastest"), imgidx.InvalidArgument, "flat|ivf|hnsw|auto"),
+        (lambda: idx.reindex("fastest"), imgidx.InvalidArgument, "flat|ivf|hnsw|ivfpq|auto"),
         (lambda: idx.build(imgidx.sources.Folder(photos), weights="random:1"), imgidx.StampMismatch, "random:1"),
         (lambda: idx.embedder(layer="fc2"), imgidx.StampMismatch, "fc2"),
     ]

@@ -102,12 +102,24 @@ def test_decisions_survive_clean_apply_and_undo_and_count_everywhere(home):
 def test_an_older_store_is_upgraded_when_opened(home):
     import sqlite3
 
-    db = sqlite3.connect(home / "imgidx.sqlite")
-    db.executescript("BEGIN; DROP TABLE reviews; UPDATE meta SET value='1' WHERE key='schema_version'; COMMIT;")
+    with Store(home, readonly=True) as store:
+        ids = store.vector_ids()
+        before = store.vectors(ids)
+    db = sqlite3.connect(home / "imgidx.sqlite")  # back to version 1: no reviews, float32 BLOBs in SQLite
+    db.executescript(
+        "BEGIN; DROP TABLE reviews; DROP TABLE vectors; DELETE FROM meta WHERE key='vector_dtype';"
+        "CREATE TABLE vectors (photo_id INTEGER PRIMARY KEY REFERENCES photos (id), vec BLOB NOT NULL);"
+        "UPDATE meta SET value='1' WHERE key='schema_version'; COMMIT;"
+    )
+    with db:
+        rows = [(i, v.tobytes()) for i, v in zip(ids, before, strict=True)]
+        db.executemany("INSERT INTO vectors VALUES (?, ?)", rows)
     db.close()
+    (home / "vectors.bin").unlink()
     assert imgidx.open(home).reviews("stripes") == []  # a reader upgrades it once
     with Store(home, readonly=True) as store:
-        assert store.meta("schema_version") == "2"
+        assert store.meta("schema_version") == "3" and store.vector_dtype == "float32"
+        assert store.vectors(ids).tobytes() == before.tobytes()
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------------------

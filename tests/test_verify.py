@@ -79,6 +79,7 @@ def test_a_healthy_home_verifies_ok(home):
         and report.findings == []
         and report.checked
         == {
+            "vector_file": {"dtype": "float16", "rows": 6, "committed": 6},
             "index_size": 6,
             "files": 6,
             "photos": 6,
@@ -133,13 +134,18 @@ def test_states_that_disagree_with_stored_vectors(home):
 
 
 def test_unusable_vectors_and_dangling_rows_are_dropped(home):
+    rows = np.memmap(home / "vectors.bin", dtype=np.float16, mode="r+", shape=(6, 8))
+    rows[1] = np.nan  # photo 2's vector (slot 1) is garbage
+    rows.flush()
+    del rows
+    with open(home / "vectors.bin", "ab") as f:
+        f.write(unit(1)[0].astype(np.float16).tobytes())  # slot 6, for a vector without a photo
     with sqlite3.connect(home / "imgidx.sqlite") as db:
-        db.execute("UPDATE vectors SET vec=? WHERE photo_id=1", (b"\0" * 12,))
-        db.execute("UPDATE vectors SET vec=? WHERE photo_id=2", (np.full(8, np.nan, np.float32).tobytes(),))
-        db.execute("INSERT INTO vectors VALUES (55, ?)", (unit(1)[0].tobytes(),))  # no photo row (FKs off here)
+        db.execute("UPDATE vectors SET slot=99 WHERE photo_id=1")  # beyond the end of the file (cut short)
+        db.execute("INSERT INTO vectors VALUES (55, 6)")  # no photo row (FKs off here)
         db.execute("INSERT INTO collections (name, photo_id, query, rank, added_at) VALUES ('dog', 56, '', 0, 0)")
     assert kinds(check(home)) >= {
-        "vector_bad_size",
+        "vector_missing",
         "vector_not_unit",
         "vector_without_photo",
         "collection_without_photo",
@@ -147,6 +153,26 @@ def test_unusable_vectors_and_dangling_rows_are_dropped(home):
     fix(home)
     with Store(home, readonly=True) as s:
         assert s.vector_ids() == [3, 4, 5, 6] and s.states([1, 2]) == {1: "downloaded", 2: "downloaded"}
+
+
+def test_a_killed_append_leaves_a_tail_that_is_reported_then_overwritten_or_cut(home):
+    """A build killed after fsyncing its vectors but before committing their slots: nobody reads the tail; the
+    next append writes over it, and a repair cuts it."""
+    tail = unit(3, seed=9).astype(np.float16).tobytes()
+    with open(home / "vectors.bin", "ab") as f:
+        f.write(tail + b"half a row")
+    report = check(home)
+    assert kinds(report) == {"vector_file_tail"} and report.ok  # a warning: nothing committed points there
+    fix(home)
+    assert (home / "vectors.bin").stat().st_size == 6 * 8 * 2
+    with open(home / "vectors.bin", "ab") as f:
+        f.write(tail)
+    with Store(home) as s:
+        [pid] = s.add_photos([Photo("flickr", "999", "cat")])
+        s.add_vectors([(pid, "", "")], unit(1, seed=5))
+        assert s.committed_slots() == 7 and s.slots([pid]) == {pid: 6}  # written where the tail was
+        assert np.array_equal(s.vectors([pid]), unit(1, seed=5).astype(np.float16).astype(np.float32))
+    assert (home / "vectors.bin").stat().st_size == 7 * 8 * 2
 
 
 def test_files_missing_changed_stale_and_unrecorded(home):

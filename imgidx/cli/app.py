@@ -235,8 +235,8 @@ def reindex(
     kind: Annotated[
         str,
         typer.Option(
-            help="flat (exact) | ivf | hnsw | auto (flat up to 50k vectors, IVF beyond; the default, and what "
-            "later builds keep following).",
+            help="flat (exact) | ivf | ivfpq | hnsw | auto (flat up to 50k vectors, IVF beyond, IVF-PQ past 262k "
+            "at 4096-d; the default, and what later builds keep following).",
         ),
     ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

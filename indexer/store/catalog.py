@@ -1,5 +1,6 @@
-"""The catalogue: SQLite (metadata, collections, states, predictions, the exact float32 vectors: the source of
-truth). WAL lets readers and one writer proceed together.
+"""The catalogue: SQLite (metadata, collections, states, predictions, each vector's slot) + the vector file
+(vectorfile.py: the exact vectors); together the source of truth. WAL lets readers and one writer proceed
+together.
 
 One transaction rule: every write goes through `transaction()`, so a full disk or a read-only home is always the
 one-line StoreError of faiss_index.write_error (the transaction is rolled back), never a traceback.
@@ -23,6 +24,7 @@ from ..errors import NoIndexError, StampMismatch, StoreError
 from ..records import Photo, Stamp
 from . import schema
 from .faiss_index import write_error
+from .vectorfile import DEFAULT_DTYPE, VectorFile
 
 # A membership's effective flag: a person's newest review decision if any, else the automatic flag (clean,
 # duplicates). Every reader of "flagged" goes through it, so similar --in, train, export and the counts agree.
@@ -58,7 +60,10 @@ class Catalog:
             raise NoIndexError(f"no index in {self.home}; build one first (or set IMGIDX_HOME)")
         if not readonly:
             self.home.mkdir(parents=True, exist_ok=True)
+        self._vector_file: VectorFile | None = None
         self.db = self._connect()
+        if not readonly:
+            self._move_blobs()
 
     # ---- connection and schema -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -87,13 +92,51 @@ class Catalog:
         otherwise ensure() says how). Migrations only add tables, so a build running beside us is unaffected."""
         if not os.access(self.db_path, os.W_OK):
             return
-        db = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            schema.ensure(db, self.db_path, readonly=False)
-        finally:
-            db.close()
+        Catalog(self.home, timeout=30).close()  # a writer migrates, then moves old BLOB vectors to the file
+
+    def _move_blobs(self, batch: int = 4096) -> None:
+        """Schema 3: move the float32 BLOBs of an older store into the vector file (kept float32: its index and a
+        resumed build stay bit for bit what they were), batch by batch, each batch's rows fsynced before the
+        transaction that gives them slots and deletes their BLOBs; a crash resumes where it stopped."""
+        if not schema.has_blobs(self.db):
+            return
+        moved = 0
+        while True:
+            with self.transaction():
+                self._write_lock()  # the write lock first: nobody appends beside us
+                rows = self.db.execute(
+                    "SELECT photo_id, vec FROM vector_blobs ORDER BY photo_id LIMIT ?", (batch,)
+                ).fetchall()
+                if not rows:
+                    self.db.execute("DROP TABLE vector_blobs")
+                    break
+                if self.meta("vector_dtype") is None:
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('vector_dtype', 'float32')")
+                dim = self.stamp.dim if self.stamp else len(rows[0][1]) // 4
+                good = [(pid, blob) for pid, blob in rows if len(blob) == 4 * dim]
+                bad = [pid for pid, blob in rows if len(blob) != 4 * dim]
+                if good:
+                    vf = self._vectors_file(dim)
+                    start = self._next_slot()
+                    data = np.frombuffer(b"".join(blob for _, blob in good), dtype=np.float32).reshape(-1, dim)
+                    vf.write(start, vf.encode(data))
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO vectors (photo_id, slot) VALUES (?, ?)",
+                        [(pid, start + i) for i, (pid, _) in enumerate(good)],
+                    )
+                # unusable BLOBs (another dimension): dropped, so a build embeds those photos again
+                self.db.executemany(
+                    "UPDATE photos SET state=CASE WHEN path IS NULL THEN 'found' ELSE 'downloaded' END WHERE id=?",
+                    [(pid,) for pid in bad],
+                )
+                self.db.executemany("DELETE FROM vector_blobs WHERE photo_id=?", [(pid,) for pid, _ in rows])
+                moved += len(rows)
+        if moved:
+            self.db.execute("VACUUM")  # give the BLOBs' pages back to the disk (16 KB a photo)
 
     def close(self) -> None:
+        if self._vector_file is not None:
+            self._vector_file.close()
         self.db.close()
 
     @contextmanager
@@ -205,27 +248,73 @@ class Catalog:
     def vector_for_sha256(self, sha256: str) -> npt.NDArray[np.float32] | None:
         """A stored vector of a photo with identical bytes (the same file under two names is embedded once)."""
         row = self.db.execute(
-            "SELECT v.vec FROM vectors v JOIN photos p ON p.id = v.photo_id WHERE p.sha256=? LIMIT 1", (sha256,)
+            "SELECT v.slot FROM vectors v JOIN photos p ON p.id = v.photo_id WHERE p.sha256=? LIMIT 1", (sha256,)
         ).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+        return self._vectors_file().read([row[0]])[0] if row else None
 
     # ---- vectors ---------------------------------------------------------------------------------------------
-    def insert_vectors(self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]) -> None:
-        """Commit vectors with their photos' path/sha256 (state 'embedded') in one transaction.
+    def insert_vectors(
+        self, items: Sequence[tuple[int, str, str]], vectors: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """Commit vectors with their photos' path/sha256 (state 'embedded'): the rows are appended to the vector
+        file and fsynced, then one transaction commits their slots and states. Returns the vectors as stored
+        (float16-rounded in a float16 store), which is what the index must hold.
 
         items: (photo_id, path, sha256) aligned with the rows of `vectors`."""
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} photos but {len(vectors)} vectors")
         now = time.time()
         with self.transaction():
+            self._write_lock()  # the write lock before the slots are chosen: one appender
+            if self.meta("vector_dtype") is None:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('vector_dtype', ?)", (DEFAULT_DTYPE,))
+            vf = self._vectors_file(self.stamp.dim if self.stamp else vectors.shape[1])
+            start = self._next_slot()
+            rows = vf.encode(vectors)
+            try:
+                vf.write(start, rows)
+            except OSError as e:
+                raise write_error(vf.path, e) from None
             self.db.executemany(
-                "INSERT OR REPLACE INTO vectors (photo_id, vec) VALUES (?, ?)",
-                [(pid, vec.tobytes()) for (pid, _, _), vec in zip(items, vectors, strict=True)],
+                "INSERT OR REPLACE INTO vectors (photo_id, slot) VALUES (?, ?)",
+                [(pid, start + i) for i, (pid, _, _) in enumerate(items)],
             )
             self.db.executemany(
                 "UPDATE photos SET state='embedded', path=?, sha256=?, error=NULL, updated_at=? WHERE id=?",
                 [(path, sha, now, pid) for pid, path, sha in items],
             )
+        return rows.astype(np.float32)
+
+    def _write_lock(self) -> None:
+        """Take SQLite's write lock now (not at the first write): the vector file's end is ours until commit."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def _next_slot(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(slot) + 1, 0) FROM vectors").fetchone()[0]
+
+    def committed_slots(self) -> int:
+        """Rows of the vector file that SQLite has committed (anything beyond is a killed writer's tail)."""
+        return self._next_slot()
+
+    def truncate_vectors(self) -> None:
+        """Cut the vector file after the committed slots (a killed writer's tail); hold the build lock."""
+        with self.transaction():
+            self._write_lock()
+            if self.stamp is not None:
+                self._vectors_file().truncate(self._next_slot())
+
+    @property
+    def vector_dtype(self) -> str:
+        return self.meta("vector_dtype") or DEFAULT_DTYPE
+
+    def _vectors_file(self, dim: int | None = None) -> VectorFile:
+        dim = dim or (self.stamp.dim if self.stamp else 0)
+        dtype = self.vector_dtype
+        vf = self._vector_file
+        if vf is None or vf.dim != dim or vf.dtype != np.dtype(dtype):
+            vf = self._vector_file = VectorFile(self.home / layout.VECTORS_NAME, dim, dtype)
+        return vf
 
     def mark_indexed(self) -> None:
         """Every 'embedded' photo is in the saved index file now."""
@@ -236,20 +325,24 @@ class Catalog:
         return self.db.execute("SELECT 1 FROM photos WHERE state=? LIMIT 1", (state,)).fetchone() is not None
 
     def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
-        """Exact stored vectors for `ids`, in that order (never the approximate index)."""
-        dim = self.stamp.dim if self.stamp else 0
-        out = np.empty((len(ids), dim), dtype=np.float32)
-        pos = {pid: i for i, pid in enumerate(ids)}
-        found = 0
-        for chunk in chunks(list(ids), 900):
-            for pid, blob in self.db.execute(
-                f"SELECT photo_id, vec FROM vectors WHERE photo_id IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                out[pos[pid]] = np.frombuffer(blob, dtype=np.float32)
-                found += 1
-        if found != len(pos):
-            raise StoreError(f"{len(pos) - found} of the requested photos have no stored vector")
-        return out
+        """Exact stored vectors for `ids`, in that order (never the approximate index); float32 whatever the
+        file's dtype."""
+        slot_of = self.slots(ids)
+        missing = len(set(ids)) - len(slot_of)
+        if missing:
+            raise StoreError(f"{missing} of the requested photos have no stored vector")
+        return self._vectors_file().read([slot_of[i] for i in ids])
+
+    def slots(self, ids: Sequence[int]) -> dict[int, int]:
+        """photo id -> slot in the vector file, for those of `ids` that have a stored vector."""
+        slot_of: dict[int, int] = {}
+        for chunk in chunks(list(dict.fromkeys(ids)), 900):
+            q = f"SELECT photo_id, slot FROM vectors WHERE photo_id IN ({','.join('?' * len(chunk))})"
+            slot_of.update(self.db.execute(q, chunk).fetchall())
+        return slot_of
+
+    def vector_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
 
     def has_vector(self, photo_id: int) -> bool:
         return self.db.execute("SELECT 1 FROM vectors WHERE photo_id=?", (photo_id,)).fetchone() is not None
@@ -352,6 +445,10 @@ class Catalog:
                 [(pid, model, label, float(p), now) for pid, label, p in rows],
             )
 
+    def counts_by_collection(self) -> dict[str, int]:
+        """Members of each collection (embedded or not): one pass over an index, no vectors."""
+        return dict(self.db.execute("SELECT name, COUNT(*) FROM collections GROUP BY name").fetchall())
+
     def collection_names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
 
@@ -364,17 +461,21 @@ class Catalog:
                 "GROUP BY c.name ORDER BY c.name"
             )
         }
-        clean = dict(
+        # flagged memberships are few: only they (clean's flags, anything reviewed) are checked, not a million
+        flagged = dict(
             q(
-                "SELECT c.name, COUNT(v.photo_id) FROM collections c JOIN vectors v ON v.photo_id = c.photo_id "
-                f"WHERE {EFFECTIVE_FLAG} = 0 GROUP BY c.name"
+                "WITH cand (name, photo_id) AS (SELECT name, photo_id FROM collections WHERE flagged = 1 "
+                "UNION SELECT collection, photo_id FROM reviews) "
+                "SELECT c.name, COUNT(*) FROM cand JOIN collections c ON c.name = cand.name AND c.photo_id = "
+                f"cand.photo_id JOIN vectors v ON v.photo_id = c.photo_id WHERE {EFFECTIVE_FLAG} = 1 GROUP BY c.name"
             ).fetchall()
         )
+        clean = {name: n - flagged.get(name, 0) for name, n in per_collection.items()}
         states = dict(q("SELECT state, COUNT(*) FROM photos GROUP BY state").fetchall())
         return {
             "photos": q("SELECT COUNT(*) FROM vectors").fetchone()[0],
             "collections": per_collection,
-            "clean": {name: clean.get(name, 0) for name in per_collection},
+            "clean": clean,
             "states": states,
             "failures": states.get("failed", 0),
         }

@@ -35,6 +35,10 @@ class VectorSource(Protocol):
 
     def vector_ids(self) -> list[int]: ...
 
+    def vector_count(self) -> int: ...
+
+    def has_state(self, state: str) -> bool: ...
+
     def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]: ...
 
 
@@ -59,12 +63,21 @@ class FaissIndex:
         if index is None or (dim and index.d != dim):
             if dim is None:
                 return None
+            if source.vector_count() > self.policy.flat_max:  # caught up as flat, a million would take 16 GB
+                return self.build("auto", source)
             index = ann.new_flat(dim)  # save() turns it into the kind its size calls for
         self.index = self._sync(index, source)
         return self.index
 
     def _sync(self, index, source: VectorSource):
-        """Make the index hold exactly the committed vectors (catch up after a crash between commit and save)."""
+        """Make the index hold exactly the committed vectors (catch up after a crash between commit and save).
+
+        The common case costs two counts, not a million ids: no photo waits in 'embedded' (committed, not yet in
+        a saved file) and the file holds as many vectors as SQLite, so it holds exactly them (only a repair drops
+        vectors, and it rebuilds the index; `verify` compares every id)."""
+        if not source.has_state("embedded") and index.ntotal == source.vector_count():
+            self.dirty = False
+            return index
         in_index = set(ann.ids_of(index).tolist())
         in_db = set(source.vector_ids())
         extra = np.array(sorted(in_index - in_db), dtype=np.int64)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import NoIndexError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,15 +76,32 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 CREATE INDEX IF NOT EXISTS reviews_membership ON reviews (collection, photo_id, id);
 """,
+    # 3: the exact vectors leave SQLite for an append-only file (store/vectorfile.py; 16 KB BLOBs made a million
+    # photos a 16 GB database). `vectors` now maps a photo to its slot in the file; the old BLOBs wait in
+    # vector_blobs until vectorfile.move_blobs (run right after this step, by any writer) has moved them.
+    3: """
+ALTER TABLE vectors RENAME TO vector_blobs;
+CREATE TABLE vectors (
+    photo_id INTEGER PRIMARY KEY REFERENCES photos (id),
+    slot INTEGER NOT NULL UNIQUE
+);
+-- the few flagged memberships, so counting a million clean ones need not visit each (catalog.counts)
+CREATE INDEX IF NOT EXISTS collections_flagged ON collections (name, photo_id) WHERE flagged = 1;
+""",
 }
 
 
 def needs_upgrade(db: sqlite3.Connection) -> bool:
-    """True for a store with an older (but not absent) schema."""
+    """True for a store with an older (but not absent) schema, or whose BLOB vectors are not all moved yet."""
     if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
         return False
     row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    return row is not None and 0 < int(row[0]) < SCHEMA_VERSION
+    return row is not None and (0 < int(row[0]) < SCHEMA_VERSION or has_blobs(db))
+
+
+def has_blobs(db: sqlite3.Connection) -> bool:
+    """Schema 3's vector_blobs table still exists: vectors of an older store wait to be moved to the file."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='vector_blobs'").fetchone() is not None
 
 
 def ensure(db: sqlite3.Connection, db_path: Path, *, readonly: bool) -> None:
