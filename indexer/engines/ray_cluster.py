@@ -34,7 +34,8 @@ def connected(ray: ModuleType, address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
+    # workers' output stays in Ray's session logs; the build reports its own errors, in its own words
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
     if address:
         ray.init(address=address, **quiet)
     else:  # the machine's cores, not the affinity mask: the same count the model threads use (threads.py)

@@ -10,8 +10,10 @@ on a filesystem every node mounts at the same path; a file the driver cannot see
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -87,6 +89,9 @@ def _stream(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus: 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the caller reports progress, as in a local build
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its start/finish notes would interleave with progress
+    # retries and restarts are passed the one way every Ray since 2.9 takes them (newer ones warn that it will go)
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
     ds = ray.data.from_items(job_rows(jobs), override_num_blocks=max(1, math.ceil(len(jobs) / LOAD_BATCH)))
     ds = ds.map_batches(
         load_batch,
@@ -101,9 +106,10 @@ def _stream(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus: 
         fn_constructor_kwargs={"model": model},
         batch_size=model.batch_size,
         batch_format="numpy",
-        concurrency=gpus or nodes,
+        compute=ray.data.ActorPoolStrategy(size=gpus or nodes),
         num_gpus=1 if gpus else 0,
         num_cpus=1,
+        # Ray Data restarts actors forever by default: a photo that kills the model every time would never end
         max_restarts=RETRIES,
         max_task_retries=RETRIES,
     )
