@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.fake_flickr import FakeFlickr
-from tests.subproc import count, run, snapshot, start, static_ids, wait_for
+from tests.subproc import count, file_count, run, snapshot, start, static_ids, wait_for
 from tests.test_resume import assert_same_index, check_only_lag, env_for
 
 N = 16  # with a placeholder, a photo the decoder refuses and two identical files: 14 vectors, 4 batches of 4
@@ -86,8 +86,11 @@ def test_a_ray_build_equals_a_local_build_and_a_second_run_does_nothing(world, t
     got = run([*RAY, "--json"], env, timeout=600)
     assert got.returncode == 0, got.stderr
     report = json.loads(got.stdout)
-    for key in ("requested", "embedded", "reused", "downloaded", "skipped", "failures", "index"):
+    for key in ("requested", "downloaded", "skipped", "failures", "index"):
         assert report[key] == world.report[key], key  # failures: the same photos with the same reasons
+    # identical bytes are embedded once when an earlier batch committed them: which batch a photo lands in
+    # follows completion order (in a local build too), so only the sum is fixed
+    assert report["embedded"] + report["reused"] == world.report["embedded"] + world.report["reused"]
     assert_same_index(snapshot(home), world.clean)  # vectors bit for bit, and the recorded runtime/weights
     ok = run(["verify", "--json"], env, timeout=120)
     assert ok.returncode == 0 and json.loads(ok.stdout)["problems"] == [], ok.stdout
@@ -130,18 +133,28 @@ def test_killing_the_embedder_actor_costs_a_retry_not_the_build(world, tmp_path)
     home = tmp_path / "home"
     env = env_for(home, world.fake, world.root)
     proc = start([*RAY, "--json"], env, start_new_session=True)
+
+    def actors() -> list[int]:
+        return [pid for pid, cmd in session_pids(proc.pid).items() if cmd.startswith(ACTOR)]
+
     try:
-        assert wait_for(proc, lambda: count(home, "SELECT COUNT(*) FROM vectors") >= 4, 300), proc.communicate()
-        actors = [pid for pid, cmd in session_pids(proc.pid).items() if cmd.startswith(ACTOR)]
-        assert len(actors) == 1, session_pids(proc.pid)
-        os.kill(actors[0], signal.SIGKILL)
+        # the photos are loaded and nothing is committed yet: the actor is loading the model or embedding (once
+        # it has embedded, the rest streams back within a second; so it is killed before that)
+        ready = wait_for(proc, lambda: actors() and file_count(home / "photos") >= N - 1, 300, 0.05)
+        first = actors()
+        assert ready and len(first) == 1, (ready, session_pids(proc.pid))
+        os.kill(first[0], signal.SIGKILL)
         killed_at = count(home, "SELECT COUNT(*) FROM vectors")
+        # Ray starts the actor again (a new process loads the model) and retries the batch it was given
+        restarted = wait_for(proc, lambda: any(pid != first[0] for pid in actors()), 300, 0.1)
         out, err = proc.communicate(timeout=600)
     finally:
         end_session(proc.pid)
+    assert killed_at == 0, "the actor had already returned vectors: kill it earlier, or the test proves nothing"
+    assert restarted, "no new embed actor started after the kill"
     assert proc.returncode == 0, err
-    assert killed_at < N - 2, "the build had finished before the actor was killed: the test proves nothing"
-    assert json.loads(out)["embedded"] + json.loads(out)["reused"] == N - 2
+    report = json.loads(out)
+    assert report["embedded"] + report["reused"] == N - 2 and report["skipped"] == 2
     assert_same_index(snapshot(home), world.clean)
 
 

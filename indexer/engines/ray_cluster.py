@@ -31,19 +31,41 @@ def import_ray() -> ModuleType:
 def connected(ray: ModuleType, address: str | None) -> Iterator[None]:
     """Use the Ray this process already joined; else join `address`; else start a local Ray with the machine's
     cores for this build only (and stop it afterwards)."""
-    if ray.is_initialized():
+    with _notes_to_stderr():
+        if ray.is_initialized():
+            yield
+            return
+        # workers' output stays in Ray's session logs; the build reports its own errors, in its own words
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+        if address:
+            ray.init(address=address, **quiet)
+        else:  # the machine's cores, not the affinity mask: the same count the model threads use (threads.py)
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def _notes_to_stderr() -> Iterator[None]:
+    """Ray prints the cluster's notes to the driver's stdout (e.g. "A worker died ..." when an actor is killed and
+    restarted); stdout is the command's output (`--json`), so during a build they go to stderr."""
+    import ray._private.worker as w  # Ray's own module: where the note printer lives (2.9 to 2.60 at least)
+
+    original = getattr(w, "print_to_stdstream", None)
+    if original is None:  # another Ray: leave it as it is
         yield
         return
-    # workers' output stays in Ray's session logs; the build reports its own errors, in its own words
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
-    if address:
-        ray.init(address=address, **quiet)
-    else:  # the machine's cores, not the affinity mask: the same count the model threads use (threads.py)
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+
+    def to_stderr(data: dict, *args, **kwargs) -> None:
+        original({**data, "is_err": True}, *args, **kwargs)
+
+    w.print_to_stdstream = to_stderr
     try:
         yield
     finally:
-        ray.shutdown()
+        w.print_to_stdstream = original
 
 
 def resources(ray: ModuleType) -> tuple[int, int]:

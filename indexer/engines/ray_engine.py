@@ -113,9 +113,13 @@ def _stream(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus: 
         max_restarts=RETRIES,
         max_task_retries=RETRIES,
     )
+    seen: set[int] = set()
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            yield from _items(batch, home)
+            for item in _items(batch, home):
+                if item.job.id not in seen:  # a retried task may send rows again: each photo is committed once
+                    seen.add(item.job.id)
+                    yield item
     except Exception as e:  # a library error raised in a worker (a full disk, a missing weights file): its own line
         cause = _imgidx_cause(e)
         if cause is not None:
