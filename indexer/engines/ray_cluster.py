@@ -40,7 +40,8 @@ def connected(ray: ModuleType, address: str | None) -> Iterator[None]:
         if address:
             ray.init(address=address, **quiet)
         else:  # the machine's cores, not the affinity mask: the same count the model threads use (threads.py)
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+            # "local": a new Ray even where one runs already (ray.init() alone would join it, or RAY_ADDRESS)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
         try:
             yield
         finally:
