@@ -38,7 +38,13 @@ def connected(ray: ModuleType, address: str | None) -> Iterator[None]:
         # workers' output stays in Ray's session logs; the build reports its own errors, in its own words
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
         if address:
-            ray.init(address=address, **quiet)
+            try:
+                ray.init(address=address, **quiet)
+            except Exception as e:  # noqa: BLE001 - Ray raises several kinds (connection, auth, version): one line
+                raise ConfigError(
+                    f"cannot join the Ray cluster at {address} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+                    "check the address (HOST:6379, or ray://HOST:10001 for Ray Client) and that the cluster runs"
+                ) from None
         else:  # the machine's cores, not the affinity mask: the same count the model threads use (threads.py)
             # "local": a new Ray even where one runs already (ray.init() alone would join it, or RAY_ADDRESS)
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
