@@ -87,35 +87,15 @@ def _stream(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus: 
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start, logging.getLogger("ray.data").level
     ctx.enable_progress_bars = False  # the caller reports progress, as in a local build
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its start/finish notes would interleave with progress
-    # retries and restarts are passed the one way every Ray since 2.9 takes them (newer ones warn that it will go)
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
-    ds = ray.data.from_items(job_rows(jobs), override_num_blocks=max(1, math.ceil(len(jobs) / LOAD_BATCH)))
-    ds = ds.map_batches(
-        load_batch,
-        fn_kwargs={"home": str(home), "settings": model.settings, "workers": workers},
-        batch_size=LOAD_BATCH,
-        batch_format="numpy",
-        num_cpus=1,
-        max_retries=RETRIES,
-    )
-    ds = ds.map_batches(
-        Embed,
-        fn_constructor_kwargs={"model": model},
-        batch_size=model.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=gpus or nodes),
-        num_gpus=1 if gpus else 0,
-        num_cpus=1,
-        # Ray Data restarts actors forever by default: a photo that kills the model every time would never end
-        max_restarts=RETRIES,
-        max_task_retries=RETRIES,
-    )
     seen: set[int] = set()
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in _dataset(ray, jobs, model, home, workers, gpus, nodes).iter_batches(
+            batch_size=None, batch_format="numpy"
+        ):
             for item in _items(batch, home):
                 if item.job.id not in seen:  # a retried task may send rows again: each photo is committed once
                     seen.add(item.job.id)
@@ -125,6 +105,37 @@ def _stream(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus: 
         if cause is not None:
             raise cause from None
         raise
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved[:2]
+        logging.getLogger("ray.data").setLevel(saved[2])
+
+
+def _dataset(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus: int, nodes: int):
+    """Load tasks → embed actor pool, lazily (nothing runs before the caller iterates)."""
+    ds = ray.data.from_items(job_rows(jobs), override_num_blocks=max(1, math.ceil(len(jobs) / LOAD_BATCH)))
+    with warnings.catch_warnings():
+        # retries and restarts are passed the one way every Ray since 2.9 takes them (newer ones warn it will go)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(
+            load_batch,
+            fn_kwargs={"home": str(home), "settings": model.settings, "workers": workers},
+            batch_size=LOAD_BATCH,
+            batch_format="numpy",
+            num_cpus=1,
+            max_retries=RETRIES,
+        )
+        return ds.map_batches(
+            Embed,
+            fn_constructor_kwargs={"model": model},
+            batch_size=model.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=gpus or nodes),
+            num_gpus=1 if gpus else 0,
+            num_cpus=1,
+            # Ray Data restarts actors forever by default: a photo that kills the model every time would never end
+            max_restarts=RETRIES,
+            max_task_retries=RETRIES,
+        )
 
 
 def _items(batch: dict[str, np.ndarray], home: Path) -> Iterator[Loaded]:
