@@ -58,7 +58,8 @@ def ingest_ray(
         with connected(ray, address):
             gpus, nodes = resources(ray)
             model = Model(
-                settings=replace(settings, flickr_key=None, flickr_secret=None, token=None),  # workers need no secret
+                # workers need no secret, and their working folder is not ours: the home as an absolute path
+                settings=replace(settings, home=home, flickr_key=None, flickr_secret=None, token=None),
                 layer=embedder.layer,
                 weights=weights,
                 precision=embedder.precision,
