@@ -111,13 +111,15 @@ def test_a_ray_build_killed_with_sigkill_resumes_to_the_clean_index(world, tmp_p
     env = env_for(home, world.fake, world.root)
     proc = start(RAY, env, start_new_session=True)
     try:
-        assert wait_for(proc, lambda: count(home, "SELECT COUNT(*) FROM vectors") >= 4, 300), proc.communicate()
+        # at the first commit: the actor's batches may arrive together, so the next commits follow within ~0.1 s
+        assert wait_for(proc, lambda: count(home, "SELECT COUNT(*) FROM vectors") >= 1, 300, 0.005), proc.communicate()
         proc.send_signal(signal.SIGKILL)  # the driver only, as the OOM killer or `kill -9 PID` would
         proc.communicate(timeout=60)
     finally:
         end_session(proc.pid)
     committed = count(home, "SELECT COUNT(*) FROM vectors")
-    assert 4 <= committed < N - 2, committed  # killed mid-build, with committed work to keep
+    assert 1 <= committed < N - 2, committed  # killed mid-build, with committed work to keep
+    print(f"driver killed with {committed} vectors committed")
     check_only_lag(home, env)
     on_disk = {p.stem for p in (home / "photos").rglob("*.*") if not p.name.startswith(".")}
     log_pos = len(world.fake.log.snapshot())
