@@ -1,4 +1,5 @@
-"""ingest(): the only loop. Fetch/read, decode and embed overlap: downloads in I/O threads, decoding in about one
+"""ingest(): the local engine's loop (engines/ray_engine.py is the other; both start with plan() and end in the
+one Committer). Fetch/read, decode and embed overlap: downloads in I/O threads, decoding in about one
 thread per core (flow.two_stage), the model on the caller's thread.
 
 Stages are joined by a bounded window, so memory stays bounded however many photos there are, and the model is
