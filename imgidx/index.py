@@ -140,17 +140,32 @@ class Index:
         retry_failed: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
         runtime: str | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
     ) -> BuildReport:
         """Add the photos of `source` (download or read, embed, index); what an earlier build finished is skipped.
 
         layer/weights/precision default to the index's own (for a new index: fc2, settings.weights, and the
         device's precision); an index whose precision this CPU only emulates (bf16 without AMX) is extended only
         when that precision is asked for explicitly. runtime: keras | onnx | auto (default: settings.runtime; auto
-        measures once per machine which is faster). on_progress(done, total) is called as photos are processed."""
+        measures once per machine which is faster). on_progress(done, total) is called as photos are processed.
+
+        engine: "local" (threads and the model in this process) or "ray" (fetch, decode and embed on Ray; needs
+        `pip install 'imgidx[ray]'`): a local Ray with this machine's cores, or the cluster at ray_address. The
+        index is the same whichever engine builds it (this process commits every batch)."""
+        from imgidx.indexer.engines import ENGINES
         from imgidx.indexer.pipeline import ingest  # here: commands that need no network start faster
 
         if workers <= 0:
             raise InvalidArgument(f"workers must be > 0; received {workers}")
+        if engine not in ENGINES:
+            raise InvalidArgument(f"engine must be one of {'|'.join(ENGINES)}; received {engine!r}")
+        if ray_address is not None and engine != "ray":
+            raise InvalidArgument('ray_address is for engine="ray"')
+        if engine == "ray":
+            from imgidx.indexer.engines.ray_cluster import import_ray
+
+            import_ray()  # before any work: without Ray, say how to install it
         stamp, weights_source, index_runtime = self._peek()
         # the runtime that built the index builds the rest of it: runtimes agree to cosine 0.99999, not bit for bit,
         # and a resumed build must equal an uninterrupted one bit for bit (README "Crash safety")
@@ -193,17 +208,36 @@ class Index:
                     on_progress(done, total)
 
             local = all(p.url is None for p in photos)  # files on disk: a few readers are enough
-            report = ingest(
-                store,
-                ids,
-                embedder,
-                fetcher,
-                retry_failed=retry_failed,
-                workers=min(workers, 4) if local else workers,
-                save_every=self.settings.save_every,
-                decode_workers=decode_workers,
-                on_progress=advance,
-            )
+            if engine == "ray":
+                from imgidx.indexer.engines.ray_engine import ingest_ray
+
+                if getattr(embedder, "runtime", "keras") == "onnx":
+                    embedder.load()  # export (and int8: calibrate) once here; the actors load the cached files
+                report = ingest_ray(
+                    store,
+                    ids,
+                    embedder,
+                    self.settings,
+                    weights=_weights_for_workers(embedder),
+                    batch_size=batch_size,
+                    workers=min(workers, 4) if local else workers,
+                    retry_failed=retry_failed,
+                    save_every=self.settings.save_every,
+                    on_progress=advance,
+                    address=ray_address,
+                )
+            else:
+                report = ingest(
+                    store,
+                    ids,
+                    embedder,
+                    fetcher,
+                    retry_failed=retry_failed,
+                    workers=min(workers, 4) if local else workers,
+                    save_every=self.settings.save_every,
+                    decode_workers=decode_workers,
+                    on_progress=advance,
+                )
             counts = store.counts()
         self._embedders.clear()  # a new index may have a new stamp
         return BuildReport(
@@ -539,3 +573,9 @@ def _pixels(photo: PhotoInput) -> npt.NDArray[np.uint8]:
     if isinstance(photo, (str, os.PathLike)):
         return read_photo(Path(photo))
     raise InvalidArgument(f"a photo is a file path or the file's bytes; received {type(photo).__name__}")
+
+
+def _weights_for_workers(embedder) -> str:
+    """The weights as another process resolves them to the same stamp: random:SEED, or the file's absolute path."""
+    spec = embedder.weights
+    return spec.fingerprint if spec.kind == "random" else str(Path(spec.path).resolve())

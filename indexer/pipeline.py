@@ -1,4 +1,5 @@
-"""ingest(): the only loop. Fetch/read, decode and embed overlap: downloads in I/O threads, decoding in about one
+"""ingest(): the local engine's loop (engines/ray_engine.py is the other; both start with plan() and end in the
+one Committer). Fetch/read, decode and embed overlap: downloads in I/O threads, decoding in about one
 thread per core (flow.two_stage), the model on the caller's thread.
 
 Stages are joined by a bounded window, so memory stays bounded however many photos there are, and the model is
@@ -50,6 +51,7 @@ class Loaded:
     error: str | None = None
     retryable: bool = False
     data: bytes | None = None  # between the fetch and the decode stage only
+    vector: np.ndarray | None = None  # embedded by an engine before the commit (Ray); the local engine embeds there
 
 
 @dataclass
@@ -131,6 +133,81 @@ class Loader:
         return got.data, layout.stored_path(self.home, target), None, False
 
 
+def plan(store: Store, photo_ids: Sequence[int], *, retry_failed: bool) -> tuple[IngestReport, list[Job]]:
+    """What a build of `photo_ids` has left to do: the jobs, and a report that counts what earlier runs did.
+
+    Every engine starts here, so photos the store already has are never handed to a loader again."""
+    rows = store.pending(photo_ids, retry_failed=retry_failed)
+    states = store.states(photo_ids)
+    report = IngestReport(requested=len(states))
+    report.already = sum(1 for st in states.values() if st in ("embedded", "indexed"))
+    report.failed_before = len(states) - report.already - len(rows)
+    return report, [Job(r["id"], r["source"], r["source_id"], r["url"], r["path"]) for r in rows]
+
+
+Embed = Callable[[list[Loaded]], np.ndarray]  # a batch's items -> their unit vectors, in order
+
+
+class Committer:
+    """The one commit step of every engine: takes loaded photos in any order, records failures at once, commits
+    the rest batch by batch (vectors + states in one transaction) and saves the FAISS file every `save_every`
+    seconds and at the end. `embed` turns a batch into vectors: the model here (local engine), or vectors an
+    engine computed elsewhere and carries on the items (Ray)."""
+
+    def __init__(
+        self,
+        store: Store,
+        report: IngestReport,
+        embed: Embed,
+        batch_size: int,
+        *,
+        save_every: float = 60.0,
+        on_progress: Callable[[int], None] | None = None,
+    ):
+        self.store, self.report, self.embed, self.batch_size = store, report, embed, batch_size
+        self.save_every, self.on_progress = save_every, on_progress
+        self.batch: list[Loaded] = []
+        self.last_save = time.monotonic()
+
+    def add(self, item: Loaded) -> None:
+        if item.error is not None:
+            self.store.mark_failed([(item.job.id, item.error, item.retryable)])
+            self.report.skipped.append((item.job.id, item.job.source_id, item.error))
+            log.info("skipping %s: %s", item.job.source_id, item.error)
+        else:
+            self.batch.append(item)
+        if len(self.batch) >= self.batch_size:
+            self._commit()
+        if self.on_progress:
+            self.on_progress(1)
+        if time.monotonic() - self.last_save > self.save_every:
+            self.store.save_index()
+            self.last_save = time.monotonic()
+
+    def finish(self) -> None:
+        if self.batch:
+            self._commit()
+        self.store.save_index()
+
+    def _commit(self) -> None:
+        """Embed one batch (reusing vectors of identical bytes) and commit it in one transaction."""
+        store, batch, report, self.batch = self.store, self.batch, self.report, []
+        for b in batch:
+            if b.job.url is not None and b.path:
+                store.mark_downloaded(b.job.id, b.path, b.sha256)
+        known = {b.sha256: store.vector_for_sha256(b.sha256) for b in batch}
+        todo = [b for b in batch if known[b.sha256] is None]
+        vectors: dict[int, np.ndarray] = {}
+        if todo:
+            vectors.update({b.job.id: v for b, v in zip(todo, self.embed(todo), strict=True)})
+        for b in batch:
+            vectors.setdefault(b.job.id, known[b.sha256])
+        report.embedded += len(todo)
+        report.reused += len(batch) - len(todo)
+        report.downloaded += sum(1 for b in batch if b.job.url is not None)
+        store.add_vectors([(b.job.id, b.path, b.sha256) for b in batch], np.stack([vectors[b.job.id] for b in batch]))
+
+
 def ingest(
     store: Store,
     photo_ids: Sequence[int],
@@ -143,20 +220,18 @@ def ingest(
     save_every: float = 60.0,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Download, decode, embed and index the given photos; skip what an earlier run finished.
+    """Download, decode, embed and index the given photos; skip what an earlier run finished (the local engine).
 
     workers: concurrent downloads/reads (default the fetcher's); decode_workers: decode threads (default: cores)."""
     start = time.monotonic()
     store.ensure_stamp(embedder.stamp)
-    rows = store.pending(photo_ids, retry_failed=retry_failed)
-    states = store.states(photo_ids)
-    report = IngestReport(requested=len(states))
-    report.already = sum(1 for st in states.values() if st in ("embedded", "indexed"))
-    report.failed_before = len(states) - report.already - len(rows)
-    jobs = [Job(r["id"], r["source"], r["source_id"], r["url"], r["path"]) for r in rows]
+    report, jobs = plan(store, photo_ids, retry_failed=retry_failed)
     loader = Loader(store.home, fetcher)
-    last_save = time.monotonic()
-    batch: list[Loaded] = []
+
+    def embed(items: list[Loaded]) -> np.ndarray:
+        return embedder.embed(np.stack([b.pixels for b in items]))
+
+    committer = Committer(store, report, embed, embedder.batch_size, save_every=save_every, on_progress=on_progress)
     for item in two_stage(
         jobs,
         loader.fetch,
@@ -167,41 +242,7 @@ def ingest(
         needs_decode=lambda got: got.error is None,
         decode_nice=DECODE_NICE,
     ):
-        if item.error is not None:
-            store.mark_failed([(item.job.id, item.error, item.retryable)])
-            report.skipped.append((item.job.id, item.job.source_id, item.error))
-            log.info("skipping %s: %s", item.job.source_id, item.error)
-        else:
-            batch.append(item)
-        if len(batch) >= embedder.batch_size:
-            _commit(store, embedder, batch, report)
-            batch = []
-        if on_progress:
-            on_progress(1)
-        if time.monotonic() - last_save > save_every:
-            store.save_index()
-            last_save = time.monotonic()
-    if batch:
-        _commit(store, embedder, batch, report)
-    store.save_index()
+        committer.add(item)
+    committer.finish()
     report.seconds = time.monotonic() - start
     return report
-
-
-def _commit(store: Store, embedder: Embedder, batch: list[Loaded], report: IngestReport) -> None:
-    """Embed one batch (reusing vectors of identical bytes) and commit it in one transaction."""
-    for b in batch:
-        if b.job.url is not None and b.path:
-            store.mark_downloaded(b.job.id, b.path, b.sha256)
-    known = {b.sha256: store.vector_for_sha256(b.sha256) for b in batch}
-    todo = [b for b in batch if known[b.sha256] is None]
-    vectors: dict[int, np.ndarray] = {}
-    if todo:
-        fresh = embedder.embed(np.stack([b.pixels for b in todo]))
-        vectors.update({b.job.id: v for b, v in zip(todo, fresh, strict=True)})
-    for b in batch:
-        vectors.setdefault(b.job.id, known[b.sha256])
-    report.embedded += len(todo)
-    report.reused += len(batch) - len(todo)
-    report.downloaded += sum(1 for b in batch if b.job.url is not None)
-    store.add_vectors([(b.job.id, b.path, b.sha256) for b in batch], np.stack([vectors[b.job.id] for b in batch]))

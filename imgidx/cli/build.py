@@ -9,6 +9,7 @@ import typer
 
 from imgidx.index import Index
 from imgidx.indexer.config import Settings
+from imgidx.indexer.engines.ray_cluster import INSTALL, RayMissing, import_ray
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.sources.flickr import SIZE_LETTERS, SORTS
 
@@ -88,6 +89,17 @@ def build(
         int | None,
         typer.Option("--calls-per-hour", help="Flickr API call budget (env IMGIDX_FLICKR_CALLS_PER_HOUR, 3600)."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local|ray: what runs download, decode and the model. ray: a Ray Data pipeline (local Ray with "
+            "this machine's cores, or --ray-address); needs pip install 'imgidx[ray]'. Same index either way."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); with --engine ray."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Search Flickr (or read a folder, or a list of URLs), download, embed with VGG16 and add to the index."""
@@ -98,6 +110,13 @@ def build(
         raise ConfigError(
             "give Flickr queries (imgidx build cat dog), --from-dir PATH or --from-urls FILE: one of them"
         )
+    if ray_address is not None and engine != "ray":
+        raise ConfigError("--ray-address joins a Ray cluster for --engine ray: add --engine ray")
+    if engine == "ray":
+        try:
+            import_ray()  # before any Flickr call
+        except RayMissing:
+            raise ConfigError(f"--engine ray needs Ray, which is not installed here: {INSTALL}") from None
     if as_name and queries and len(queries) > 1:
         raise ConfigError("--as names one collection: use it with a single query")
     if from_dir:
@@ -139,6 +158,8 @@ def build(
             retry_failed=retry_failed,
             on_progress=on_progress,
             runtime=runtime,
+            engine=engine,
+            ray_address=ray_address,
         )
     d = report.as_dict()
     if as_json:
