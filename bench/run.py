@@ -8,6 +8,7 @@ bench/results.json (generated: git-ignored). Parts run in the order given; each 
   coldstart  wall time of `imgidx info`, `imgidx similar --id`, `imgidx similar PHOTO`
   precision  bf16/fp16 vs fp32: cosine and quality (needs ../shared weights + photos)
   draft      draft vs plain JPEG decode: embedding cosine (needs ../shared weights + photos)
+  scale      1M-photo store: time/RSS/disk per command; Ray vs local build ratio (README "Scaling")
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import traceback
 
 from .common import ROOT, Options, Skip, machine
 
-PARTS = ("model", "prep", "download", "search", "coldstart", "precision", "draft")
+PARTS = ("model", "prep", "download", "search", "coldstart", "precision", "draft", "scale")
 
 
 def _part(name: str):
-    from . import coldstart, download, model, precision, prep, search
+    from . import coldstart, download, model, precision, prep, scale, search
 
     return {
         "model": model.run,
@@ -35,6 +36,7 @@ def _part(name: str):
         "coldstart": coldstart.run,
         "precision": precision.run_precision,
         "draft": precision.run_draft,
+        "scale": scale.run,
     }[name]
 
 

@@ -191,45 +191,56 @@ def disk_usage(home: Path) -> dict:
     return {"total_gb": round(sum(files.values()) / 2**30, 2), "largest_gb": big}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.scale_store", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=1_000_000, help="photos (default 1,000,000)")
-    ap.add_argument("--home", type=Path, help="data home to fill (default /work/scale-data/n<N>); outside the repo")
-    ap.add_argument("--keep", action="store_true", help="keep the filled home (reused by the next run)")
-    ap.add_argument("--out", type=Path, default=OUT / "scale_store.json")
-    args = ap.parse_args(argv)
-    home = args.home or Path("/work/scale-data") / f"n{args.n}"
-    result: dict = {"n": args.n, "home": str(home), "machine": machine()}
+def default_home(n: int) -> Path:
+    """Outside the repo: $IMGIDX_SCALE_HOME or the temp dir (the 1M home needs ~9 GB)."""
+    return Path(os.environ.get("IMGIDX_SCALE_HOME") or tempfile.gettempdir()) / f"imgidx-scale-n{n}"
+
+
+def run_store(n: int, home: Path | None = None, *, keep: bool = False, out: Path = OUT / "scale_store.json"):
+    """Fill (or reuse, with keep) a home of n photos and time the commands on it: (result, table text)."""
+    home = home or default_home(n)
+    result: dict = {"n": n, "home": str(home), "machine": machine()}
     try:
-        if (home / "imgidx.sqlite").exists() and args.keep:
+        if (home / "imgidx.sqlite").exists() and keep:
             result["fill"] = {"reused": True}
         else:
             shutil.rmtree(home, ignore_errors=True)
-            result["fill"] = fill(home, args.n)
+            result["fill"] = fill(home, n)
         result["disk"] = disk_usage(home)
 
         def save(commands: dict) -> None:
             result["commands"] = commands
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, indent=2) + "\n")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")
 
         def facts() -> None:
             result["index"] = index_facts(home)
             print(f"[scale] index: {result['index']}", file=sys.stderr)
 
-        result["commands"] = measure(home, args.n, save, facts)
+        result["commands"] = measure(home, n, save, facts)
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(home, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     rows = [
         (name, r["s"], r["peak_rss_gb"], "ok" if r["rc"] == 0 else f"rc {r['rc']}: {r.get('error', '')}")
         for name, r in result["commands"].items()
     ]
-    title = f"scale: {args.n:,} photos, store {result['disk']['total_gb']} GB ({result['machine']['cpu']})"
-    print(table(title, ["command", "s", "peak RSS GB", "result"], rows))
-    print(json.dumps({k: result[k] for k in ("fill", "disk", "index")}, indent=1))
+    title = f"scale: {n:,} photos, store {result['disk']['total_gb']} GB ({result['machine']['cpu']})"
+    return result, table(title, ["command", "s", "peak RSS GB", "result"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.scale_store", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="photos (default 1,000,000)")
+    ap.add_argument("--home", type=Path, help="data home to fill (default $IMGIDX_SCALE_HOME or the temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the filled home (reused by the next run)")
+    ap.add_argument("--out", type=Path, default=OUT / "scale_store.json")
+    args = ap.parse_args(argv)
+    result, text = run_store(args.n, args.home, keep=args.keep, out=args.out)
+    print(text)
+    print(json.dumps({k: result[k] for k in ("fill", "disk", "index") if k in result}, indent=1))
     return 0
 
 
