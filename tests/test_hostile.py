@@ -23,7 +23,7 @@ runner = CliRunner()
 MODEL = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "8"]
 FAST = {  # small limits so that the faults cost seconds, not minutes (see README: configuration)
     "IMGIDX_CONNECT_TIMEOUT": "2",
-    "IMGIDX_READ_TIMEOUT": "0.5",
+    "IMGIDX_READ_TIMEOUT": "1",  # not less: on a loaded 2-core machine a healthy download can pause 0.5 s
     "IMGIDX_DOWNLOAD_DEADLINE": "1.5",
     "IMGIDX_RETRIES": "2",
     "IMGIDX_BACKOFF": "0.05",
@@ -44,8 +44,10 @@ REFUSED = {  # variant -> the reason it is skipped (both paths, unless noted)
 ONCE = ["slow_drip:0.05", "stall:5", "reset", "short_body", "http:429:retry_after=1", "http:503", "redirect_chain:3"]
 ALWAYS = {  # as many times as there are tries: skipped, retryable
     "http:500": r"^HTTP 500$",
-    "stall:5": r"^timed out \(nothing for 0.5 s\) \(network\)$",
-    "slow_drip:0.05": r"^too slow \(over 1.5 s\)$",
+    "stall:5": r"^timed out \(nothing for 1 s\) \(network\)$",
+    # a drip ends at the download deadline; on a loaded machine a gap between its chunks may reach the read timeout
+    # first: both are skipped and retryable (the 10-second bound below still checks that it ends)
+    "slow_drip:0.05": r"^too slow \(over 1.5 s\)$|^timed out \(nothing for 1 s\) \(network\)$",
     "reset": r"^connection broken \(\w+\) \(network\)$",
     "short_body": r"^connection broken \(\w+\) \(network\)$|^body shorter than announced",
 }
