@@ -118,6 +118,7 @@ def rank_outliers(
         return _seed_only(base, "against" if reference is not None else "centroid", k_mad)
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an integer >= 1; received {k!r}")
+    given = [vectors, *(others or {}).values()]  # as given: float32 from a store needs no float64 round trip
     others = {str(name): np.asarray(v, dtype=np.float64) for name, v in (others or {}).items()}
     for name, v in others.items():
         check_vectors(v, f"collection {name!r}")
@@ -148,7 +149,7 @@ def rank_outliers(
     n_pool = sum(len(v) for v in others.values())
     kn = min(int(k), n_pool - 1) if others else 0
     kk = min(int(k), n - 1 + n_pool) if rivals else 0
-    pool, norms = _unit_rows([x, *others.values()]) if kn >= 1 or kk else (None, None)
+    pool, norms = _unit_rows(given) if kn >= 1 or kk else (None, None)
     votes, top, knn = _neighbours(pool, norms, n, _codes(n, others, rivals), len(rivals), kk, kn)
     vote_rival = [rivals[j] for j in top] if kk else [""] * n
     if kn >= 1:
@@ -267,7 +268,7 @@ def _classifier_evidence(
 
 def _unit_rows(parts: list[npt.NDArray[np.floating]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """The rows as unit float32 rows, and their norms (the k-NN distances are between the rows as given)."""
-    pool = np.concatenate(parts).astype(np.float32)
+    pool = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
     norms = np.linalg.norm(pool, axis=1, keepdims=True)
     pool /= np.maximum(norms, 1e-12)
     return pool, norms[:, 0]
