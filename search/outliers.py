@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .cleanup import CleanResult, Threshold, _median_scale, check_vectors, clean_ranking
+from .cleanup import CleanResult, Threshold, _median_scale, check_vectors, clean_ranking, row_distances
 
 # Share of a collection's inliers that must be nearer another collection's centre for that collection to count
 # as the same kind of photo. Measured on the real photos (maybe_cat = 500 cats + 25 dogs, 5 draws): a held-out
@@ -128,7 +128,7 @@ def rank_outliers(
     n = len(x)
 
     centres = {name: clean_ranking(v, iterations=iterations).centroid for name, v in others.items()}
-    to_centre = {name: np.linalg.norm(x - c, axis=1) for name, c in centres.items()}
+    to_centre = {name: row_distances(x, c) for name, c in centres.items()}
     inliers = ~base.flagged
     allies = tuple(
         sorted(name for name, d in to_centre.items() if (d[inliers] < base.distances[inliers]).mean() >= ALLY_SHARE)
@@ -269,8 +269,11 @@ def _classifier_evidence(
 def _unit_rows(parts: list[npt.NDArray[np.floating]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """The rows as unit float32 rows, and their norms (the k-NN distances are between the rows as given)."""
     pool = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
-    norms = np.linalg.norm(pool, axis=1, keepdims=True)
-    pool /= np.maximum(norms, 1e-12)
+    norms = np.empty((len(pool), 1), dtype=np.float32)
+    for start in range(0, len(pool), _BLOCK_ROWS):  # in blocks: the same norms, without a 260 MB temporary
+        block = pool[start : start + _BLOCK_ROWS]
+        norms[start : start + len(block)] = np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.maximum(norms[start : start + len(block)], 1e-12)
     return pool, norms[:, 0]
 
 

@@ -357,3 +357,13 @@ def test_one_similarity_pass_gives_the_direct_knn_distances_and_votes(pets, monk
     null = outliers._knn_distance(pool[n:], norms[n:], pool[n:], norms[n:], k + 1, skip_self=True)
     d = np.linalg.norm(rest[:, None, :] - rest[None, :, :], axis=2)
     np.testing.assert_allclose(null, np.sort(d, axis=1)[:, 1 : k + 1].mean(axis=1), rtol=1e-5)
+
+
+def test_row_distances_equal_numpy_norm_bit_for_bit(monkeypatch):
+    import imgidx.search.cleanup as cleanup
+
+    rng = np.random.default_rng(5)
+    x, c = rng.standard_normal((601, 70)), rng.standard_normal(70)
+    for rows in (256, 7, 1000):  # blocks, a short last one, a single block
+        monkeypatch.setattr(cleanup, "_DISTANCE_ROWS", rows)
+        np.testing.assert_array_equal(cleanup.row_distances(x, c), np.linalg.norm(x - c, axis=1))
