@@ -50,23 +50,27 @@ def owner_alive(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def replacing(target: Path) -> Iterator[Path]:
+def replacing(target: Path, *, sync_file: bool = True, sync_dir: bool = True) -> Iterator[Path]:
     """Yield a temp path to write in full; on a clean exit it is fsynced and renamed over `target`.
 
-    For writers that want a path (faiss.write_index); any exception removes the temp file and propagates."""
+    For writers that want a path (faiss.write_index); any exception removes the temp file and propagates.
+    sync_file=False: the temp file holds no new data (a hard link to a durable file). sync_dir=False: the caller
+    fsyncs the folder itself, once for many renames (fsync_dir), before it relies on them."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(target)
     try:
         yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if sync_file:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
 
 
 def write_with(target: Path, write: Callable[[IO[bytes]], object]) -> Path:

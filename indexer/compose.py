@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,8 +27,10 @@ from .embedders.keras_env import accelerator
 from .embedders.onnx_runtime import CALIBRATION_PHOTOS
 from .embedders.weights import resolve
 from .errors import ConfigError, EmptyIndex, InvalidArgument, LockedError, StampMismatch
-from .fetch import Fetcher
 from .store import Store, stamp_mismatch_message
+
+if TYPE_CHECKING:
+    from .fetch import Fetcher  # imported by make_fetcher: requests and urllib3 cost ~0.1 s, and only builds fetch
 
 
 def make_embedder(
@@ -153,6 +156,8 @@ def embedder_for_index(
 
 
 def make_fetcher(settings: Settings, workers: int) -> Fetcher:
+    from .fetch import Fetcher
+
     return Fetcher(
         workers=workers,
         connect_timeout=settings.connect_timeout,

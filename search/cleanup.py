@@ -93,7 +93,7 @@ def _iterate(
     run_start = np.zeros(n, dtype=np.int64)
     for it in range(1, iterations + 1):
         centroid = x[~excluded].mean(axis=0)
-        distances = np.linalg.norm(x - centroid, axis=1)
+        distances = row_distances(x, centroid)
         median, scale = _median_scale(distances)
         flagged, cutoff = _cut(distances, drop, threshold, median + k_mad * scale)
         # A photo's run of being flagged starts at the pass where it was flagged after not being flagged.
@@ -133,7 +133,7 @@ def _against_reference(
     # Same median and scale as the reference's own ranking: a photo is flagged against the reference
     # exactly when it would be an outlier inside the reference collection.
     median, scale = _median_scale(ref_result.distances)
-    distances = np.linalg.norm(x - ref_result.centroid, axis=1)
+    distances = row_distances(x, ref_result.centroid)
     flagged, cutoff = _cut(distances, drop, threshold, median + k_mad * scale)
     return CleanResult(
         order=np.argsort(distances, kind="stable"),
@@ -145,6 +145,18 @@ def _against_reference(
         centroid=ref_result.centroid,
         cutoff=cutoff,
     )
+
+
+def row_distances(x: npt.NDArray[np.float64], centre: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """np.linalg.norm(x - centre, axis=1), equal bit for bit, in blocks of rows: the whole difference at once
+    (4,000 x 4,096 float64, 131 MB) is ~10x slower, in page faults and memory traffic."""
+    out = np.empty(len(x))
+    for start in range(0, len(x), _DISTANCE_ROWS):
+        out[start : start + _DISTANCE_ROWS] = np.linalg.norm(x[start : start + _DISTANCE_ROWS] - centre, axis=1)
+    return out
+
+
+_DISTANCE_ROWS = 256
 
 
 def _cut(

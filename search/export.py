@@ -146,6 +146,7 @@ def export(
         planned = _parquet(writer, photos, splits, exts)
     else:
         planned = _webdataset(writer, photos, splits, exts, seed, shard_size, state)
+    writer.sync()  # every photo in place for good before ATTRIBUTION.csv and the manifest say so
     writer.write_bytes(out / "ATTRIBUTION.csv", _attribution(photos, planned))
     owned = sorted(set(state.get("owned", [])) | {Path(f).parts[0] for f in planned.values()})
     state = {**state, "owned": owned}
@@ -445,9 +446,16 @@ class _Writer:
 
     def __init__(self, out: Path, link: bool):
         self.out, self.link, self.written, self.kept = out, link, 0, 0
+        self.unsynced: set[Path] = set()  # folders with photo renames not yet fsynced (sync() does, once each)
 
     def _aside(self, target: Path):
         return atomic.replacing(target)  # the one atomic write: temp in the same folder, fsync, rename
+
+    def sync(self) -> None:
+        """Make the photo renames durable: one fsync per folder instead of one per photo (4,000 photos: ~1 s)."""
+        for folder in sorted(self.unsynced):
+            atomic.fsync_dir(folder)
+        self.unsynced.clear()
 
     def write_bytes(self, target: Path, data: bytes, *, count: bool = True) -> None:
         if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
@@ -467,14 +475,19 @@ class _Writer:
         if target.is_file() and _same(source, target):
             self.kept += 1
             return
-        with self._aside(target) as tmp:
+        # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
+        # by sync(), not once per photo
+        with atomic.replacing(target, sync_file=False, sync_dir=False) as tmp:
+            linked = False
             if self.link:
-                try:
+                with contextlib.suppress(OSError):  # another file system, or links not allowed: copy instead
                     os.link(source, tmp)
-                except OSError:  # another file system, or links not allowed: copy instead
-                    shutil.copy2(source, tmp)
-            else:
+                    linked = True
+            if not linked:
                 shutil.copy2(source, tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+        self.unsynced.add(target.parent)
         self.written += 1
 
 

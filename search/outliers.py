@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .cleanup import CleanResult, Threshold, _median_scale, check_vectors, clean_ranking
+from .cleanup import CleanResult, Threshold, _median_scale, check_vectors, clean_ranking, row_distances
 
 # Share of a collection's inliers that must be nearer another collection's centre for that collection to count
 # as the same kind of photo. Measured on the real photos (maybe_cat = 500 cats + 25 dogs, 5 draws): a held-out
@@ -118,6 +118,7 @@ def rank_outliers(
         return _seed_only(base, "against" if reference is not None else "centroid", k_mad)
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an integer >= 1; received {k!r}")
+    given = [vectors, *(others or {}).values()]  # as given: float32 from a store needs no float64 round trip
     others = {str(name): np.asarray(v, dtype=np.float64) for name, v in (others or {}).items()}
     for name, v in others.items():
         check_vectors(v, f"collection {name!r}")
@@ -127,7 +128,7 @@ def rank_outliers(
     n = len(x)
 
     centres = {name: clean_ranking(v, iterations=iterations).centroid for name, v in others.items()}
-    to_centre = {name: np.linalg.norm(x - c, axis=1) for name, c in centres.items()}
+    to_centre = {name: row_distances(x, c) for name, c in centres.items()}
     inliers = ~base.flagged
     allies = tuple(
         sorted(name for name, d in to_centre.items() if (d[inliers] < base.distances[inliers]).mean() >= ALLY_SHARE)
@@ -143,13 +144,18 @@ def rank_outliers(
     # "Farther than any photo of the other collections is from its own k nearest" is the second test: the
     # index's own photos show how far a genuine photo's neighbours can be.
     e_far = base.z / k_mad
-    if others:
-        pool = np.concatenate(list(others.values()))
-        kn = min(int(k), len(pool) - 1)
-        if kn >= 1:
-            sample = np.random.default_rng(0).permutation(len(pool))[:NULL_SAMPLE]
-            null = _knn_distance(pool[sample], pool, kn + 1, skip_self=True).max()
-            e_far = np.minimum(e_far, _knn_distance(x, pool, kn) / null)
+    # One pass of cosine similarities of this collection against itself and the others (float32, row blocks)
+    # gives both the k-NN distances and the votes: the product is the whole cost (4,000 x 16,000 x 4,096).
+    n_pool = sum(len(v) for v in others.values())
+    kn = min(int(k), n_pool - 1) if others else 0
+    kk = min(int(k), n - 1 + n_pool) if rivals else 0
+    pool, norms = _unit_rows(given) if kn >= 1 or kk else (None, None)
+    votes, top, knn = _neighbours(pool, norms, n, _codes(n, others, rivals), len(rivals), kk, kn)
+    vote_rival = [rivals[j] for j in top] if kk else [""] * n
+    if kn >= 1:
+        sample = n + np.random.default_rng(0).permutation(n_pool)[:NULL_SAMPLE]
+        null = _knn_distance(pool[sample], norms[sample], pool[n:], norms[n:], kn + 1, skip_self=True).max()
+        e_far = np.minimum(e_far, knn / null)
     far = e_far > 1
 
     # Does it belong to another collection? Each signal's evidence is > 1 exactly where it says so. The vote is
@@ -158,17 +164,13 @@ def rank_outliers(
     # neighbours in rivals, and nearer a rival's centre or another class by the classifier (the classifier alone
     # where there is no other collection).
     margin = np.full(n, np.nan)
-    votes = np.zeros(n, dtype=np.int64)
-    nearest_rival, vote_rival = [""] * n, [""] * n
-    kk = 0
+    nearest_rival = [""] * n
     e_clf = probability / 0.5 if used_label is not None else np.zeros(n)
     e_rival = e_clf
     if rivals:
         rival_d = np.stack([to_centre[r] for r in rivals])
         margin = rival_d.min(axis=0) - own_side
         nearest_rival = [rivals[i] for i in rival_d.argmin(axis=0)]
-        kk = min(int(k), n - 1 + sum(len(v) for v in others.values()))
-        votes, vote_rival = _rival_votes(x, others, rivals, kk)
         e_margin = 1.0 - margin / (_median_scale(margin)[1] or 1.0)
         e_rival = np.minimum(votes / (kk / 2), np.maximum(e_margin, e_clf))
     elsewhere = e_rival > 1
@@ -264,45 +266,87 @@ def _classifier_evidence(
     return label, rest[np.arange(n), best], [classes[j] for j in best]
 
 
-def _rival_votes(
-    x: npt.NDArray[np.float64], others: dict[str, npt.NDArray[np.float64]], rivals: tuple[str, ...], k: int
-) -> tuple[npt.NDArray[np.int64], list[str]]:
-    """For each row of x: how many of its k cosine-nearest photos (this collection without itself, and all
-    of ``others``) belong to a rival, and which rival most of those are in."""
-    names = list(others)
-    pool = np.concatenate([x, *others.values()]).astype(np.float32)
-    # code per pool row: -1 for this collection and its allies, else the rival's index
-    codes = np.concatenate(
-        [np.full(len(x), -1)] + [np.full(len(others[nm]), rivals.index(nm) if nm in rivals else -1) for nm in names]
+def _unit_rows(parts: list[npt.NDArray[np.floating]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The rows as unit float32 rows, and their norms (the k-NN distances are between the rows as given)."""
+    pool = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+    norms = np.empty((len(pool), 1), dtype=np.float32)
+    for start in range(0, len(pool), _BLOCK_ROWS):  # in blocks: the same norms, without a 260 MB temporary
+        block = pool[start : start + _BLOCK_ROWS]
+        norms[start : start + len(block)] = np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.maximum(norms[start : start + len(block)], 1e-12)
+    return pool, norms[:, 0]
+
+
+def _codes(n: int, others: dict[str, npt.NDArray[np.floating]], rivals: tuple[str, ...]) -> npt.NDArray[np.int64]:
+    """Per row of [this collection, *others]: -1 for this collection and its allies, else the rival's index."""
+    return np.concatenate(
+        [np.full(n, -1)] + [np.full(len(v), rivals.index(nm) if nm in rivals else -1) for nm, v in others.items()]
     )
-    pool /= np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
-    votes = np.zeros(len(x), dtype=np.int64)
-    top_rival: list[str] = []
-    for start in range(0, len(x), _BLOCK_ROWS):
-        stop = min(start + _BLOCK_ROWS, len(x))
+
+
+def _neighbours(
+    pool: npt.NDArray[np.float32] | None,
+    norms: npt.NDArray[np.float32] | None,
+    n: int,
+    codes: npt.NDArray[np.int64],
+    n_rivals: int,
+    k: int,
+    kn: int,
+) -> tuple[npt.NDArray[np.int64], list[int], npt.NDArray[np.float64]]:
+    """For each of the first n rows of ``pool`` (this collection; unit rows, the other collections after them):
+    how many of its k cosine-nearest rows (itself left out) are rivals' (codes >= 0), the rival (index) most of
+    those are in, and the mean Euclidean distance to its kn nearest rows after the first n (0 when k or kn is 0)."""
+    votes, top_rival, knn = np.zeros(n, dtype=np.int64), [0] * n, np.zeros(n)
+    if pool is None or norms is None:
+        return votes, top_rival, knn
+    for start in range(0, n, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, n)
         sims = pool[start:stop] @ pool.T
-        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # a photo is not its own neighbour
-        nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        c = codes[nn]
-        votes[start:stop] = (c >= 0).sum(axis=1)
-        counts = np.stack([(c == r).sum(axis=1) for r in range(len(rivals))], axis=1)
-        top_rival += [rivals[j] for j in counts.argmax(axis=1)]
-    return votes, top_rival
+        if kn >= 1:
+            knn[start:stop] = _mean_distance(sims[:, n:], norms[start:stop], norms[n:], kn)
+        if k:
+            sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # a photo is not its own neighbour
+            nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            c = codes[nn]
+            votes[start:stop] = (c >= 0).sum(axis=1)
+            counts = np.stack([(c == r).sum(axis=1) for r in range(n_rivals)], axis=1)
+            top_rival[start:stop] = counts.argmax(axis=1).tolist()
+    return votes, top_rival, knn
+
+
+def _mean_distance(
+    sims: npt.NDArray[np.float32],
+    row_norms: npt.NDArray[np.float32],
+    col_norms: npt.NDArray[np.float32],
+    k: int,
+    skip_self: bool = False,
+) -> npt.NDArray[np.float64]:
+    """Mean Euclidean distance from each row to its k nearest columns, from their cosines and norms:
+    |a - b|^2 = |a|^2 + |b|^2 - 2|a||b|cos (skip_self: the nearest, the row itself, is left out of the mean)."""
+    sq = (row_norms[:, None] * col_norms[None, :]) * sims
+    sq *= -2.0
+    sq += row_norms[:, None] ** 2
+    sq += col_norms[None, :] ** 2
+    nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)[:, 1 if skip_self else 0 :]
+    return np.sqrt(np.maximum(nearest.astype(np.float64), 0.0)).mean(axis=1)
 
 
 def _knn_distance(
-    x: npt.NDArray[np.float64], pool: npt.NDArray[np.float64], k: int, *, skip_self: bool = False
+    x: npt.NDArray[np.float32],
+    x_norms: npt.NDArray[np.float32],
+    pool: npt.NDArray[np.float32],
+    pool_norms: npt.NDArray[np.float32],
+    k: int,
+    *,
+    skip_self: bool = False,
 ) -> npt.NDArray[np.float64]:
-    """Mean Euclidean distance from each row of x to its k nearest rows of pool, in row blocks (skip_self: x's
-    rows are in pool, and the nearest, itself, is left out of the mean)."""
-    p = pool.astype(np.float32)
-    p_sq = (p.astype(np.float64) ** 2).sum(axis=1)
+    """Mean Euclidean distance from each row of x to its k nearest rows of pool (unit rows and their norms), in
+    row blocks (skip_self: x's rows are in pool, and the nearest, itself, is left out of the mean)."""
     out = np.empty(len(x))
     for start in range(0, len(x), _BLOCK_ROWS):
-        block = x[start : start + _BLOCK_ROWS]
-        sq = (block**2).sum(axis=1)[:, None] - 2.0 * (block.astype(np.float32) @ p.T) + p_sq[None, :]
-        nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)[:, 1 if skip_self else 0 :]
-        out[start : start + len(block)] = np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
+        stop = min(start + _BLOCK_ROWS, len(x))
+        sims = x[start:stop] @ pool.T
+        out[start:stop] = _mean_distance(sims, x_norms[start:stop], pool_norms, k, skip_self)
     return out
 
 

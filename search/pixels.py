@@ -16,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from scipy.signal import fftconvolve
 
 SIDE = 64  # thumbnail side: enough structure to align, tiny to store (4 KB as float32)
 SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)  # the smaller picture covers 80-100 % of the larger one (per side)
@@ -48,6 +47,8 @@ def similarity(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
 
 
 def _best(big: npt.NDArray[np.float32], small: npt.NDArray[np.float32]) -> float:
+    from scipy.signal import fftconvolve  # here: scipy.signal costs ~1.5 s to import, and only the pixel check uses it
+
     best = -1.0
     big = big.astype(np.float64)
     # integral images of the pixels and their squares: every window's sum and sum of squares in O(1)

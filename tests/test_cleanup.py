@@ -327,3 +327,43 @@ def test_small_collections_cap_k():
     a, b = _centres(9, 2)
     result = rank_outliers(_cluster(rng, a, 3), others={"b": _cluster(rng, b, 2)}, k=10)
     assert result.k == 4 and not result.flagged.any()
+
+
+def test_one_similarity_pass_gives_the_direct_knn_distances_and_votes(pets, monkeypatch):
+    """The votes and the k-NN distances come from one float32 cosine product in row blocks; they must equal the
+    direct computation: Euclidean distances between the rows as given (not unit here), votes among unit rows."""
+    import imgidx.search.outliers as outliers
+
+    maybe, others = pets
+    rng = np.random.default_rng(3)
+    maybe = maybe * rng.uniform(0.5, 2.0, (len(maybe), 1))  # norms vary: distances are not 2 - 2 cos
+    others = {name: v * rng.uniform(0.5, 2.0, (len(v), 1)) for name, v in others.items()}
+    monkeypatch.setattr(outliers, "_BLOCK_ROWS", 64)  # several blocks, a short last one
+    rivals, k, n = ("dog",), 10, len(maybe)
+    pool, norms = outliers._unit_rows([maybe, *others.values()])
+    codes = outliers._codes(n, others, rivals)
+    votes, top, knn = outliers._neighbours(pool, norms, n, codes, len(rivals), k, k)
+
+    rest = np.concatenate(list(others.values()))
+    d = np.linalg.norm(maybe[:, None, :] - rest[None, :, :], axis=2)
+    np.testing.assert_allclose(knn, np.sort(d, axis=1)[:, :k].mean(axis=1), rtol=1e-5)
+    unit = np.concatenate([maybe, rest])
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    cos = unit[:n] @ unit.T
+    cos[np.arange(n), np.arange(n)] = -np.inf
+    nearest = np.argsort(-cos, axis=1)[:, :k]
+    np.testing.assert_array_equal(votes, (codes[nearest] >= 0).sum(axis=1))
+    assert set(top) == {0}
+    null = outliers._knn_distance(pool[n:], norms[n:], pool[n:], norms[n:], k + 1, skip_self=True)
+    d = np.linalg.norm(rest[:, None, :] - rest[None, :, :], axis=2)
+    np.testing.assert_allclose(null, np.sort(d, axis=1)[:, 1 : k + 1].mean(axis=1), rtol=1e-5)
+
+
+def test_row_distances_equal_numpy_norm_bit_for_bit(monkeypatch):
+    import imgidx.search.cleanup as cleanup
+
+    rng = np.random.default_rng(5)
+    x, c = rng.standard_normal((601, 70)), rng.standard_normal(70)
+    for rows in (256, 7, 1000):  # blocks, a short last one, a single block
+        monkeypatch.setattr(cleanup, "_DISTANCE_ROWS", rows)
+        np.testing.assert_array_equal(cleanup.row_distances(x, c), np.linalg.norm(x - c, axis=1))

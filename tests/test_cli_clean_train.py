@@ -79,6 +79,18 @@ def test_clean_ranks_planted_outliers_last_and_flags_exactly_them(store_ids, met
         assert all(re.fullmatch(r"z \d+\.\d from the centre", p["reason"]) for p in photos if p["flagged"])
 
 
+def test_clean_table_lists_the_flagged_photos_and_all_of_them_with_all(store_ids):
+    def ids_in(table: str) -> set[int]:
+        return {int(m) for m in re.findall(r"^\S*\s*\d+\s*\S\s*(\d+)\s", table, re.M)}
+
+    result = run("clean", "cat")
+    assert "43 photos, 3 flagged" in result.stdout
+    assert ids_in(result.stdout) == store_ids["cat"]
+    assert "40 kept photos not listed" in result.stderr
+    result = run("clean", "cat", "--all")
+    assert len(ids_in(result.stdout)) == 43 and "not listed" not in result.stderr
+
+
 def test_clean_drop_n_flags_the_n_farthest(store_ids):
     photos = json.loads(run("clean", "cat", "--drop", 5, "--json").stdout)["photos"]
     assert [p["flagged"] for p in photos].count(True) == 5 and all(p["flagged"] for p in photos[-5:])

@@ -192,3 +192,12 @@ def test_photo_layout_keeps_numeric_ids_and_hashes_any_other(tmp_path):
     assert atomic.is_temp(atomic.temp_path(target)) and not atomic.is_temp(target)
     assert layout.stored_path(tmp_path, target).startswith("photos/") and layout.is_download("photos/x/1.jpg")
     assert layout.local_file(tmp_path, "/abs/p.jpg") == Path("/abs/p.jpg")
+
+
+def test_collection_names_are_every_distinct_name_in_sql_order(tmp_path):
+    with Store(tmp_path / "home") as store:
+        assert store.collection_names() == []
+        names = ["b", "a", "B", "é", "a b", "a", "", "Z", "b"]
+        store.add_photos([Photo("folder", f"{i}.jpg", name) for i, name in enumerate(names)])
+        sql = [r[0] for r in store.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
+        assert store.collection_names() == sql == sorted(set(names), key=lambda n: n.encode())

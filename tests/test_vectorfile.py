@@ -150,6 +150,15 @@ def test_ivfpq_recall_after_reranking_and_verify(tmp_path):
         assert recall >= 0.95, recall
         hit = s.search(s.vectors([ids[7]]), 3)[0][0]
         assert hit.photo_id == ids[7] and hit.score == pytest.approx(1.0, abs=1e-3)  # exact score, not PQ's
+        # many queries re-ranked from shared reads (in groups under a row cap) == each query on its own
+        queries = s.vectors(ids[:40])
+        alone = [s.search(q[None], 5)[0] for q in queries]
+        import imgidx.indexer.store as store_module
+
+        for cap in (store_module.RERANK_READ_ROWS, 600, 1):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(store_module, "RERANK_READ_ROWS", cap)
+                assert s.search(queries, 5) == alone
     with Store(tmp_path / "home", readonly=True) as s, s.snapshot():
         report = verify(s)
         assert report.ok and not report.findings, report.as_dict()

@@ -43,12 +43,16 @@ def clean(
     sheet: Annotated[
         Path | None, typer.Option(help="Write an HTML contact sheet (central first, outliers last).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every photo in the table, not only the flagged ones.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (always every photo).")] = False,
 ) -> None:
     """Rank a collection from typical to outlier and flag the outliers, saying why.
 
     Uses the index's other collections and a saved classifier when there are any; else (or with --method
-    centroid) the distance to an iteratively re-estimated centroid with a median + 3 MAD cut (seed 003 §9.6)."""
+    centroid) the distance to an iteratively re-estimated centroid with a median + 3 MAD cut (seed 003 §9.6).
+    The table lists the flagged photos, in ranking order (--all: every photo; --json and --sheet always do)."""
     if apply and undo:
         raise ConfigError("--apply and --undo exclude each other")
     if drop is not None and threshold != "auto":
@@ -90,9 +94,13 @@ def clean(
                 r.photo.title[:40],
                 r.photo.page_url,
             )
-            for r in report.rows
+            for r in (report.rows if show_all else [r for r in report.rows if r.flagged])
         ],
     )
+    if not show_all and len(report.flagged) < len(report.rows):
+        # thousands of table rows take seconds to lay out, and the photos to look at are the flagged ones
+        kept = len(report.rows) - len(report.flagged)
+        typer.echo(f"{kept} kept photos not listed: --all lists every photo, --json gives every row", err=True)
 
 
 def _compared(report: CleanReport) -> str:

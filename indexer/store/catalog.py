@@ -450,7 +450,13 @@ class Catalog:
         return dict(self.db.execute("SELECT name, COUNT(*) FROM collections GROUP BY name").fetchall())
 
     def collection_names(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM collections ORDER BY name")]
+        # one primary-key seek per name (250 at 1M photos), not a scan of every membership (DISTINCT: ~0.1 s)
+        q = (
+            "WITH RECURSIVE n(name) AS (SELECT MIN(name) FROM collections UNION ALL "
+            "SELECT (SELECT MIN(name) FROM collections WHERE name > n.name) FROM n WHERE n.name IS NOT NULL) "
+            "SELECT name FROM n WHERE name IS NOT NULL"
+        )
+        return [r[0] for r in self.db.execute(q)]
 
     def counts(self) -> dict:
         q = self.db.execute
