@@ -135,9 +135,7 @@ class Catalog:
             self.db.execute("VACUUM")  # give the BLOBs' pages back to the disk (16 KB a photo)
 
     def close(self) -> None:
-        if self._vector_file is not None:
-            self._vector_file.close()
-        self.db.close()
+        self.db.close()  # the vector file holds no descriptor between reads (vectorfile.VectorFile.read)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

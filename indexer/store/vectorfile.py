@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ..atomic import fsync_dir
 from ..errors import StoreError
 
 DTYPES = ("float16", "float32")
@@ -37,10 +38,7 @@ class VectorFile:
 
     def rows(self) -> int:
         """Whole rows in the file now (committed or not)."""
-        try:
-            return self.path.stat().st_size // self.row_bytes
-        except FileNotFoundError:
-            return 0
+        return self.size() // self.row_bytes
 
     def size(self) -> int:
         try:
@@ -98,11 +96,7 @@ class VectorFile:
         finally:
             os.close(fd)
         if created:  # the new file's directory entry must survive a crash too
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.path.parent)
 
     def truncate(self, rows: int) -> None:
         """Cut the file to `rows` rows (an uncommitted tail); under the build lock only."""
@@ -110,9 +104,6 @@ class VectorFile:
             with open(self.path, "r+b") as f:
                 f.truncate(rows * self.row_bytes)
                 os.fsync(f.fileno())
-
-    def close(self) -> None:
-        """Nothing stays open between reads (each read opens the file: it may have grown or been cut)."""
 
 
 def cosine_error(vectors: npt.NDArray[np.float32], dtype: str = DEFAULT_DTYPE) -> dict:
