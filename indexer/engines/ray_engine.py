@@ -27,7 +27,7 @@ from ..errors import ImgidxError, StoreError
 from ..pipeline import Committer, IngestReport, Job, Loaded, plan
 from ..store import Store
 from .ray_cluster import connected, import_ray, resources
-from .ray_stages import Embed, Model, job_rows, load_batch
+from .ray_stages import Embed, Model, job_rows, jobs_of, load_batch
 
 LOAD_BATCH = 16  # photos per load task: enough to keep its download threads busy, small enough to spread out
 RETRIES = 3  # a lost task or actor (a killed worker, a lost node) is retried this often before the build stops
@@ -140,14 +140,7 @@ def _dataset(ray, jobs: list[Job], model: Model, home: Path, workers: int, gpus:
 
 
 def _items(batch: dict[str, np.ndarray], home: Path) -> Iterator[Loaded]:
-    for i in range(len(batch["id"])):
-        job = Job(
-            int(batch["id"][i]),
-            str(batch["source"][i]),
-            str(batch["source_id"][i]),
-            str(batch["url"][i]) or None,
-            str(batch["path"][i]) or None,
-        )
+    for i, job in enumerate(jobs_of(batch)):
         error = str(batch["error"][i]) or None
         stored = str(batch["stored"][i])
         if error is None and job.url is not None and not layout.local_file(home, stored).is_file():

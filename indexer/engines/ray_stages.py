@@ -40,7 +40,8 @@ def job_rows(jobs: list[Job]) -> list[dict]:
     ]
 
 
-def _jobs(batch: dict[str, np.ndarray]) -> list[Job]:
+def jobs_of(batch: dict[str, np.ndarray]) -> list[Job]:
+    """The jobs of a batch of job_rows (the inverse of job_rows)."""
     return [
         Job(int(i), str(s), str(sid), str(url) or None, str(path) or None)
         for i, s, sid, url, path in zip(*(batch[k] for k in JOB), strict=True)
@@ -50,7 +51,7 @@ def _jobs(batch: dict[str, np.ndarray]) -> list[Job]:
 def load_batch(batch: dict[str, np.ndarray], *, home: str, settings: Settings, workers: int) -> dict:
     """Fetch and decode one batch of jobs with the local engine's loader: downloads in `workers` threads, decoding
     in one thread at a lower priority (the task holds one CPU; the model's threads come first)."""
-    jobs = _jobs(batch)
+    jobs = jobs_of(batch)
     loader = Loader(Path(home), make_fetcher(settings, workers))
     got: list[Loaded] = list(
         two_stage(
