@@ -54,10 +54,18 @@ def dtype_policy(precision: str) -> Iterator[None]:
         keras.mixed_precision.set_dtype_policy("float32")
 
 
+# Device files through which Linux programs reach a GPU: NVIDIA's driver, AMD's ROCm, WSL2's GPU paravirtualisation.
+GPU_DEVICE_FILES = ("/dev/nvidia*", "/dev/kfd", "/dev/dxg")
+
+
 def accelerator() -> str:
     """'gpu' when the Keras backend (KERAS_BACKEND: tensorflow, jax or torch) sees a GPU, else 'cpu'.
 
-    Imports the backend: call it only where a model is about to be built."""
+    On Linux without any GPU device file no backend can see a GPU: 'cpu' without importing one (importing
+    TensorFlow takes seconds, e.g. in a Ray build's driver, which runs no model). Otherwise it imports the
+    backend: call it only where a model is about to be built."""
+    if not gpu_device_files():
+        return "cpu"
     backend = import_keras().backend.backend()
     try:
         if backend == "tensorflow":
@@ -76,3 +84,10 @@ def accelerator() -> str:
     except (ImportError, RuntimeError):
         return "cpu"
     return "cpu"
+
+
+def gpu_device_files() -> bool:
+    """Whether a GPU may be reachable: always True off Linux (macOS reaches its GPU through no device file)."""
+    import glob
+
+    return not sys.platform.startswith("linux") or any(glob.glob(p) for p in GPU_DEVICE_FILES)
