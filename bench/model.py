@@ -97,8 +97,10 @@ def run(opts: Options) -> tuple[dict, str]:
         v["of_sgemm_limit"] = round(v["median"] / limit, 3)
     today = variants["keras fp32"]["median"]
     emb = embs[best]
-    for name in [k for k in embs if k != best]:
-        del embs[name]  # the pipeline below runs the fastest alone
+    default = _default_variant(bs, OUT / f"runtimes-home-cal{32 if opts.quick else 300}")
+    embs_all = {k: embs[k] for k in dict.fromkeys(("keras fp32", default))}  # today's build and the default one
+    for name in [k for k in embs if k not in (best, "keras fp32", default)]:
+        del embs[name]
 
     others: list[float] = []
 
@@ -120,6 +122,7 @@ def run(opts: Options) -> tuple[dict, str]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     ratios = [p / statistics.mean(bares[i : i + 2]) for i, p in enumerate(pipes)]
+    builds = _builds_vs_today(embs_all, default, files[: 96 if opts.quick else 384], 1 if opts.quick else 2)
     result = {
         "device": device,
         "layer": "fc2",
@@ -146,6 +149,7 @@ def run(opts: Options) -> tuple[dict, str]:
             "pipeline": [round(c, 2) for c in others[1::2]],
         },
         "goal": 0.95 if device == "gpu" else 0.85,
+        "builds_vs_today": builds,
         "skipped_photos": reports[-1]["skipped"],
         "reused_photos": reports[-1]["reused"],
     }
@@ -170,11 +174,53 @@ def run(opts: Options) -> tuple[dict, str]:
     rows.append(("ratio pipeline / bare (median)", f"{result['ratio']:.3f} (goal >= {result['goal']})", "", ""))
     rows.append(("pipeline / keras fp32 bare", f"{result['pipeline_vs_keras_fp32_bare']:.2f}x", "", ""))
     rows.append(("model busy in the pipeline", " ".join(f"{b:.3f}" for b in result["model_busy"]), "", ""))
+    for name, b in builds["photos_per_second"].items():
+        label = "today's build (keras fp32)" if name == "keras fp32" else f"default build ({name})"
+        rows.append((f"{label}, {builds['photos']} photos", " ".join(f"{r:.2f}" for r in b), "", ""))
+    rows.append(("default build / today's build (median)", f"{builds['ratio']:.2f}x", "", ""))
     title = (
         f"1. model: runtimes x precisions vs the sgemm limit, then the pipeline with the fastest: {device}, fc2, "
         f"batch {bs}, {len(files)} photos"
     )
     return result, table(title, ["what", "img/s", "of limit", "cores used by other processes"], rows)
+
+
+def _default_variant(batch_size: int, home: Path) -> str:
+    """ "runtime precision" of what a default build runs here: the device's default precision for fc2 on the
+    runtime `--runtime auto` picks (measured once per machine and remembered, embedders/choice.py)."""
+    from dataclasses import replace
+
+    from imgidx.indexer.compose import make_embedder
+    from imgidx.indexer.config import Settings
+
+    settings = replace(Settings.from_env(), home=home)  # the exported graph: the one runtimes.measure made
+    chosen = make_embedder(settings, "fc2", "random:0", batch_size=batch_size, runtime="auto")
+    return f"{chosen.runtime} {chosen.precision}"
+
+
+def _builds_vs_today(embs: dict, default: str, files: list[Path], rounds: int) -> dict:
+    """The build pipeline from disk with today's model call (Keras/TensorFlow fp32, what imgidx ran before ONNX
+    Runtime) and with the default one (the default precision on the faster runtime that runs it, as measured
+    above: what `--runtime auto` picks), alternating, `rounds` each: photos/s of each and the ratio of the medians."""
+    folder = _folder(files)
+    got: dict[str, list[float]] = {name: [] for name in embs}
+    others: dict[str, list[float]] = {name: [] for name in embs}
+    try:
+        for _ in range(rounds):
+            for name, emb in embs.items():
+                with Others() as o:
+                    got[name].append(round(_pipeline(emb, folder)["photos_per_second"], 2))
+                others[name].append(round(o.cores, 2))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    med = {name: statistics.median(v) for name, v in got.items()}
+    return {
+        "photos": len(files),
+        "photos_per_second": got,
+        "other_processes_cores": others,
+        "ratio": round(med[default] / med["keras fp32"], 2),
+        "default": default,
+    }
 
 
 def _sweep(batch_size: int, x: np.ndarray):
