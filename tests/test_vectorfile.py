@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgidx.cli.console import hint
 from imgidx.indexer import ann
+from imgidx.indexer.errors import VectorsLost
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store, schema, vectorfile
 from imgidx.indexer.store.catalog import Catalog
@@ -37,8 +39,10 @@ def test_rows_are_fixed_size_at_their_slot_and_read_in_any_order(tmp_path):
     assert np.array_equal(vf.read([4, 0, 2]), v[[4, 0, 2]].astype(np.float16).astype(np.float32))
     vf.write(2, vf.encode(v[:1]))  # a write cuts whatever lies after it (an uncommitted tail)
     assert vf.rows() == 3
-    with pytest.raises(Exception, match="cut short; run `verify --repair`"):
+    with pytest.raises(VectorsLost, match="cut short; repair the store") as lost:
         vf.read([4])
+    assert "--" not in str(lost.value)  # the library names no command line flag; the CLI adds its own
+    assert hint(lost.value) == " with `imgidx verify --repair`"
 
 
 def _v2_store(home: Path, vectors: np.ndarray) -> None:

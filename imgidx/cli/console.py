@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch
+from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch, VectorsLost
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -47,6 +47,8 @@ def hint(error: ImgidxError) -> str:
         return "; `imgidx build` makes one"
     if isinstance(error, EmptyIndex):
         return " with `imgidx build`"
+    if isinstance(error, VectorsLost):
+        return " with `imgidx verify --repair`"
     if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):
         return " (omit --layer/--weights to use the index's own)"
     return ""

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..atomic import fsync_dir
-from ..errors import StoreError
+from ..errors import StoreError, VectorsLost
 
 DTYPES = ("float16", "float32")
 DEFAULT_DTYPE = "float16"
@@ -71,9 +71,9 @@ class VectorFile:
                 part = view[a * self.row_bytes : b * self.row_bytes]
                 got = os.preadv(fd, [part], first * self.row_bytes) if fd >= 0 else 0
                 if got < n * self.row_bytes:
-                    raise StoreError(
+                    raise VectorsLost(
                         f"{self.path} holds {self.rows()} vectors but the catalogue points at slot {first + n - 1}: "
-                        "the file was cut short; run `verify --repair` (a build then embeds the lost photos again)"
+                        "the file was cut short; repair the store (a build then embeds the lost photos again)"
                     )
         finally:
             if fd >= 0:
