@@ -93,3 +93,51 @@ def test_uploads_are_decoded_or_refused_with_a_status():
         decode_upload(b"PK\x03\x04 a zip file")
     with pytest.raises(BadRequest, match="too small"):
         decode_upload(jpeg_bytes(pattern_image(3, size=(20, 20))))
+
+
+def test_the_store_thread_reads_the_index_again_only_when_the_vectors_change(tmp_path):
+    """A review (or `clean --apply`) beside the server changes only metadata: the next query sees it through
+    SQLite, the caches are invalidated (a new generation), and the index is not read again (0.5 s at a million
+    photos). Vectors committed beside it do reopen the store, whose index then holds them."""
+    import asyncio
+
+    import numpy as np
+
+    from imgidx.indexer.records import Photo, Stamp
+    from imgidx.indexer.store import Store
+    from imgidx.indexer.store.catalog import Catalog
+    from imgidx.service.service import StoreThread
+
+    home, rng = tmp_path / "home", np.random.default_rng(0)
+
+    def unit(n: int) -> np.ndarray:
+        v = rng.normal(size=(n, 16)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    with Store(home) as s:
+        s.ensure_stamp(Stamp(model="vgg16", layer="block5_pool", weights="random:0", dim=16))
+        ids = s.add_photos([Photo(source="folder", source_id=f"{i}.jpg", collection="c") for i in range(6)])
+        s.add_vectors([(i, "", f"s{i}") for i in ids], unit(6))
+        s.save_index()
+    opened: list[Store] = []
+    thread = StoreThread(home, 0.0, opened.append)
+
+    async def ask():
+        thread._checked = float("-inf")  # as if the refresh interval had passed (it scales with the last reopen)
+        return await thread.run(lambda store: (store, store.index.ntotal, len(store.reviews("c"))))
+
+    try:
+        first, n, reviews = asyncio.run(ask())
+        assert (n, reviews, thread.generation, len(opened)) == (6, 0, 1, 1)
+        catalog = Catalog(home)
+        catalog.add_review("c", ids[0], "flag", reviewer="t", source="clean")
+        catalog.close()
+        same, n, reviews = asyncio.run(ask())
+        assert same is first and (n, reviews, thread.generation, len(opened)) == (6, 1, 2, 2)
+        with Store(home) as s:  # a build beside the server commits vectors and has not saved the index yet
+            more = s.add_photos([Photo(source="folder", source_id=f"x{i}.jpg", collection="c") for i in range(2)])
+            s.insert_vectors([(i, "", f"x{i}") for i in more], unit(2))
+        fresh, n, _ = asyncio.run(ask())
+        assert fresh is not first and n == 8 and thread.generation == 3
+    finally:
+        thread.close()
