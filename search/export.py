@@ -161,7 +161,7 @@ def _imagefolder(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]
     planned = {}
     for p, s in zip(photos, splits, strict=True):
         rel = f"{s}/{safe_name(p.label)}/{p.id}{exts[p.id]}"
-        w.place_file(p.path, w.out / rel)
+        w.place_file(p.path, os.path.join(w.root, rel))
         planned[(p.id, p.label)] = rel
     return planned
 
@@ -174,7 +174,7 @@ def _parquet(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
     for p in photos:
         rel = f"images/{p.id}{exts[p.id]}"
         if p.id not in images:
-            w.place_file(p.path, w.out / rel)
+            w.place_file(p.path, os.path.join(w.root, rel))
             images[p.id] = rel
         planned[(p.id, p.label)] = rel
     dims = {len(p.vector) for p in photos if p.vector is not None}
@@ -429,15 +429,29 @@ def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
         root = out / top
         if not root.is_dir() or top.startswith(".") or top in ("ATTRIBUTION.csv", "manifest.json"):
             continue
-        for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
-            rel = path.relative_to(out).as_posix()
-            if path.is_file() and rel not in keep and not atomic.is_temp(path):
-                path.unlink()
-                removed += 1
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+        removed += _prune_folder(os.fspath(root), top, keep)
         if not any(root.iterdir()):
             root.rmdir()
+    return removed
+
+
+def _prune_folder(folder: str, rel: str, keep: set[str]) -> int:
+    """Below `folder` (`rel` inside the export): remove the files not in `keep` (temps stay), then the folders
+    left empty; a folder after everything in it, names in reverse order, symlinked folders not entered (what
+    sorted(rglob("*"), reverse=True) visited, without a Path and a stat per file)."""
+    removed = 0
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name, reverse=True)
+    for entry in entries:
+        path, name = entry.path, f"{rel}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            removed += _prune_folder(path, name, keep)
+        if entry.is_file():
+            if name not in keep and not atomic.is_temp(Path(path)):
+                os.unlink(path)
+                removed += 1
+        elif entry.is_dir() and not any(os.scandir(path)):
+            os.rmdir(path)
     return removed
 
 
@@ -446,7 +460,9 @@ class _Writer:
 
     def __init__(self, out: Path, link: bool):
         self.out, self.link, self.written, self.kept = out, link, 0, 0
-        self.unsynced: set[Path] = set()  # folders with photo renames not yet fsynced (sync() does, once each)
+        self.root = os.fspath(out)  # photo targets are plain strings: a Path per photo cost ~10 us each
+        self.unsynced: set[str] = set()  # folders with photo renames not yet fsynced (sync() does, once each)
+        self.made: set[str] = set()  # folders this run created or found (mkdir once per folder, not per photo)
 
     def _aside(self, target: Path):
         return atomic.replacing(target)  # the one atomic write: temp in the same folder, fsync, rename
@@ -470,14 +486,21 @@ class _Writer:
             fill(f)
         self.written += 1
 
-    def place_file(self, source: Path, target: Path) -> None:
+    def place_file(self, source: Path, target: str | Path) -> None:
         """The photo file at target, hard-linked (same file system) or copied with its times; never re-encoded."""
-        if target.is_file() and _same(source, target):
+        if os.path.isfile(target) and _same(source, target):
             self.kept += 1
+            return
+        folder = os.path.dirname(target)
+        # a hard link at a new name needs no temp and no rename (it appears whole or not at all); where the name
+        # is taken, the folder is new, or links fail, the general way below (aside, then renamed)
+        if self.link and folder in self.made and atomic.link_new(source, target):
+            self.unsynced.add(folder)
+            self.written += 1
             return
         # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
         # by sync(), not once per photo
-        with atomic.replacing(target, sync_file=False, sync_dir=False) as tmp:
+        with atomic.replacing(Path(target), sync_file=False, sync_dir=False) as tmp:
             linked = False
             if self.link:
                 with contextlib.suppress(OSError):  # another file system, or links not allowed: copy instead
@@ -487,7 +510,8 @@ class _Writer:
                 shutil.copy2(source, tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
-        self.unsynced.add(target.parent)
+        self.made.add(folder)
+        self.unsynced.add(folder)
         self.written += 1
 
 

@@ -148,6 +148,73 @@ def test_files_are_hard_links_when_possible_and_copies_otherwise(tmp_path):
     assert (tmp_path / "copied/train/cat/1000.jpg").stat().st_ino != src
 
 
+def test_a_link_at_a_taken_name_replaces_what_is_there(tmp_path):
+    """Links go straight to their final name only where it is free; a file already there (another picture under
+    the same name) is replaced through a temp and a rename, and no temp is left behind either way."""
+    photos = make_photos(tmp_path / "src", 8)
+    out = tmp_path / "out"
+    export(photos, out, split="1")
+    squatter = out / "train/cat/1002.jpg"
+    squatter.unlink()
+    squatter.write_bytes(b"another picture")
+    again = export(photos, out, split="1")
+    assert again.written == 1 and squatter.stat().st_ino == photos[2].path.stat().st_ino
+    assert not [p for p in out.rglob("*") if is_temp(p)]
+
+
+def _prune_by_rglob(out: Path, owned, planned) -> int:
+    """The earlier _prune (a Path and a stat per file): what the scandir walk must match."""
+    keep = {rel.split("#", 1)[0] for rel in planned}
+    removed = 0
+    for top in owned:
+        root = out / top
+        if not root.is_dir() or top.startswith(".") or top in ("ATTRIBUTION.csv", "manifest.json"):
+            continue
+        for path in sorted(root.rglob("*"), reverse=True):
+            rel = path.relative_to(out).as_posix()
+            if path.is_file() and rel not in keep and not is_temp(path):
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
+    return removed
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prune_removes_what_the_rglob_walk_removed(tmp_path, seed):
+    from imgidx.search.export import _prune
+
+    rng = np.random.default_rng(seed)
+    trees = [tmp_path / "a", tmp_path / "b"]
+    planned = set()
+    for n in range(300):
+        depth = int(rng.integers(1, 4))
+        parts = [str(rng.choice(["train", "val", "test", ".hidden", "x"]))]
+        parts += [f"d{int(rng.integers(0, 4))}" for _ in range(depth - 1)]
+        kind = rng.integers(0, 10)
+        name = f".{n}.jpg.{os.getpid()}.1.tmp" if kind == 0 else f"{n}.{'jpg' if kind < 8 else 'png'}"
+        rel = "/".join([*parts, name])
+        if rng.random() < 0.5:
+            planned.add(rel if rng.random() < 0.8 else f"{rel}#key.jpg")
+        for t in trees:
+            (t / rel).parent.mkdir(parents=True, exist_ok=True)
+            (t / rel).write_bytes(b"x")
+    for t in trees:  # empty folders, a file link, a folder link (not entered), a dangling link
+        (t / "train/empty/deeper").mkdir(parents=True)
+        (t / "elsewhere").mkdir()
+        (t / "elsewhere/f.jpg").write_bytes(b"y")
+        (t / "val/link-to-file").symlink_to(t / "elsewhere/f.jpg")
+        (t / "test/link-to-folder").symlink_to(t / "elsewhere")
+        (t / "test/dangling").symlink_to(t / "nowhere")
+    owned = ["train", "val", "test", ".hidden", "x", "ATTRIBUTION.csv", "missing"]
+    old = _prune_by_rglob(trees[0], owned, planned)
+    assert _prune(trees[1], owned, planned) == old > 0
+    listing = [sorted(p.relative_to(t).as_posix() for p in t.rglob("*")) for t in trees]
+    assert listing[0] == listing[1]
+
+
 # ---- parquet -------------------------------------------------------------------------------------------------------
 def test_parquet_with_pandas_and_pyarrow(tmp_path):
     import pandas as pd
