@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 from collections import Counter
 from collections.abc import Sequence
@@ -148,7 +150,7 @@ def export(
         planned = _webdataset(writer, photos, splits, exts, seed, shard_size, state)
     writer.sync()  # every photo in place for good before ATTRIBUTION.csv and the manifest say so
     writer.write_bytes(out / "ATTRIBUTION.csv", _attribution(photos, planned))
-    owned = sorted(set(state.get("owned", [])) | {Path(f).parts[0] for f in planned.values()})
+    owned = sorted(set(state.get("owned", [])) | {f.split("/", 1)[0] for f in planned.values()})
     state = {**state, "owned": owned}
     writer.write_bytes(out / MARKER, _state_bytes(state))
     removed = _prune(out, owned, set(planned.values()))
@@ -355,7 +357,7 @@ def _check(photos: Sequence[ExportPhoto]) -> None:
         if (p.id, p.label) in seen:
             raise ConfigError(f"photo {p.id} is listed twice under {p.label!r}")
         seen.add((p.id, p.label))
-    missing = [p for p in photos if not Path(p.path).is_file()]
+    missing = [p for p in photos if not _is_file(p.path)]
     if missing:
         shown = ", ".join(f"{p.id} ({p.path})" for p in missing[:5])
         raise ExportError(f"{len(missing)} photo file(s) are missing, e.g. {shown}; nothing was exported")
@@ -488,7 +490,7 @@ class _Writer:
 
     def place_file(self, source: Path, target: str | Path) -> None:
         """The photo file at target, hard-linked (same file system) or copied with its times; never re-encoded."""
-        if os.path.isfile(target) and _same(source, target):
+        if _is_file(target) and _same(source, target):
             self.kept += 1
             return
         folder = os.path.dirname(target)
@@ -513,6 +515,19 @@ class _Writer:
         self.made.add(folder)
         self.unsynced.add(folder)
         self.written += 1
+
+
+def _is_file(path: str | Path) -> bool:
+    """Path(path).is_file() without making a Path (4,000 photos: ~25 ms): False when the path or a folder on
+    it is missing, other errors (no permission) raise."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            raise
+        return False
+    except ValueError:
+        return False
 
 
 def _same(a: Path, b: Path) -> bool:
