@@ -70,8 +70,8 @@ def duplicates(
 
 def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> PhotoFacts:
     width, height, size = row["width"], row["height"], None
-    path = local_file(home, row["path"]) if row["path"] else None
-    if read_size and path is not None:
+    path = local_file(home, row["path"]) if read_size and row["path"] else None  # a Path only where it is read
+    if path is not None:
         try:
             size = path.stat().st_size
             if not (width and height):
