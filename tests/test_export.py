@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -213,6 +214,82 @@ def test_prune_removes_what_the_rglob_walk_removed(tmp_path, seed):
     assert _prune(trees[1], owned, planned) == old > 0
     listing = [sorted(p.relative_to(t).as_posix() for p in t.rglob("*")) for t in trees]
     assert listing[0] == listing[1]
+
+
+def _extension_by_pillow(path: Path) -> str:
+    """The earlier _extension: Pillow names every head, the suffix only what it cannot name."""
+    from imgidx.indexer.images import image_format
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fmt = image_format(head)
+    if fmt == "bin":
+        fmt = {".jpeg": "jpg"}.get(Path(path).suffix.lower(), Path(path).suffix.lower().lstrip(".") or "bin")
+    return "." + fmt
+
+
+def _image_bytes(fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_signatures_are_the_ones_pillow_alone_accepts():
+    """Each signature export trusts is accepted by exactly its own decoder among images.FORMATS (each of them has
+    an accept check), so Pillow can name such a head only that way, or not at all."""
+    from imgidx.indexer.images import FORMATS
+    from imgidx.search.export import SIGNATURES
+
+    Image.init()
+    heads = [(magic + bytes(16))[:16] for magic, _ in SIGNATURES] + [b"RIFF\0\0\0\0WEBPVP8 "]
+    owners = [fmt for _, fmt in SIGNATURES] + ["webp"]
+    for head, owner in zip(heads, owners, strict=True):
+        accepted = []
+        for name in FORMATS:
+            factory, accept = Image.OPEN[name]
+            assert accept is not None, f"{name} would try every head"
+            if accept(head):
+                accepted.append(name)
+        assert accepted == [{"jpg": "JPEG"}.get(owner, owner.upper())], (head, accepted)
+
+
+def test_extension_names_every_file_as_pillow_and_the_suffix_did(tmp_path):
+    """Good, corrupt and cut files of every format under matching, other and no suffixes: the signature short cut
+    gives what Pillow-then-suffix gave, refusals included."""
+    jpeg = _image_bytes("JPEG")
+    app15 = b"\xff\xef" + (40_002).to_bytes(2, "big") + bytes(40_000)  # two of them: headers beyond the 64 KiB head
+    contents = {
+        "jpeg": jpeg,
+        "jpeg-big-header": jpeg[:2] + app15 + app15 + jpeg[2:],
+        "jpeg-corrupt": b"\xff\xd8\xff" + os.urandom(200),
+        "jpeg-cut": _image_bytes("JPEG")[:40],
+        "png": _image_bytes("PNG"),
+        "png-corrupt": b"\x89PNG\r\n\x1a\n" + os.urandom(100),
+        "gif": _image_bytes("GIF"),
+        "gif-corrupt": b"GIF89a" + os.urandom(5),
+        "bmp": _image_bytes("BMP"),
+        "bmp-corrupt": b"BM" + os.urandom(30),
+        "webp": _image_bytes("WEBP"),
+        "webp-corrupt": b"RIFF\0\0\0\0WEBPVP8 " + os.urandom(20),
+        "webp-odd-mode": b"RIFF\0\0\0\0WEBPXXXX" + os.urandom(20),
+        "tiff": _image_bytes("TIFF"),
+        "html": b"<!doctype html><html></html>",
+        "empty": b"",
+        "noise": os.urandom(300),
+    }
+    suffixes = [".jpg", ".jpeg", ".JPG", ".jfif", ".png", ".gif", ".bmp", ".webp", ".WebP", ".tif", ".tiff", ".bin", ""]
+    from imgidx.search.export import _extension
+
+    checked = 0
+    for name, data in contents.items():
+        for n, suffix in enumerate(suffixes):
+            path = tmp_path / f"{name}-{n}{suffix}"
+            path.write_bytes(data)
+            assert _extension(path) == _extension_by_pillow(path), (name, suffix)
+            checked += 1
+    assert _extension_by_pillow(tmp_path / "jpeg-big-header-0.jpg") == ".jpg"  # by its suffix: the head was refused
+    assert _extension_by_pillow(tmp_path / "jpeg-big-header-3.jfif") == ".jfif"
+    assert checked == len(contents) * len(suffixes)
 
 
 # ---- parquet -------------------------------------------------------------------------------------------------------
