@@ -171,6 +171,19 @@ def test_flat_search_equals_an_index_flat_ip_bit_for_bit(n):
             assert np.array_equal(got[1], want[1]) and got[0].tobytes() == want[0].tobytes()
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 4000, 4001])
+def test_median_equals_numpy_bit_for_bit(n):
+    from imgidx.search.duplicates import median
+
+    rng = np.random.default_rng(n)
+    for x in (
+        rng.random(n, dtype=np.float32),
+        rng.integers(0, 3, n).astype(np.float32),  # ties
+        (rng.random(n) * 1e-3).astype(np.float32) + np.float32(0.1456),
+    ):
+        assert np.float64(median(x)).tobytes() == np.float64(float(np.median(x))).tobytes()
+
+
 def test_ivf_search_finds_the_planted_copies():
     base = scene(3000, seed=6)
     copies = np.stack([nudge(base[i], 0.01, i) for i in range(0, 3000, 100)])
