@@ -509,15 +509,16 @@ class _Writer:
 
     def place_file(self, source: Path, target: str | Path) -> None:
         """The photo file at target, hard-linked (same file system) or copied with its times; never re-encoded."""
-        if _is_file(target) and _same(source, target):
-            self.kept += 1
-            return
         folder = os.path.dirname(target)
-        # a hard link at a new name needs no temp and no rename (it appears whole or not at all); where the name
-        # is taken, the folder is new, or links fail, the general way below (aside, then renamed)
+        # a hard link at a free name needs no temp, no rename and no look first: it appears whole or not at all, and
+        # a name in use (an earlier export's file, kept below when it is this photo) refuses it. Where the folder
+        # is new or links fail, the general way below (aside, then renamed)
         if self.link and folder in self.made and atomic.link_new(source, target):
             self.unsynced.add(folder)
             self.written += 1
+            return
+        if _is_file(target) and _same(source, target):
+            self.kept += 1
             return
         # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
         # by sync(), not once per photo
