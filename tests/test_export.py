@@ -234,6 +234,18 @@ def _image_bytes(fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def test_head_reads_what_a_buffered_read_reads(tmp_path):
+    from imgidx.search.export import _head
+
+    for n in (0, 1, 676, 65_535, 65_536, 65_537, 200_000):
+        path = tmp_path / f"f{n}"
+        path.write_bytes(os.urandom(n))
+        with open(path, "rb") as f:
+            assert _head(path, 1 << 16) == f.read(1 << 16)
+    with pytest.raises(FileNotFoundError):
+        _head(tmp_path / "missing", 16)
+
+
 def test_signatures_are_the_ones_pillow_alone_accepts():
     """Each signature export trusts is accepted by exactly its own decoder among images.FORMATS (each of them has
     an accept check), so Pillow can name such a head only that way, or not at all."""
