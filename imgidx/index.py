@@ -21,21 +21,12 @@ import numpy.typing as npt
 
 from imgidx import ops
 from imgidx.indexer import ann
-from imgidx.indexer.compose import (
-    build_lock,
-    build_running,
-    calibration_photos,
-    embedder_for_index,
-    make_embedder,
-    make_fetcher,
-)
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import DB_NAME
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
-from imgidx.search.classifier import Classifiers
 from imgidx.search.knn import describe, member_ids, nearest
 
 from .results import (
@@ -56,6 +47,7 @@ from .results import (
 if TYPE_CHECKING:
     from imgidx.indexer.embed import Embedder
     from imgidx.indexer.verify import Report as VerifyReport
+    from imgidx.search.classifier import Classifiers
     from imgidx.search.duplicates import Duplicates
     from imgidx.search.export import ExportResult
 
@@ -78,11 +70,20 @@ class Index:
         settings = settings or Settings.from_env()
         self.settings = settings if home is None else settings.with_options(home=Path(home))
         self._embedders: dict[int, Embedder] = {}  # by batch size; valid while the index's stamp is theirs
-        self._classifiers = Classifiers(self.home)
+        self._saved_classifiers: Classifiers | None = None  # made on first use (classify)
 
     @property
     def home(self) -> Path:
         return self.settings.home
+
+    @property
+    def _classifiers(self) -> Classifiers:
+        # imported and made here: only classify needs them, and the CLI makes an Index for every command
+        if self._saved_classifiers is None:
+            from imgidx.search.classifier import Classifiers
+
+            self._saved_classifiers = Classifiers(self.home)
+        return self._saved_classifiers
 
     def __repr__(self) -> str:
         return f"imgidx.Index({str(self.home)!r})"
@@ -103,6 +104,8 @@ class Index:
         """lock: hold the build lock too (for changes to the FAISS index; metadata writes share SQLite's lock)."""
         if not self.exists():
             raise NoIndexError(f"no index in {self.home}; build one first")
+        from imgidx.indexer.compose import build_lock  # the model side: imported by the calls that need it
+
         with build_lock(self.home) if lock else nullcontext(), Store(self.home) as store:
             yield store
 
@@ -117,6 +120,8 @@ class Index:
         cached = self._embedders.get(batch_size)
         if layer is None and weights is None and cached is not None and cached.stamp == store.stamp:
             return cached
+        from imgidx.indexer.compose import embedder_for_index
+
         emb = embedder_for_index(store, self.settings, layer=layer, weights=weights, batch_size=batch_size)
         self._embedders[batch_size] = emb
         return emb
@@ -178,6 +183,8 @@ class Index:
         layer = layer or (stamp.layer if stamp else "fc2")
         if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
             precision = extend_precision(stamp.precision, precision)
+        from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher
+
         fetcher = make_fetcher(self.settings, workers)
         opened: list[Store] = []  # int8 calibrates on the index's first photos, once the store below holds them
         embedder = make_embedder(
@@ -512,6 +519,7 @@ class Index:
     def verify(self) -> VerifyReport:
         """Check the index against its metadata and files; changes nothing. `report.ok` is False on a problem."""
         from imgidx.indexer import verify as checks
+        from imgidx.indexer.compose import build_running
 
         with self._reading() as store:
             return checks.verify(store, build_running=build_running(self.home))

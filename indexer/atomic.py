@@ -73,6 +73,18 @@ def replacing(target: Path, *, sync_file: bool = True, sync_dir: bool = True) ->
         fsync_dir(target.parent)
 
 
+def link_new(source: str | Path, target: str | Path) -> bool:
+    """Hard-link `source` at `target`, a name that does not exist yet: atomic by itself (the name appears with the
+    whole file or not at all), so no temp file and no rename. False, with nothing changed, when the name exists,
+    its folder is missing, or the file system refuses the link (then the caller writes aside and renames).
+    Like replacing(sync_file=False, sync_dir=False): the caller fsyncs the folder before relying on the link."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
+
+
 def write_with(target: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Atomically write `target` through `write(binary_file)`."""
     with replacing(target) as tmp, open(tmp, "wb") as f:

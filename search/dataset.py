@@ -70,8 +70,8 @@ def duplicates(
 
 def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> PhotoFacts:
     width, height, size = row["width"], row["height"], None
-    path = local_file(home, row["path"]) if row["path"] else None
-    if read_size and path is not None:
+    path = local_file(home, row["path"]) if read_size and row["path"] else None  # a Path only where it is read
+    if path is not None:
         try:
             size = path.stat().st_size
             if not (width and height):
@@ -151,8 +151,9 @@ def export_collections(
     if licenses is not None:
         allowed = set(licenses)
         ids = [pid for pid in ids if rows[pid]["license"] in allowed]
-    vectors = dict(zip(ids, store.vectors(ids), strict=True)) if ids else {}
-    groups = _groups(store, ids, rows, vectors, threshold)
+    matrix = store.vectors(ids) if ids else None
+    vectors = dict(zip(ids, matrix, strict=True)) if ids else {}
+    groups = _groups(store, ids, rows, matrix, threshold)
     photos = []
     for name, pids in members.items():
         for pid in pids:
@@ -169,18 +170,15 @@ def export_collections(
 
 
 def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
+    """vectors: the rows of `ids`, in that order (as store.vectors returns them)."""
     if len(ids) < 2:
         return {}
-    import numpy as np
-
     stamp = store.stamp
     model = (stamp.model, stamp.layer) if stamp and stamp.weights.startswith("sha256:") else None
     facts = [PhotoFacts(id=pid, sha256=rows[pid]["sha256"]) for pid in ids]
 
     load = file_reader(store.home, rows, ids)
-    found = find_duplicates(
-        np.stack([vectors[pid] for pid in ids]), facts, threshold=threshold, model=model, verify=verifier(load)
-    )
+    found = find_duplicates(vectors, facts, threshold=threshold, model=model, verify=verifier(load))
     return {pid: min(g.ids) for g in found.groups for pid in g.ids}
 
 

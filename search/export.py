@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 from collections import Counter
 from collections.abc import Sequence
@@ -148,7 +150,7 @@ def export(
         planned = _webdataset(writer, photos, splits, exts, seed, shard_size, state)
     writer.sync()  # every photo in place for good before ATTRIBUTION.csv and the manifest say so
     writer.write_bytes(out / "ATTRIBUTION.csv", _attribution(photos, planned))
-    owned = sorted(set(state.get("owned", [])) | {Path(f).parts[0] for f in planned.values()})
+    owned = sorted(set(state.get("owned", [])) | {f.split("/", 1)[0] for f in planned.values()})
     state = {**state, "owned": owned}
     writer.write_bytes(out / MARKER, _state_bytes(state))
     removed = _prune(out, owned, set(planned.values()))
@@ -161,7 +163,7 @@ def _imagefolder(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]
     planned = {}
     for p, s in zip(photos, splits, strict=True):
         rel = f"{s}/{safe_name(p.label)}/{p.id}{exts[p.id]}"
-        w.place_file(p.path, w.out / rel)
+        w.place_file(p.path, os.path.join(w.root, rel))
         planned[(p.id, p.label)] = rel
     return planned
 
@@ -174,7 +176,7 @@ def _parquet(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
     for p in photos:
         rel = f"images/{p.id}{exts[p.id]}"
         if p.id not in images:
-            w.place_file(p.path, w.out / rel)
+            w.place_file(p.path, os.path.join(w.root, rel))
             images[p.id] = rel
         planned[(p.id, p.label)] = rel
     dims = {len(p.vector) for p in photos if p.vector is not None}
@@ -355,7 +357,7 @@ def _check(photos: Sequence[ExportPhoto]) -> None:
         if (p.id, p.label) in seen:
             raise ConfigError(f"photo {p.id} is listed twice under {p.label!r}")
         seen.add((p.id, p.label))
-    missing = [p for p in photos if not Path(p.path).is_file()]
+    missing = [p for p in photos if not _is_file(p.path)]
     if missing:
         shown = ", ".join(f"{p.id} ({p.path})" for p in missing[:5])
         raise ExportError(f"{len(missing)} photo file(s) are missing, e.g. {shown}; nothing was exported")
@@ -380,15 +382,50 @@ def _counts(photos, splits, names) -> dict:
     return counts
 
 
+# First bytes that only one decoder of images.FORMATS accepts (Pillow's own checks: no two share a first byte, and
+# TIFF, the sixth, starts with I or M). Such a head is named by that decoder or by nobody; nobody means "bin", and
+# then the file's suffix names it. Where the suffix gives the same name, both roads end there, so Pillow is not
+# asked (~75 us a photo; tests/test_export.py checks these against the installed Pillow's accept functions).
+SIGNATURES = (
+    (b"\xff\xd8\xff", "jpg"),  # JPEG (and MPO, which Pillow opens as JPEG first): image_format says "jpg"
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+
+
 def _extension(path: Path) -> str:
+    head = _head(path, 1 << 16)
+    suffix = Path(path).suffix.lower()
+    by_suffix = {".jpeg": "jpg"}.get(suffix, suffix.lstrip(".") or "bin")
+    if any(head.startswith(magic) and by_suffix == fmt for magic, fmt in SIGNATURES) or (
+        by_suffix == "webp" and head.startswith(b"RIFF") and head[8:12] == b"WEBP"
+    ):
+        return "." + by_suffix
     from imgidx.indexer.images import image_format
 
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
     fmt = image_format(head)
     if fmt == "bin":  # Pillow needs more than the head for some formats: trust a known suffix then
-        fmt = {".jpeg": "jpg"}.get(Path(path).suffix.lower(), Path(path).suffix.lower().lstrip(".") or "bin")
+        fmt = by_suffix
     return "." + fmt
+
+
+def _head(path: str | Path, size: int) -> bytes:
+    """The first `size` bytes of a file (all of a shorter one), as open(path, "rb").read(size) gives them, without
+    the buffered file object (an fstat, an isatty ioctl and ~10 us of Python a photo)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = []
+        while size:
+            part = os.read(fd, size)
+            if not part:
+                break
+            parts.append(part)
+            size -= len(part)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
 
 
 def _state_bytes(state: dict) -> bytes:
@@ -429,15 +466,29 @@ def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
         root = out / top
         if not root.is_dir() or top.startswith(".") or top in ("ATTRIBUTION.csv", "manifest.json"):
             continue
-        for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
-            rel = path.relative_to(out).as_posix()
-            if path.is_file() and rel not in keep and not atomic.is_temp(path):
-                path.unlink()
-                removed += 1
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+        removed += _prune_folder(os.fspath(root), top, keep)
         if not any(root.iterdir()):
             root.rmdir()
+    return removed
+
+
+def _prune_folder(folder: str, rel: str, keep: set[str]) -> int:
+    """Below `folder` (`rel` inside the export): remove the files not in `keep` (temps stay), then the folders
+    left empty; a folder after everything in it, names in reverse order, symlinked folders not entered (what
+    sorted(rglob("*"), reverse=True) visited, without a Path and a stat per file)."""
+    removed = 0
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name, reverse=True)
+    for entry in entries:
+        path, name = entry.path, f"{rel}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            removed += _prune_folder(path, name, keep)
+        if entry.is_file():
+            if name not in keep and not atomic.is_temp(Path(path)):
+                os.unlink(path)
+                removed += 1
+        elif entry.is_dir() and not any(os.scandir(path)):
+            os.rmdir(path)
     return removed
 
 
@@ -446,7 +497,9 @@ class _Writer:
 
     def __init__(self, out: Path, link: bool):
         self.out, self.link, self.written, self.kept = out, link, 0, 0
-        self.unsynced: set[Path] = set()  # folders with photo renames not yet fsynced (sync() does, once each)
+        self.root = os.fspath(out)  # photo targets are plain strings: a Path per photo cost ~10 us each
+        self.unsynced: set[str] = set()  # folders with photo renames not yet fsynced (sync() does, once each)
+        self.made: set[str] = set()  # folders this run created or found (mkdir once per folder, not per photo)
 
     def _aside(self, target: Path):
         return atomic.replacing(target)  # the one atomic write: temp in the same folder, fsync, rename
@@ -470,14 +523,22 @@ class _Writer:
             fill(f)
         self.written += 1
 
-    def place_file(self, source: Path, target: Path) -> None:
+    def place_file(self, source: Path, target: str | Path) -> None:
         """The photo file at target, hard-linked (same file system) or copied with its times; never re-encoded."""
-        if target.is_file() and _same(source, target):
+        folder = os.path.dirname(target)
+        # a hard link at a free name needs no temp, no rename and no look first: it appears whole or not at all, and
+        # a name in use (an earlier export's file, kept below when it is this photo) refuses it. Where the folder
+        # is new or links fail, the general way below (aside, then renamed)
+        if self.link and folder in self.made and atomic.link_new(source, target):
+            self.unsynced.add(folder)
+            self.written += 1
+            return
+        if _is_file(target) and _same(source, target):
             self.kept += 1
             return
         # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
         # by sync(), not once per photo
-        with atomic.replacing(target, sync_file=False, sync_dir=False) as tmp:
+        with atomic.replacing(Path(target), sync_file=False, sync_dir=False) as tmp:
             linked = False
             if self.link:
                 with contextlib.suppress(OSError):  # another file system, or links not allowed: copy instead
@@ -487,8 +548,22 @@ class _Writer:
                 shutil.copy2(source, tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
-        self.unsynced.add(target.parent)
+        self.made.add(folder)
+        self.unsynced.add(folder)
         self.written += 1
+
+
+def _is_file(path: str | Path) -> bool:
+    """Path(path).is_file() without making a Path (4,000 photos: ~25 ms): False when the path or a folder on
+    it is missing, other errors (no permission) raise."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            raise
+        return False
+    except ValueError:
+        return False
 
 
 def _same(a: Path, b: Path) -> bool:

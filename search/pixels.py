@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 SIDE = 64  # thumbnail side: enough structure to align, tiny to store (4 KB as float32)
 SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)  # the smaller picture covers 80-100 % of the larger one (per side)
@@ -28,6 +27,8 @@ SAME = 0.85
 
 def thumbnail(data: bytes) -> npt.NDArray[np.float32]:
     """SIDE x SIDE grey thumbnail of the whole image (aspect squashed: crops that keep the aspect still align)."""
+    from PIL import Image  # here: only the pixel check decodes (duplicates --no-pixel-check needs no Pillow)
+
     from imgidx.indexer.images import decode, to_rgb
 
     img = to_rgb(decode(data, SIDE))
@@ -36,6 +37,8 @@ def thumbnail(data: bytes) -> npt.NDArray[np.float32]:
 
 
 def thumbnail_of_array(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    from PIL import Image
+
     img = Image.fromarray(pixels).convert("L").resize((SIDE, SIDE), Image.Resampling.BOX)
     return np.asarray(img, dtype=np.float32)
 
@@ -71,6 +74,8 @@ def _best(big: npt.NDArray[np.float32], small: npt.NDArray[np.float32]) -> float
 
 
 def _resize(a: npt.NDArray[np.float32], side: int) -> npt.NDArray[np.float32]:
+    from PIL import Image
+
     img = Image.fromarray(a.astype(np.float32), mode="F").resize((side, side), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32)
 

@@ -146,6 +146,44 @@ def test_batches_and_small_k_give_the_same_groups():
     assert len(one.groups) == 1 and len(one.groups[0].ids) == 13
 
 
+@pytest.mark.parametrize("n", [1, 5, 300, 2100])
+def test_flat_search_equals_an_index_flat_ip_bit_for_bit(n):
+    """The flat path (faiss.knn on the vectors, no index copy) returns what IndexFlatIP.add + search returned:
+    the same neighbours in the same order and the same float32 scores, ties included (identical rows, rows
+    repeated beyond k, float16-rounded vectors as the store keeps them), batch by batch as _near_pairs asks."""
+    import faiss
+
+    from imgidx.search.duplicates import BATCH, K, _index
+
+    rng = np.random.default_rng(n)
+    v = unit(np.abs(rng.normal(size=(n, 256)))).astype(np.float16).astype(np.float32)
+    if n > 5:
+        v[1::7] = v[0]  # many copies of one row: more tied neighbours than k
+        v[3:6] = v[2]
+    reference = faiss.IndexFlatIP(v.shape[1])
+    reference.add(v)
+    flat, how = _index(v, "auto")
+    assert how == "flat"
+    for start in range(0, n, BATCH):
+        q = v[start : start + BATCH]
+        for k in {1, min(K + 1, n), n}:
+            got, want = flat.search(q, k), reference.search(q, k)
+            assert np.array_equal(got[1], want[1]) and got[0].tobytes() == want[0].tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 4000, 4001])
+def test_median_equals_numpy_bit_for_bit(n):
+    from imgidx.search.duplicates import median
+
+    rng = np.random.default_rng(n)
+    for x in (
+        rng.random(n, dtype=np.float32),
+        rng.integers(0, 3, n).astype(np.float32),  # ties
+        (rng.random(n) * 1e-3).astype(np.float32) + np.float32(0.1456),
+    ):
+        assert np.float64(median(x)).tobytes() == np.float64(float(np.median(x))).tobytes()
+
+
 def test_ivf_search_finds_the_planted_copies():
     base = scene(3000, seed=6)
     copies = np.stack([nudge(base[i], 0.01, i) for i in range(0, 3000, 100)])

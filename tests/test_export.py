@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -146,6 +147,161 @@ def test_files_are_hard_links_when_possible_and_copies_otherwise(tmp_path):
     src = photos[0].path.stat().st_ino
     assert (tmp_path / "linked/train/cat/1000.jpg").stat().st_ino == src
     assert (tmp_path / "copied/train/cat/1000.jpg").stat().st_ino != src
+
+
+def test_a_link_at_a_taken_name_replaces_what_is_there(tmp_path):
+    """Links go straight to their final name only where it is free; a file already there (another picture under
+    the same name) is replaced through a temp and a rename, and no temp is left behind either way."""
+    photos = make_photos(tmp_path / "src", 8)
+    out = tmp_path / "out"
+    export(photos, out, split="1")
+    squatter = out / "train/cat/1002.jpg"
+    squatter.unlink()
+    squatter.write_bytes(b"another picture")
+    again = export(photos, out, split="1")
+    assert again.written == 1 and squatter.stat().st_ino == photos[2].path.stat().st_ino
+    assert not [p for p in out.rglob("*") if is_temp(p)]
+
+
+def _prune_by_rglob(out: Path, owned, planned) -> int:
+    """The earlier _prune (a Path and a stat per file): what the scandir walk must match."""
+    keep = {rel.split("#", 1)[0] for rel in planned}
+    removed = 0
+    for top in owned:
+        root = out / top
+        if not root.is_dir() or top.startswith(".") or top in ("ATTRIBUTION.csv", "manifest.json"):
+            continue
+        for path in sorted(root.rglob("*"), reverse=True):
+            rel = path.relative_to(out).as_posix()
+            if path.is_file() and rel not in keep and not is_temp(path):
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
+    return removed
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prune_removes_what_the_rglob_walk_removed(tmp_path, seed):
+    from imgidx.search.export import _prune
+
+    rng = np.random.default_rng(seed)
+    trees = [tmp_path / "a", tmp_path / "b"]
+    planned = set()
+    for n in range(300):
+        depth = int(rng.integers(1, 4))
+        parts = [str(rng.choice(["train", "val", "test", ".hidden", "x"]))]
+        parts += [f"d{int(rng.integers(0, 4))}" for _ in range(depth - 1)]
+        kind = rng.integers(0, 10)
+        name = f".{n}.jpg.{os.getpid()}.1.tmp" if kind == 0 else f"{n}.{'jpg' if kind < 8 else 'png'}"
+        rel = "/".join([*parts, name])
+        if rng.random() < 0.5:
+            planned.add(rel if rng.random() < 0.8 else f"{rel}#key.jpg")
+        for t in trees:
+            (t / rel).parent.mkdir(parents=True, exist_ok=True)
+            (t / rel).write_bytes(b"x")
+    for t in trees:  # empty folders, a file link, a folder link (not entered), a dangling link
+        (t / "train/empty/deeper").mkdir(parents=True)
+        (t / "elsewhere").mkdir()
+        (t / "elsewhere/f.jpg").write_bytes(b"y")
+        (t / "val/link-to-file").symlink_to(t / "elsewhere/f.jpg")
+        (t / "test/link-to-folder").symlink_to(t / "elsewhere")
+        (t / "test/dangling").symlink_to(t / "nowhere")
+    owned = ["train", "val", "test", ".hidden", "x", "ATTRIBUTION.csv", "missing"]
+    old = _prune_by_rglob(trees[0], owned, planned)
+    assert _prune(trees[1], owned, planned) == old > 0
+    listing = [sorted(p.relative_to(t).as_posix() for p in t.rglob("*")) for t in trees]
+    assert listing[0] == listing[1]
+
+
+def _extension_by_pillow(path: Path) -> str:
+    """The earlier _extension: Pillow names every head, the suffix only what it cannot name."""
+    from imgidx.indexer.images import image_format
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fmt = image_format(head)
+    if fmt == "bin":
+        fmt = {".jpeg": "jpg"}.get(Path(path).suffix.lower(), Path(path).suffix.lower().lstrip(".") or "bin")
+    return "." + fmt
+
+
+def _image_bytes(fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_head_reads_what_a_buffered_read_reads(tmp_path):
+    from imgidx.search.export import _head
+
+    for n in (0, 1, 676, 65_535, 65_536, 65_537, 200_000):
+        path = tmp_path / f"f{n}"
+        path.write_bytes(os.urandom(n))
+        with open(path, "rb") as f:
+            assert _head(path, 1 << 16) == f.read(1 << 16)
+    with pytest.raises(FileNotFoundError):
+        _head(tmp_path / "missing", 16)
+
+
+def test_signatures_are_the_ones_pillow_alone_accepts():
+    """Each signature export trusts is accepted by exactly its own decoder among images.FORMATS (each of them has
+    an accept check), so Pillow can name such a head only that way, or not at all."""
+    from imgidx.indexer.images import FORMATS
+    from imgidx.search.export import SIGNATURES
+
+    Image.init()
+    heads = [(magic + bytes(16))[:16] for magic, _ in SIGNATURES] + [b"RIFF\0\0\0\0WEBPVP8 "]
+    owners = [fmt for _, fmt in SIGNATURES] + ["webp"]
+    for head, owner in zip(heads, owners, strict=True):
+        accepted = []
+        for name in FORMATS:
+            factory, accept = Image.OPEN[name]
+            assert accept is not None, f"{name} would try every head"
+            if accept(head):
+                accepted.append(name)
+        assert accepted == [{"jpg": "JPEG"}.get(owner, owner.upper())], (head, accepted)
+
+
+def test_extension_names_every_file_as_pillow_and_the_suffix_did(tmp_path):
+    """Good, corrupt and cut files of every format under matching, other and no suffixes: the signature short cut
+    gives what Pillow-then-suffix gave, refusals included."""
+    jpeg = _image_bytes("JPEG")
+    app15 = b"\xff\xef" + (40_002).to_bytes(2, "big") + bytes(40_000)  # two of them: headers beyond the 64 KiB head
+    contents = {
+        "jpeg": jpeg,
+        "jpeg-big-header": jpeg[:2] + app15 + app15 + jpeg[2:],
+        "jpeg-corrupt": b"\xff\xd8\xff" + os.urandom(200),
+        "jpeg-cut": _image_bytes("JPEG")[:40],
+        "png": _image_bytes("PNG"),
+        "png-corrupt": b"\x89PNG\r\n\x1a\n" + os.urandom(100),
+        "gif": _image_bytes("GIF"),
+        "gif-corrupt": b"GIF89a" + os.urandom(5),
+        "bmp": _image_bytes("BMP"),
+        "bmp-corrupt": b"BM" + os.urandom(30),
+        "webp": _image_bytes("WEBP"),
+        "webp-corrupt": b"RIFF\0\0\0\0WEBPVP8 " + os.urandom(20),
+        "webp-odd-mode": b"RIFF\0\0\0\0WEBPXXXX" + os.urandom(20),
+        "tiff": _image_bytes("TIFF"),
+        "html": b"<!doctype html><html></html>",
+        "empty": b"",
+        "noise": os.urandom(300),
+    }
+    suffixes = [".jpg", ".jpeg", ".JPG", ".jfif", ".png", ".gif", ".bmp", ".webp", ".WebP", ".tif", ".tiff", ".bin", ""]
+    from imgidx.search.export import _extension
+
+    checked = 0
+    for name, data in contents.items():
+        for n, suffix in enumerate(suffixes):
+            path = tmp_path / f"{name}-{n}{suffix}"
+            path.write_bytes(data)
+            assert _extension(path) == _extension_by_pillow(path), (name, suffix)
+            checked += 1
+    assert _extension_by_pillow(tmp_path / "jpeg-big-header-0.jpg") == ".jpg"  # by its suffix: the head was refused
+    assert _extension_by_pillow(tmp_path / "jpeg-big-header-3.jfif") == ".jfif"
+    assert checked == len(contents) * len(suffixes)
 
 
 # ---- parquet -------------------------------------------------------------------------------------------------------

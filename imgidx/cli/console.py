@@ -9,16 +9,32 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch, VectorsLost
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    out: Console  # stdout, for tables and lines
+    err: Console  # stderr, for progress and notes
+
+
+def __getattr__(name: str):
+    """`out` and `err`, made on first use: rich costs ~40 ms to import, and --json output never needs it."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    made = Console(soft_wrap=True) if name == "out" else Console(stderr=True)
+    globals()[name] = made
+    return made
+
+
+def _console(name: str) -> Console:
+    return globals()[name] if name in globals() else __getattr__(name)
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -64,12 +80,14 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     keep = [i for i in range(len(columns)) if not rows or any(r[i] not in (None, "") for r in rows)]
     columns = [columns[i] for i in keep]
     rows = [[r[i] for i in keep] for r in rows]
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_lines=False)
     for c in columns:
         table.add_column(c, overflow="fold", justify="right" if c in ("#", "id", "score", "count", "n") else "left")
     for r in rows:
         table.add_row(*("" if v is None else str(v) for v in r))
-    out.print(table)
+    _console("out").print(table)
 
 
 @contextmanager
@@ -79,12 +97,14 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
     def report(done: int, total: int) -> None:
         if "bar" not in state:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
-                console=err,
+                console=_console("err"),
                 transient=False,
             )
             bar.start()

