@@ -367,3 +367,52 @@ def test_row_distances_equal_numpy_norm_bit_for_bit(monkeypatch):
     for rows in (256, 7, 1000):  # blocks, a short last one, a single block
         monkeypatch.setattr(cleanup, "_DISTANCE_ROWS", rows)
         np.testing.assert_array_equal(cleanup.row_distances(x, c), np.linalg.norm(x - c, axis=1))
+
+
+def test_mean_rows_equals_the_float64_copys_mean_bit_for_bit():
+    import imgidx.search.cleanup as cleanup
+
+    rng = np.random.default_rng(6)
+    for n, d in ((1, 3), (2, 1), (9, 7), (257, 64), (1000, 4096), (300, 5000)):
+        x = (rng.standard_normal((n, d)) * rng.uniform(0.01, 100)).astype(np.float32)
+        for keep in (np.ones(n, dtype=bool), rng.random(n) > 0.3):
+            if keep.any():
+                old = x.astype(np.float64)[keep].mean(axis=0)
+                assert cleanup.mean_rows(x, keep).tobytes() == old.tobytes()
+                assert (
+                    cleanup.mean_rows(x.astype(np.float16), keep).tobytes()
+                    == x.astype(np.float16).astype(np.float64)[keep].mean(axis=0).tobytes()
+                )
+
+
+def test_float32_input_ranks_exactly_as_its_float64_copy(cats_with_planted_dogs):
+    """clean_ranking and rank_outliers no longer copy float32 rows to float64: the results are the same bits."""
+    x32 = cats_with_planted_dogs.astype(np.float32)
+    rng = np.random.default_rng(7)
+    others = {"a": (x32[:50] + rng.standard_normal(x32[:50].shape)).astype(np.float32), "b": x32[100:180] * 2}
+    for kwargs in ({}, {"drop": 5}, {"threshold": 2.5}, {"reference": x32[:40]}):
+        a, b = clean_ranking(x32, **kwargs), clean_ranking(x32.astype(np.float64), **kwargs)
+        for field in dataclasses.fields(a):
+            assert np.asarray(getattr(a, field.name)).tobytes() == np.asarray(getattr(b, field.name)).tobytes()
+    a = rank_outliers(x32, others=others)
+    b = rank_outliers(x32.astype(np.float64), others={n: v.astype(np.float64) for n, v in others.items()})
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        assert (x.tobytes() == y.tobytes()) if isinstance(x, np.ndarray) else x == y, field.name
+
+
+def test_largest_picks_the_columns_argpartition_picks():
+    """Same set of columns per row as np.argpartition(-sims, k - 1)[:, :k], ties at the k-th value included."""
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(8)
+    unit = _unit(rng.normal(size=(700, DIM)))
+    sims = unit[:300] @ unit.T
+    sims[np.arange(300), np.arange(300)] = -np.inf
+    coarse = np.round(sims * 8) / 8  # many ties at the k-th value
+    coarse[:5] = 0.0  # rows of one value
+    coarse[5, ::2] = -0.0  # -0.0 ties 0.0
+    for s in (sims, coarse, sims[:, :150], coarse[:7]):
+        for k in (1, 3, 10, 40, 100):
+            old = np.sort(np.argpartition(-s, k - 1, axis=1)[:, :k], axis=1)
+            np.testing.assert_array_equal(np.sort(outliers._largest(s, k), axis=1), old)
