@@ -328,7 +328,7 @@ def _largest(sims: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
         return np.argpartition(-sims, k - 1, axis=1)[:, :k]
     sample = sims[:, ::8]  # >= 2k columns
     bar = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
-    r, c = np.nonzero(sims >= bar[:, None])
+    r, c = np.divmod(np.flatnonzero(sims >= bar[:, None]), cols)
     v = sims[r, c]
     order = np.lexsort((-v, r))  # by row, then largest first (r is ascending already: nonzero's row order)
     r, c, v = r[order], c[order], v[order]
@@ -351,13 +351,41 @@ def _mean_distance(
     skip_self: bool = False,
 ) -> npt.NDArray[np.float64]:
     """Mean Euclidean distance from each row to its k nearest columns, from their cosines and norms:
-    |a - b|^2 = |a|^2 + |b|^2 - 2|a||b|cos (skip_self: the nearest, the row itself, is left out of the mean)."""
-    sq = (row_norms[:, None] * col_norms[None, :]) * sims
-    sq *= -2.0
-    sq += row_norms[:, None] ** 2
-    sq += col_norms[None, :] ** 2
-    nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)[:, 1 if skip_self else 0 :]
-    return np.sqrt(np.maximum(nearest.astype(np.float64), 0.0)).mean(axis=1)
+    |a - b|^2 = |a|^2 + |b|^2 - 2|a||b|cos (skip_self: the nearest, the row itself, is left out of the mean).
+
+    _SQ_ROWS rows at a time: the same float32 operations per element as on the whole block at once, on
+    temporaries that stay in the CPU's cache (1,024 x 12,000 ones are 49 MB each, written and faulted in anew)."""
+    out = np.empty(len(sims))
+    col_sq = col_norms[None, :] ** 2
+    for start in range(0, len(sims), _SQ_ROWS):
+        stop = min(start + _SQ_ROWS, len(sims))
+        rn = row_norms[start:stop, None]
+        sq = (rn * col_norms[None, :]) * sims[start:stop]
+        sq *= -2.0
+        sq += rn**2
+        sq += col_sq
+        nearest = _smallest(sq, k)[:, 1 if skip_self else 0 :]
+        out[start:stop] = np.sqrt(np.maximum(nearest.astype(np.float64), 0.0)).mean(axis=1)
+    return out
+
+
+_SQ_ROWS = 64
+
+
+def _smallest(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
+    """Each row's k smallest values, ascending: ``np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)``
+    (values, not positions: ties cannot make a difference). The k smallest of every 8th column are k values of
+    the row, so the row's k-th smallest is at most their largest: only the values at or below it (~8k of 12,000)
+    are sorted."""
+    rows, cols = values.shape
+    if cols < 16 * k:
+        return np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)
+    bar = np.partition(values[:, ::8], k - 1, axis=1)[:, k - 1]
+    low = values <= bar[:, None]
+    counts = low.sum(axis=1)
+    v = values[low]  # row by row
+    v = v[np.lexsort((v, np.repeat(np.arange(rows), counts)))]
+    return v[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]
 
 
 def _knn_distance(

@@ -367,6 +367,8 @@ def test_row_distances_equal_numpy_norm_bit_for_bit(monkeypatch):
     for rows in (256, 7, 1000):  # blocks, a short last one, a single block
         monkeypatch.setattr(cleanup, "_DISTANCE_ROWS", rows)
         np.testing.assert_array_equal(cleanup.row_distances(x, c), np.linalg.norm(x - c, axis=1))
+        x32 = x.astype(np.float32)  # as read from a store: cast to float64 exactly by the subtraction
+        assert cleanup.row_distances(x32, c).tobytes() == np.linalg.norm(x32.astype(np.float64) - c, axis=1).tobytes()
 
 
 def test_mean_rows_equals_the_float64_copys_mean_bit_for_bit():
@@ -375,6 +377,8 @@ def test_mean_rows_equals_the_float64_copys_mean_bit_for_bit():
     rng = np.random.default_rng(6)
     for n, d in ((1, 3), (2, 1), (9, 7), (257, 64), (1000, 4096), (300, 5000)):
         x = (rng.standard_normal((n, d)) * rng.uniform(0.01, 100)).astype(np.float32)
+        if n == 257:
+            x = np.asfortranarray(x)  # not C-contiguous: the all-kept shortcut does not apply
         for keep in (np.ones(n, dtype=bool), rng.random(n) > 0.3):
             if keep.any():
                 old = x.astype(np.float64)[keep].mean(axis=0)
@@ -416,3 +420,33 @@ def test_largest_picks_the_columns_argpartition_picks():
         for k in (1, 3, 10, 40, 100):
             old = np.sort(np.argpartition(-s, k - 1, axis=1)[:, :k], axis=1)
             np.testing.assert_array_equal(np.sort(outliers._largest(s, k), axis=1), old)
+
+
+def _old_mean_distance(sims, row_norms, col_norms, k, skip_self=False):
+    """search.outliers._mean_distance as it was, on the whole block at once with a full partition."""
+    sq = (row_norms[:, None] * col_norms[None, :]) * sims
+    sq *= -2.0
+    sq += row_norms[:, None] ** 2
+    sq += col_norms[None, :] ** 2
+    nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)[:, 1 if skip_self else 0 :]
+    return np.sqrt(np.maximum(nearest.astype(np.float64), 0.0)).mean(axis=1)
+
+
+def test_mean_distance_equals_the_whole_block_computation_bit_for_bit(monkeypatch):
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(9)
+    rows = rng.normal(size=(700, DIM)).astype(np.float32)
+    rows[650:] = rows[:50]  # duplicates: distances of 0
+    pool, norms = outliers._unit_rows([rows])
+    sims = pool[:300] @ pool.T
+    for sq_rows in (64, 7, 1000):  # blocks, a short last one, a single block
+        monkeypatch.setattr(outliers, "_SQ_ROWS", sq_rows)
+        for s, cols in ((sims[:, 300:], norms[300:]), (sims, norms), (sims[:, :100], norms[:100])):
+            for k, skip in ((1, False), (10, False), (11, True), (40, True)):
+                new = outliers._mean_distance(s, norms[:300], cols, k, skip)
+                assert new.tobytes() == _old_mean_distance(s, norms[:300], cols, k, skip).tobytes()
+    coarse = np.round(sims * 4) / 4  # many ties
+    for k in (1, 5, 30):
+        expected = np.sort(np.partition(coarse, k - 1, axis=1)[:, :k], axis=1)
+        assert outliers._smallest(coarse, k).tobytes() == expected.tobytes()
