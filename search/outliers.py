@@ -302,9 +302,10 @@ def _neighbours(
     votes, top_rival, knn = np.zeros(n, dtype=np.int64), [0] * n, np.zeros(n)
     if pool is None or norms is None:
         return votes, top_rival, knn
+    buffer = np.empty((min(_BLOCK_ROWS, n), len(pool)), dtype=np.float32)  # one block's, reused (no page faults)
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
-        sims = pool[start:stop] @ pool.T
+        sims = np.matmul(pool[start:stop], pool.T, out=buffer[: stop - start])
         if kn >= 1:
             knn[start:stop] = _mean_distance(sims[:, n:], norms[start:stop], norms[n:], kn)
         if k:
@@ -400,9 +401,10 @@ def _knn_distance(
     """Mean Euclidean distance from each row of x to its k nearest rows of pool (unit rows and their norms), in
     row blocks (skip_self: x's rows are in pool, and the nearest, itself, is left out of the mean)."""
     out = np.empty(len(x))
+    buffer = np.empty((min(_BLOCK_ROWS, len(x)), len(pool)), dtype=np.float32)
     for start in range(0, len(x), _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, len(x))
-        sims = x[start:stop] @ pool.T
+        sims = np.matmul(x[start:stop], pool.T, out=buffer[: stop - start])
         out[start:stop] = _mean_distance(sims, x_norms[start:stop], pool_norms, k, skip_self)
     return out
 

@@ -450,3 +450,40 @@ def test_mean_distance_equals_the_whole_block_computation_bit_for_bit(monkeypatc
     for k in (1, 5, 30):
         expected = np.sort(np.partition(coarse, k - 1, axis=1)[:, :k], axis=1)
         assert outliers._smallest(coarse, k).tobytes() == expected.tobytes()
+
+
+def test_neighbours_and_knn_distance_equal_the_old_computation_bit_for_bit(pets, monkeypatch):
+    """Reused product buffers, the bar-filtered top k and the cache-sized k-NN distance blocks: same bits as
+    the plain products, argpartition and whole-block distances they replace."""
+    import imgidx.search.outliers as outliers
+
+    maybe, others = pets
+    rng = np.random.default_rng(10)
+    maybe = np.concatenate([maybe, maybe[:20]])  # duplicates: tied cosines
+    others = {name: (v * rng.uniform(0.5, 2.0, (len(v), 1))).astype(np.float32) for name, v in others.items()}
+    monkeypatch.setattr(outliers, "_BLOCK_ROWS", 64)
+    rivals, k, n = ("dog",), 10, len(maybe)
+    pool, norms = outliers._unit_rows([maybe, *others.values()])
+    codes = outliers._codes(n, others, rivals)
+    votes, top, knn = outliers._neighbours(pool, norms, n, codes, len(rivals), k, k)
+
+    old_votes, old_top, old_knn = np.zeros(n, dtype=np.int64), [0] * n, np.zeros(n)
+    for start in range(0, n, 64):
+        stop = min(start + 64, n)
+        sims = pool[start:stop] @ pool.T
+        old_knn[start:stop] = _old_mean_distance(sims[:, n:], norms[start:stop], norms[n:], k)
+        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        c = codes[np.argpartition(-sims, k - 1, axis=1)[:, :k]]
+        old_votes[start:stop] = (c >= 0).sum(axis=1)
+        old_top[start:stop] = np.stack([(c == r).sum(axis=1) for r in range(len(rivals))], axis=1).argmax(axis=1)
+    assert votes.tobytes() == old_votes.tobytes() and top == old_top and knn.tobytes() == old_knn.tobytes()
+
+    x, xn = pool[n + 5 : n + 150], norms[n + 5 : n + 150]
+    null = outliers._knn_distance(x, xn, pool[n:], norms[n:], k + 1, skip_self=True)
+    old = np.concatenate(
+        [
+            _old_mean_distance(x[s : s + 64] @ pool[n:].T, xn[s : s + 64], norms[n:], k + 1, True)
+            for s in range(0, len(x), 64)
+        ]
+    )
+    assert null.tobytes() == old.tobytes()
