@@ -270,14 +270,30 @@ def _classifier_evidence(
 
 
 def _unit_rows(parts: list[npt.NDArray[np.floating]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """The rows as unit float32 rows, and their norms (the k-NN distances are between the rows as given)."""
-    pool = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
-    norms = np.empty((len(pool), 1), dtype=np.float32)
-    for start in range(0, len(pool), _BLOCK_ROWS):  # in blocks: the same norms, without a 260 MB temporary
-        block = pool[start : start + _BLOCK_ROWS]
-        norms[start : start + len(block)] = np.linalg.norm(block, axis=1, keepdims=True)
-        block /= np.maximum(norms[start : start + len(block)], 1e-12)
-    return pool, norms[:, 0]
+    """The rows as unit float32 rows, and their norms (the k-NN distances are between the rows as given).
+
+    _UNIT_ROWS rows at a time, copied, measured and divided while they are in the CPU's cache (one pass over the
+    260 MB pool, not three); the norm is np.linalg.norm's own formula for float32 rows, sqrt(add.reduce(x * x)),
+    so each row's norm and unit row are the same bits whatever the blocks."""
+    parts = [np.asarray(p) for p in parts]
+    total = sum(len(p) for p in parts)
+    dim = parts[0].shape[1]
+    pool = np.empty((total, dim), dtype=np.float32)
+    norms = np.empty(total, dtype=np.float32)
+    squares = np.empty((min(_UNIT_ROWS, total), dim), dtype=np.float32)
+    at = 0
+    for part in parts:
+        for start in range(0, len(part), _UNIT_ROWS):
+            block = pool[at : at + len(part[start : start + _UNIT_ROWS])]
+            block[...] = part[start : start + _UNIT_ROWS]  # as np.asarray(part, dtype=np.float32) would
+            sq = np.multiply(block, block, out=squares[: len(block)])
+            norm = np.sqrt(np.add.reduce(sq, axis=1), out=norms[at : at + len(block)])
+            block /= np.maximum(norm, 1e-12)[:, None]
+            at += len(block)
+    return pool, norms
+
+
+_UNIT_ROWS = 256
 
 
 def _codes(n: int, others: dict[str, npt.NDArray[np.floating]], rivals: tuple[str, ...]) -> npt.NDArray[np.int64]:

@@ -487,3 +487,22 @@ def test_neighbours_and_knn_distance_equal_the_old_computation_bit_for_bit(pets,
         ]
     )
     assert null.tobytes() == old.tobytes()
+
+
+def test_unit_rows_equal_the_whole_pool_computation_bit_for_bit(monkeypatch):
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(11)
+    parts = [
+        rng.normal(size=(300, DIM)).astype(np.float32) * 3,
+        rng.normal(size=(1, DIM)),  # float64: rounded to float32 as np.asarray(dtype=float32) does
+        np.zeros((2, DIM), dtype=np.float32),  # norm 0
+        rng.normal(size=(517, DIM)).astype(np.float16),
+    ]
+    pool = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])  # the old computation
+    norms = np.linalg.norm(pool, axis=1, keepdims=True)
+    pool /= np.maximum(norms, 1e-12)
+    for rows in (256, 1, 7, 5000):
+        monkeypatch.setattr(outliers, "_UNIT_ROWS", rows)
+        new_pool, new_norms = outliers._unit_rows(parts)
+        assert new_pool.tobytes() == pool.tobytes() and new_norms.tobytes() == norms[:, 0].tobytes()
