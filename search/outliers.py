@@ -334,6 +334,11 @@ def _neighbours(
     return votes, top_rival, knn
 
 
+# Candidates per row and neighbour beyond which _largest and _smallest hand a block to numpy's partition (~8
+# expected; far more only when many values equal the bar, which sorting them all would make slower).
+_CANDIDATES = 64
+
+
 def _largest(sims: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     """Per row, the columns of its k largest values: as a set, what ``np.argpartition(-sims, k - 1, axis=1)[:, :k]``
     gives (ties at the k-th value included: those rows are handed to argpartition itself), at a fraction of its
@@ -345,7 +350,10 @@ def _largest(sims: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
         return np.argpartition(-sims, k - 1, axis=1)[:, :k]
     sample = sims[:, ::8]  # >= 2k columns
     bar = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
-    r, c = np.divmod(np.flatnonzero(sims >= bar[:, None]), cols)
+    above = sims >= bar[:, None]
+    if np.count_nonzero(above) > _CANDIDATES * k * rows:  # many values tie the bar (copies of one photo)
+        return np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    r, c = np.divmod(np.flatnonzero(above), cols)
     v = sims[r, c]
     order = np.lexsort((-v, r))  # by row, then largest first (r is ascending already: nonzero's row order)
     r, c, v = r[order], c[order], v[order]
@@ -400,6 +408,8 @@ def _smallest(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32
     bar = np.partition(values[:, ::8], k - 1, axis=1)[:, k - 1]
     low = values <= bar[:, None]
     counts = low.sum(axis=1)
+    if counts.sum() > _CANDIDATES * k * rows:  # many values tie the bar (copies of one photo)
+        return np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)
     v = values[low]  # row by row
     v = v[np.lexsort((v, np.repeat(np.arange(rows), counts)))]
     return v[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]

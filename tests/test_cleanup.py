@@ -416,7 +416,9 @@ def test_largest_picks_the_columns_argpartition_picks():
     coarse = np.round(sims * 8) / 8  # many ties at the k-th value
     coarse[:5] = 0.0  # rows of one value
     coarse[5, ::2] = -0.0  # -0.0 ties 0.0
-    for s in (sims, coarse, sims[:, :150], coarse[:7]):
+    same = np.full((20, 700), 0.5, dtype=np.float32)  # copies of one photo: every column ties the bar
+    same[3, 9] = 0.7
+    for s in (sims, coarse, sims[:, :150], coarse[:7], same):
         for k in (1, 3, 10, 40, 100):
             old = np.sort(np.argpartition(-s, k - 1, axis=1)[:, :k], axis=1)
             np.testing.assert_array_equal(np.sort(outliers._largest(s, k), axis=1), old)
@@ -447,9 +449,12 @@ def test_mean_distance_equals_the_whole_block_computation_bit_for_bit(monkeypatc
                 new = outliers._mean_distance(s, norms[:300], cols, k, skip)
                 assert new.tobytes() == _old_mean_distance(s, norms[:300], cols, k, skip).tobytes()
     coarse = np.round(sims * 4) / 4  # many ties
-    for k in (1, 5, 30):
-        expected = np.sort(np.partition(coarse, k - 1, axis=1)[:, :k], axis=1)
-        assert outliers._smallest(coarse, k).tobytes() == expected.tobytes()
+    same = np.full((20, 700), 0.5, dtype=np.float32)  # every value ties the bar: numpy's partition
+    same[3, 9] = 0.25
+    for values in (coarse, same):
+        for k in (1, 5, 30):
+            expected = np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)
+            assert outliers._smallest(values, k).tobytes() == expected.tobytes()
 
 
 def test_neighbours_and_knn_distance_equal_the_old_computation_bit_for_bit(pets, monkeypatch):
