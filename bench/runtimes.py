@@ -15,13 +15,12 @@ import numpy as np
 from .common import OUT, Others, Skip, photo_files, rate
 
 
-
 def vgg16_gflop() -> float:
     """FLOPs of one 224-px image through VGG16 to fc2, 2 per multiply-add (15.47 G multiply-adds: the "15.5
     GFLOPs" often quoted for VGG16, and used by this bench before, counts multiply-adds, which halved every
     "of the limit" figure measured against a FLOP/s rate)."""
     size, cin, macs = 224, 3, 0
-    for block, (cout, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]):
+    for cout, convs in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]:
         for _ in range(convs):
             macs += size * size * cin * cout * 3 * 3
             cin = cout
