@@ -110,10 +110,21 @@ def mean_rows(x: npt.NDArray[np.floating], keep: npt.NDArray[np.bool_]) -> npt.N
     """``x.astype(np.float64)[keep].mean(axis=0)``, equal bit for bit, without the float64 copy: numpy sums the
     rows one after another into a float64 accumulator either way (pairwise summation is only ever along the
     contiguous axis, here the 4,096 columns); the cast of each float32 row to float64 is exact. Every row kept
-    (a first pass): no copy at all when the rows are C-contiguous, as the copy would be."""
+    (a first pass): no copy at all when the rows are C-contiguous, as the copy would be. Some rows left out:
+    the kept rows are summed where they lie (``where=``), from add's identity +0.0 as the copy's sum starts
+    (a column of -0.0 sums to +0.0 both ways), and divided by their count as numpy's mean divides: no 65 MB copy
+    faulted in on every pass."""
     if x.flags.c_contiguous and keep.all():
         return x.mean(axis=0, dtype=np.float64)
+    if x.flags.c_contiguous and x.ndim == 2 and x.shape[1] >= _WHERE_MIN_COLUMNS and keep.any():
+        total = np.add.reduce(x, axis=0, dtype=np.float64, where=keep[:, None])
+        return np.true_divide(total, np.intp(np.count_nonzero(keep)), out=total)
     return x[keep].mean(axis=0, dtype=np.float64)
+
+
+# Narrower rows are copied: with a column or a few, numpy may make the rows its inner loop and sum them pairwise,
+# and pairwise over the kept rows where they lie is not pairwise over their copy.
+_WHERE_MIN_COLUMNS = 16
 
 
 def robust_z(distances: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:

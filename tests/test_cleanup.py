@@ -375,11 +375,12 @@ def test_mean_rows_equals_the_float64_copys_mean_bit_for_bit():
     import imgidx.search.cleanup as cleanup
 
     rng = np.random.default_rng(6)
-    for n, d in ((1, 3), (2, 1), (9, 7), (257, 64), (1000, 4096), (300, 5000)):
+    for n, d in ((1, 3), (2, 1), (9, 7), (5000, 1), (3000, 2), (40, 16), (257, 64), (1000, 4096), (300, 5000)):
         x = (rng.standard_normal((n, d)) * rng.uniform(0.01, 100)).astype(np.float32)
         if n == 257:
             x = np.asfortranarray(x)  # not C-contiguous: the all-kept shortcut does not apply
-        for keep in (np.ones(n, dtype=bool), rng.random(n) > 0.3):
+        x[rng.random(x.shape) < 0.05] = -0.0  # -0.0 entries: the sums must start where the old ones start
+        for keep in (np.ones(n, dtype=bool), rng.random(n) > 0.3, rng.random(n) > 0.97):
             if keep.any():
                 old = x.astype(np.float64)[keep].mean(axis=0)
                 assert cleanup.mean_rows(x, keep).tobytes() == old.tobytes()
@@ -387,6 +388,11 @@ def test_mean_rows_equals_the_float64_copys_mean_bit_for_bit():
                     cleanup.mean_rows(x.astype(np.float16), keep).tobytes()
                     == x.astype(np.float16).astype(np.float64)[keep].mean(axis=0).tobytes()
                 )
+    x = rng.standard_normal((50, 32)).astype(np.float32)
+    x[:, 3] = -0.0
+    keep = rng.random(50) > 0.5
+    assert cleanup.mean_rows(x, keep).tobytes() == x.astype(np.float64)[keep].mean(axis=0).tobytes()
+    assert cleanup.mean_rows(x, keep)[3] == 0.0  # +0.0 or -0.0: the bytes above say it is the old one
 
 
 def test_float32_input_ranks_exactly_as_its_float64_copy(cats_with_planted_dogs):
