@@ -367,3 +367,153 @@ def test_row_distances_equal_numpy_norm_bit_for_bit(monkeypatch):
     for rows in (256, 7, 1000):  # blocks, a short last one, a single block
         monkeypatch.setattr(cleanup, "_DISTANCE_ROWS", rows)
         np.testing.assert_array_equal(cleanup.row_distances(x, c), np.linalg.norm(x - c, axis=1))
+        x32 = x.astype(np.float32)  # as read from a store: cast to float64 exactly by the subtraction
+        assert cleanup.row_distances(x32, c).tobytes() == np.linalg.norm(x32.astype(np.float64) - c, axis=1).tobytes()
+
+
+def test_mean_rows_equals_the_float64_copys_mean_bit_for_bit():
+    import imgidx.search.cleanup as cleanup
+
+    rng = np.random.default_rng(6)
+    for n, d in ((1, 3), (2, 1), (9, 7), (5000, 1), (3000, 2), (40, 16), (257, 64), (1000, 4096), (300, 5000)):
+        x = (rng.standard_normal((n, d)) * rng.uniform(0.01, 100)).astype(np.float32)
+        if n == 257:
+            x = np.asfortranarray(x)  # not C-contiguous: the all-kept shortcut does not apply
+        x[rng.random(x.shape) < 0.05] = -0.0  # -0.0 entries: the sums must start where the old ones start
+        for keep in (np.ones(n, dtype=bool), rng.random(n) > 0.3, rng.random(n) > 0.97):
+            if keep.any():
+                old = x.astype(np.float64)[keep].mean(axis=0)
+                assert cleanup.mean_rows(x, keep).tobytes() == old.tobytes()
+                assert (
+                    cleanup.mean_rows(x.astype(np.float16), keep).tobytes()
+                    == x.astype(np.float16).astype(np.float64)[keep].mean(axis=0).tobytes()
+                )
+    x = rng.standard_normal((50, 32)).astype(np.float32)
+    x[:, 3] = -0.0
+    keep = rng.random(50) > 0.5
+    assert cleanup.mean_rows(x, keep).tobytes() == x.astype(np.float64)[keep].mean(axis=0).tobytes()
+    assert cleanup.mean_rows(x, keep)[3] == 0.0  # +0.0 or -0.0: the bytes above say it is the old one
+
+
+def test_float32_input_ranks_exactly_as_its_float64_copy(cats_with_planted_dogs):
+    """clean_ranking and rank_outliers no longer copy float32 rows to float64: the results are the same bits."""
+    x32 = cats_with_planted_dogs.astype(np.float32)
+    rng = np.random.default_rng(7)
+    others = {"a": (x32[:50] + rng.standard_normal(x32[:50].shape)).astype(np.float32), "b": x32[100:180] * 2}
+    for kwargs in ({}, {"drop": 5}, {"threshold": 2.5}, {"reference": x32[:40]}):
+        a, b = clean_ranking(x32, **kwargs), clean_ranking(x32.astype(np.float64), **kwargs)
+        for field in dataclasses.fields(a):
+            assert np.asarray(getattr(a, field.name)).tobytes() == np.asarray(getattr(b, field.name)).tobytes()
+    a = rank_outliers(x32, others=others)
+    b = rank_outliers(x32.astype(np.float64), others={n: v.astype(np.float64) for n, v in others.items()})
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        assert (x.tobytes() == y.tobytes()) if isinstance(x, np.ndarray) else x == y, field.name
+
+
+def test_largest_picks_the_columns_argpartition_picks():
+    """Same set of columns per row as np.argpartition(-sims, k - 1)[:, :k], ties at the k-th value included."""
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(8)
+    unit = _unit(rng.normal(size=(700, DIM)))
+    sims = unit[:300] @ unit.T
+    sims[np.arange(300), np.arange(300)] = -np.inf
+    coarse = np.round(sims * 8) / 8  # many ties at the k-th value
+    coarse[:5] = 0.0  # rows of one value
+    coarse[5, ::2] = -0.0  # -0.0 ties 0.0
+    same = np.full((20, 700), 0.5, dtype=np.float32)  # copies of one photo: every column ties the bar
+    same[3, 9] = 0.7
+    for s in (sims, coarse, sims[:, :150], coarse[:7], same):
+        for k in (1, 3, 10, 40, 100):
+            old = np.sort(np.argpartition(-s, k - 1, axis=1)[:, :k], axis=1)
+            np.testing.assert_array_equal(np.sort(outliers._largest(s, k), axis=1), old)
+
+
+def _old_mean_distance(sims, row_norms, col_norms, k, skip_self=False):
+    """search.outliers._mean_distance as it was, on the whole block at once with a full partition."""
+    sq = (row_norms[:, None] * col_norms[None, :]) * sims
+    sq *= -2.0
+    sq += row_norms[:, None] ** 2
+    sq += col_norms[None, :] ** 2
+    nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)[:, 1 if skip_self else 0 :]
+    return np.sqrt(np.maximum(nearest.astype(np.float64), 0.0)).mean(axis=1)
+
+
+def test_mean_distance_equals_the_whole_block_computation_bit_for_bit(monkeypatch):
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(9)
+    rows = rng.normal(size=(700, DIM)).astype(np.float32)
+    rows[650:] = rows[:50]  # duplicates: distances of 0
+    pool, norms = outliers._unit_rows([rows])
+    sims = pool[:300] @ pool.T
+    for sq_rows in (64, 7, 1000):  # blocks, a short last one, a single block
+        monkeypatch.setattr(outliers, "_SQ_ROWS", sq_rows)
+        for s, cols in ((sims[:, 300:], norms[300:]), (sims, norms), (sims[:, :100], norms[:100])):
+            for k, skip in ((1, False), (10, False), (11, True), (40, True)):
+                new = outliers._mean_distance(s, norms[:300], cols, k, skip)
+                assert new.tobytes() == _old_mean_distance(s, norms[:300], cols, k, skip).tobytes()
+    coarse = np.round(sims * 4) / 4  # many ties
+    same = np.full((20, 700), 0.5, dtype=np.float32)  # every value ties the bar: numpy's partition
+    same[3, 9] = 0.25
+    for values in (coarse, same):
+        for k in (1, 5, 30):
+            expected = np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)
+            assert outliers._smallest(values, k).tobytes() == expected.tobytes()
+
+
+def test_neighbours_and_knn_distance_equal_the_old_computation_bit_for_bit(pets, monkeypatch):
+    """Reused product buffers, the bar-filtered top k and the cache-sized k-NN distance blocks: same bits as
+    the plain products, argpartition and whole-block distances they replace."""
+    import imgidx.search.outliers as outliers
+
+    maybe, others = pets
+    rng = np.random.default_rng(10)
+    maybe = np.concatenate([maybe, maybe[:20]])  # duplicates: tied cosines
+    others = {name: (v * rng.uniform(0.5, 2.0, (len(v), 1))).astype(np.float32) for name, v in others.items()}
+    monkeypatch.setattr(outliers, "_BLOCK_ROWS", 64)
+    rivals, k, n = ("dog",), 10, len(maybe)
+    pool, norms = outliers._unit_rows([maybe, *others.values()])
+    codes = outliers._codes(n, others, rivals)
+    votes, top, knn = outliers._neighbours(pool, norms, n, codes, len(rivals), k, k)
+
+    old_votes, old_top, old_knn = np.zeros(n, dtype=np.int64), [0] * n, np.zeros(n)
+    for start in range(0, n, 64):
+        stop = min(start + 64, n)
+        sims = pool[start:stop] @ pool.T
+        old_knn[start:stop] = _old_mean_distance(sims[:, n:], norms[start:stop], norms[n:], k)
+        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        c = codes[np.argpartition(-sims, k - 1, axis=1)[:, :k]]
+        old_votes[start:stop] = (c >= 0).sum(axis=1)
+        old_top[start:stop] = np.stack([(c == r).sum(axis=1) for r in range(len(rivals))], axis=1).argmax(axis=1)
+    assert votes.tobytes() == old_votes.tobytes() and top == old_top and knn.tobytes() == old_knn.tobytes()
+
+    x, xn = pool[n + 5 : n + 150], norms[n + 5 : n + 150]
+    null = outliers._knn_distance(x, xn, pool[n:], norms[n:], k + 1, skip_self=True)
+    old = np.concatenate(
+        [
+            _old_mean_distance(x[s : s + 64] @ pool[n:].T, xn[s : s + 64], norms[n:], k + 1, True)
+            for s in range(0, len(x), 64)
+        ]
+    )
+    assert null.tobytes() == old.tobytes()
+
+
+def test_unit_rows_equal_the_whole_pool_computation_bit_for_bit(monkeypatch):
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(11)
+    parts = [
+        rng.normal(size=(300, DIM)).astype(np.float32) * 3,
+        rng.normal(size=(1, DIM)),  # float64: rounded to float32 as np.asarray(dtype=float32) does
+        np.zeros((2, DIM), dtype=np.float32),  # norm 0
+        rng.normal(size=(517, DIM)).astype(np.float16),
+    ]
+    pool = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])  # the old computation
+    norms = np.linalg.norm(pool, axis=1, keepdims=True)
+    pool /= np.maximum(norms, 1e-12)
+    for rows in (256, 1, 7, 5000):
+        monkeypatch.setattr(outliers, "_UNIT_ROWS", rows)
+        new_pool, new_norms = outliers._unit_rows(parts)
+        assert new_pool.tobytes() == pool.tobytes() and new_norms.tobytes() == norms[:, 0].tobytes()

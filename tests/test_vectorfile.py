@@ -45,6 +45,30 @@ def test_rows_are_fixed_size_at_their_slot_and_read_in_any_order(tmp_path):
     assert hint(lost.value) == " with `imgidx verify --repair`"
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_reads_through_a_small_buffer_give_every_row_in_the_callers_order(tmp_path, monkeypatch, dtype):
+    """Runs longer than the read buffer, runs split across buffers, scattered rows, repeats, any order."""
+    vf = VectorFile(tmp_path / "vectors.bin", 8, dtype)
+    v = unit(300, seed=3)
+    vf.write(0, vf.encode(v))
+    stored = v.astype(dtype).astype(np.float32)
+    rng = np.random.default_rng(4)
+    wanted = [
+        list(range(300)),
+        list(range(299, -1, -1)),
+        rng.permutation(300)[:123].tolist(),
+        [*range(10, 60), *range(100, 101), *range(140, 290)] + [7, 7, 12, 299, 0],
+        [5],
+    ]
+    for chunk in (1, 7, 64, 512):
+        monkeypatch.setattr(vectorfile, "READ_CHUNK_ROWS", chunk)
+        for slots in wanted:
+            assert vf.read(slots).tobytes() == stored[slots].tobytes()
+    monkeypatch.setattr(vectorfile, "READ_CHUNK_ROWS", 7)
+    with pytest.raises(VectorsLost, match="cut short; repair the store"):
+        vf.read([*range(290, 300), 300, 301])
+
+
 def _v2_store(home: Path, vectors: np.ndarray) -> None:
     """A store as imgidx wrote it before the vector file: schema 2, float32 BLOBs in SQLite."""
     home.mkdir(parents=True)
