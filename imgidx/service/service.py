@@ -31,6 +31,7 @@ from imgidx.indexer.flow import cores
 from imgidx.indexer.images import FORMATS_TEXT, prepare
 from imgidx.indexer.records import Stamp
 from imgidx.indexer.store import INDEX_NAME, Store
+from imgidx.indexer.store.faiss_index import holds_committed
 
 from .batcher import MicroBatcher
 from .metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
@@ -110,7 +111,8 @@ class StoreThread:
             signature = self._current_signature(self._store)
             if signature == self._signature:
                 return
-            if signature[1] == self._signature[1] and _index_still_exact(self._store):
+            index = self._store.faiss.index
+            if signature[1] == self._signature[1] and index is not None and holds_committed(index, self._store):
                 # metadata only (a review, `clean --apply`, a rename): SQLite shows it to the next query; the
                 # loaded index still holds exactly the committed vectors, so it is not read again (0.5 s at 1M)
                 self._signature = signature
@@ -143,13 +145,6 @@ class StoreThread:
         except OSError:
             mtime = 0
         return (version, mtime)
-
-
-def _index_still_exact(store: Store) -> bool:
-    """The loaded FAISS index holds every committed vector and no other: nothing waits in 'embedded' and the counts
-    agree (the check FaissIndex uses when it opens a file; a replaced vector passes through 'embedded')."""
-    index = store.faiss.index
-    return index is not None and not store.has_state("embedded") and index.ntotal == store.vector_count()
 
 
 WRITE_BUSY_S = 5.0  # how long a review waits for a build's write transaction before answering 503

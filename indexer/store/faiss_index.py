@@ -42,6 +42,13 @@ class VectorSource(Protocol):
     def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]: ...
 
 
+def holds_committed(index, source: VectorSource) -> bool:
+    """Whether `index` holds exactly the committed vectors, for two counts instead of a million ids: no photo waits
+    in 'embedded' (committed, not yet in a saved file; a replaced vector passes through it too) and the index holds
+    as many vectors as SQLite (only a repair drops vectors, and it rebuilds the index; `verify` compares every id)."""
+    return not source.has_state("embedded") and index.ntotal == source.vector_count()
+
+
 class FaissIndex:
     """The in-memory index of one home and its file. Not thread-safe: one writer (the build lock) at a time."""
 
@@ -70,12 +77,9 @@ class FaissIndex:
         return self.index
 
     def _sync(self, index, source: VectorSource):
-        """Make the index hold exactly the committed vectors (catch up after a crash between commit and save).
-
-        The common case costs two counts, not a million ids: no photo waits in 'embedded' (committed, not yet in
-        a saved file) and the file holds as many vectors as SQLite, so it holds exactly them (only a repair drops
-        vectors, and it rebuilds the index; `verify` compares every id)."""
-        if not source.has_state("embedded") and index.ntotal == source.vector_count():
+        """Make the index hold exactly the committed vectors (catch up after a crash between commit and save); the
+        common case costs two counts (holds_committed)."""
+        if holds_committed(index, source):
             self.dirty = False
             return index
         in_index = set(ann.ids_of(index).tolist())
