@@ -15,18 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .common import OUT, machine, table
-from .runtimes import GFLOP_PER_IMAGE, sgemm_gflops
+from .runtimes import GFLOP_PER_IMAGE, sgemm_gflops, vgg16_convs
 
 
 def conv_gflop(batch: int) -> dict[str, float]:
     """GFLOP of each VGG16 convolution for a batch (2 per multiply-add), by the exported node names."""
-    out, size, cin = {}, 224, 3
-    for block, (cout, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], start=1):
-        for i in range(1, convs + 1):
-            out[f"block{block}_conv{i}"] = 2 * batch * size * size * cin * cout * 9 / 1e9
-            cin = cout
-        size //= 2
-    return out
+    return {name: 2 * batch * side * side * cin * cout * 9 / 1e9 for name, side, cin, cout in vgg16_convs()}
 
 
 def profile(batch: int) -> dict:

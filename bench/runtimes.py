@@ -15,17 +15,23 @@ import numpy as np
 from .common import OUT, Others, Skip, photo_files, rate
 
 
+def vgg16_convs() -> list[tuple[str, int, int, int]]:
+    """(layer name, side, input channels, output channels) of each VGG16 3x3 convolution on a 224-px image."""
+    convs, side, cin = [], 224, 3
+    for block, (cout, n) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], start=1):
+        for i in range(1, n + 1):
+            convs.append((f"block{block}_conv{i}", side, cin, cout))
+            cin = cout
+        side //= 2  # 2x2 max pooling after each block
+    return convs
+
+
 def vgg16_gflop() -> float:
     """FLOPs of one 224-px image through VGG16 to fc2, 2 per multiply-add (15.47 G multiply-adds: the "15.5
     GFLOPs" often quoted for VGG16, and used by this bench before, counts multiply-adds, which halved every
     "of the limit" figure measured against a FLOP/s rate)."""
-    size, cin, macs = 224, 3, 0
-    for cout, convs in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]:
-        for _ in range(convs):
-            macs += size * size * cin * cout * 3 * 3
-            cin = cout
-        size //= 2  # 2x2 max pooling after each block
-    macs += size * size * cin * 4096 + 4096 * 4096  # fc1 (7x7x512 -> 4096), fc2
+    macs = sum(side * side * cin * cout * 3 * 3 for _, side, cin, cout in vgg16_convs())
+    macs += 7 * 7 * 512 * 4096 + 4096 * 4096  # fc1 (7x7x512 after block5's pooling -> 4096), fc2
     return 2 * macs / 1e9
 
 
