@@ -71,22 +71,6 @@ def clean_ranking(
     result says how far each photo sits from a typical reference photo.
     """
     check_vectors(vectors, "vectors")
-    return checked_ranking(
-        vectors, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference
-    )
-
-
-def checked_ranking(
-    vectors: npt.NDArray[np.floating],
-    *,
-    iterations: int = 5,
-    drop: int | None = None,
-    threshold: Threshold = "auto",
-    k_mad: float = 3.0,
-    reference: npt.NDArray[np.floating] | None = None,
-) -> CleanResult:
-    """:func:`clean_ranking` for ``vectors`` that already passed :func:`check_vectors` (the NaN/inf scan of a
-    4,000 x 4,096 array is not free, and rank_outliers has done it)."""
     # float64 arithmetic so that centroids of thousands of 4096-d rows do not accumulate float32 rounding; float32
     # (and float16) rows stay as they are, since every operation on them casts them to float64 exactly.
     x = as_exact64(vectors)

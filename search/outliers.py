@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .cleanup import CleanResult, Threshold, _median_scale, as_exact64, check_vectors, checked_ranking, row_distances
+from .cleanup import CleanResult, Threshold, _median_scale, as_exact64, check_vectors, clean_ranking, row_distances
 
 # Share of a collection's inliers that must be nearer another collection's centre for that collection to count
 # as the same kind of photo. Measured on the real photos (maybe_cat = 500 cats + 25 dogs, 5 draws): a held-out
@@ -115,9 +115,7 @@ def rank_outliers(
     # float32 rows stay float32: every float64 result computed from them equals that of their float64 copy
     x = as_exact64(vectors)
     if drop is not None or threshold != "auto" or reference is not None:
-        base = checked_ranking(
-            x, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference
-        )
+        base = clean_ranking(x, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference)
         return _seed_only(base, "against" if reference is not None else "centroid", k_mad)
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an integer >= 1; received {k!r}")
@@ -127,10 +125,10 @@ def rank_outliers(
         check_vectors(v, f"collection {name!r}")
         if v.shape[1] != x.shape[1]:
             raise TypeError(f"collection {name!r} has {v.shape[1]} dimensions; this one has {x.shape[1]}")
-    base = checked_ranking(x, iterations=iterations, k_mad=k_mad)
+    base = clean_ranking(x, iterations=iterations, k_mad=k_mad)
     n = len(x)
 
-    centres = {name: checked_ranking(v, iterations=iterations).centroid for name, v in others.items()}
+    centres = {name: clean_ranking(v, iterations=iterations).centroid for name, v in others.items()}
     to_centre = {name: row_distances(x, c) for name, c in centres.items()}
     inliers = ~base.flagged
     allies = tuple(
@@ -339,19 +337,29 @@ def _neighbours(
 _CANDIDATES = 64
 
 
+def _candidates(values: npt.NDArray[np.float32], k: int, *, largest: bool) -> npt.NDArray[np.bool_] | None:
+    """Where each row's k largest (or smallest) values can be: the k largest of every 8th column are k values of
+    the row, so its k-th largest is at least their smallest (~8k candidates of the row's columns). None where the
+    full partition is the better way: rows shorter than 16k, or many values tying the bar (copies of one photo)."""
+    rows, cols = values.shape
+    if cols < 16 * k:
+        return None
+    sample = values[:, ::8]  # >= 2k columns
+    if largest:
+        mask = values >= np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k, None]
+    else:
+        mask = values <= np.partition(sample, k - 1, axis=1)[:, k - 1, None]
+    return None if np.count_nonzero(mask) > _CANDIDATES * k * rows else mask
+
+
 def _largest(sims: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     """Per row, the columns of its k largest values: as a set, what ``np.argpartition(-sims, k - 1, axis=1)[:, :k]``
     gives (ties at the k-th value included: those rows are handed to argpartition itself), at a fraction of its
-    cost (~0.35 s a 1,024 x 16,000 block). The k largest of every 8th column are k values of the row, so the
-    row's k-th largest is at least their smallest: only the columns at or above it can be among the k largest,
-    ~8k of the 16,000. Among those, sorted, the first k are the answer unless the k+1-th ties the k-th."""
+    cost (~0.35 s a 1,024 x 16,000 block): only the _candidates are sorted, and the first k of them are the answer
+    unless the k+1-th ties the k-th."""
     rows, cols = sims.shape
-    if cols < 16 * k:
-        return np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    sample = sims[:, ::8]  # >= 2k columns
-    bar = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
-    above = sims >= bar[:, None]
-    if np.count_nonzero(above) > _CANDIDATES * k * rows:  # many values tie the bar (copies of one photo)
+    above = _candidates(sims, k, largest=True)
+    if above is None:
         return np.argpartition(-sims, k - 1, axis=1)[:, :k]
     r, c = np.divmod(np.flatnonzero(above), cols)
     v = sims[r, c]
@@ -399,17 +407,12 @@ _SQ_ROWS = 64
 
 def _smallest(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
     """Each row's k smallest values, ascending: ``np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)``
-    (values, not positions: ties cannot make a difference). The k smallest of every 8th column are k values of
-    the row, so the row's k-th smallest is at most their largest: only the values at or below it (~8k of 12,000)
-    are sorted."""
-    rows, cols = values.shape
-    if cols < 16 * k:
+    (values, not positions: ties cannot make a difference); only the _candidates (~8k of 12,000) are sorted."""
+    rows = len(values)
+    low = _candidates(values, k, largest=False)
+    if low is None:
         return np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)
-    bar = np.partition(values[:, ::8], k - 1, axis=1)[:, k - 1]
-    low = values <= bar[:, None]
     counts = low.sum(axis=1)
-    if counts.sum() > _CANDIDATES * k * rows:  # many values tie the bar (copies of one photo)
-        return np.sort(np.partition(values, k - 1, axis=1)[:, :k], axis=1)
     v = values[low]  # row by row
     v = v[np.lexsort((v, np.repeat(np.arange(rows), counts)))]
     return v[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]
