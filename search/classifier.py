@@ -1,8 +1,9 @@
 """Train a classifier on stored fc2 vectors (the seed's §9.5 cat-vs-dog SVM), report on it, save and load it.
 
-scikit-learn only; the caller loads vectors and labels from the store. A saved classifier carries a
-``stamp`` (model, layer, weights fingerprint, dimension, …) so it is never applied to vectors from a
-different embedder without a clear error.
+The default, logistic regression, is fitted by search/logistic.py (scikit-learn's objective and stopping rule,
+without importing scikit-learn, which costs more than the rest of a training run); the SVMs are scikit-learn's.
+The caller loads vectors and labels from the store. A saved classifier carries a ``stamp`` (model, layer, weights
+fingerprint, dimension, …) so it is never applied to vectors from a different embedder without a clear error.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from imgidx.indexer import atomic
 from imgidx.indexer.errors import ClassifierError, InvalidArgument, NotFound, StampMismatch
 
 from .cleanup import check_vectors
+from .holdout import stratified_split
+from .logistic import fit_logistic
 
 # scikit-learn and joblib are imported inside the functions that use them: importing sklearn takes about
-# a second, and the CLI imports this module for every command, including --help.
+# two seconds, and the CLI imports this module for every command, including --help.
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,8 @@ class Misclassified:
 
 
 class LinearClassifier:
-    """A fitted scikit-learn classifier plus what is needed to use it safely later.
+    """A fitted classifier (search.logistic.LogisticModel or a scikit-learn estimator) plus what is needed to use
+    it safely later.
 
     Named for the default (logistic regression); "svm-rbf" is not linear but shares the interface.
     """
@@ -76,7 +80,8 @@ class LinearClassifier:
         self.classes: tuple[str, ...] = tuple(str(c) for c in estimator.classes_)
         self.train_counts = dict(train_counts)
         self.stamp = stamp
-        self.sklearn_version = sklearn_version or _sklearn_version()
+        # which scikit-learn pickled it (a version mismatch is worth a warning); None for imgidx's own model
+        self.sklearn_version = sklearn_version or (_sklearn_version() if _from_sklearn(estimator) else None)
 
     @property
     def dim(self) -> int:
@@ -132,7 +137,7 @@ class LinearClassifier:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise ValueError(f"{path} is not an imgidx classifier file of format {FORMAT}; found {found!r}")
         meta = payload["meta"]
-        if meta["sklearn_version"] != _sklearn_version():
+        if meta["sklearn_version"] is not None and meta["sklearn_version"] != _sklearn_version():
             logger.warning(
                 "%s was saved with scikit-learn %s; running %s", path, meta["sklearn_version"], _sklearn_version()
             )
@@ -178,29 +183,26 @@ def train_classifier(
     seed: int = 0,
 ) -> TrainReport:
     """Fit ``model`` on a stratified train split and report its accuracy on the held-out rest."""
-    from sklearn.model_selection import train_test_split
-
     check_vectors(vectors, "vectors")
     y = np.asarray([str(label) for label in labels])
     _check_training_set(len(vectors), y, model, test_size)
-    rows = np.arange(len(vectors))
-    train_rows, test_rows = train_test_split(rows, test_size=test_size, random_state=seed, stratify=y)
+    train_rows, test_rows = stratified_split(y, test_size=test_size, seed=seed)
     train_counts = dict(sorted(Counter(y[train_rows].tolist()).items()))
     # The saved model is the one fitted on the train split only (no refit on all photos), so the accuracy
     # and mistakes reported below describe exactly the classifier that gets saved and used.
-    estimator = _build(model, seed, min(train_counts.values()))
-    estimator.fit(vectors[train_rows], y[train_rows])
+    if model == "logistic":
+        estimator = fit_logistic(vectors[train_rows], y[train_rows])
+    else:
+        estimator = _svm(model, seed, min(train_counts.values()))
+        estimator.fit(vectors[train_rows], y[train_rows])
     classifier = LinearClassifier(estimator, kind=model, train_counts=train_counts)
     return _report(classifier, vectors[test_rows], y[test_rows], test_rows, n_train=len(train_rows))
 
 
-def _build(model: str, seed: int, smallest_class: int) -> Any:
+def _svm(model: str, seed: int, smallest_class: int) -> Any:
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
     from sklearn.svm import SVC, LinearSVC
 
-    if model == "logistic":
-        return LogisticRegression(max_iter=1000, random_state=seed)
     # Both SVMs get probabilities by Platt scaling on cross-validated decision values; this is what
     # scikit-learn 1.9 recommends instead of the deprecated SVC(probability=True).
     folds = min(_CALIBRATION_FOLDS, smallest_class)
@@ -221,20 +223,22 @@ def _report(
     *,
     n_train: int,
 ) -> TrainReport:
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
     predicted, probability = classifier.predict(x_test)
     classes = list(classifier.classes)
-    precision, recall, _, support = precision_recall_fscore_support(y_test, predicted, labels=classes, zero_division=0)
+    confusion = _confusion(y_test, predicted, classes)
+    hits = np.diag(confusion)
+    support, called = confusion.sum(axis=1), confusion.sum(axis=0)
     wrong = np.flatnonzero(predicted != y_test)
     return TrainReport(
         model=classifier.kind,
         classes=tuple(classes),
-        accuracy=float(accuracy_score(y_test, predicted)),
+        accuracy=float(np.mean(predicted == y_test)),
         per_class={
-            c: ClassScore(float(precision[i]), float(recall[i]), int(support[i])) for i, c in enumerate(classes)
+            # precision of a class never predicted is 0, as scikit-learn's zero_division=0 gives
+            c: ClassScore(_ratio(hits[i], called[i]), _ratio(hits[i], support[i]), int(support[i]))
+            for i, c in enumerate(classes)
         },
-        confusion=confusion_matrix(y_test, predicted, labels=classes).tolist(),
+        confusion=confusion.tolist(),
         misclassified=tuple(
             Misclassified(int(test_rows[i]), str(y_test[i]), str(predicted[i]), float(probability[i]))
             for i in sorted(wrong, key=lambda i: test_rows[i])
@@ -243,6 +247,24 @@ def _report(
         n_test=len(y_test),
         classifier=classifier,
     )
+
+
+def _confusion(
+    true: npt.NDArray[np.str_], predicted: npt.NDArray[np.str_], classes: list[str]
+) -> npt.NDArray[np.int64]:
+    """confusion[i][j]: test photos of classes[i] predicted as classes[j]."""
+    position = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(out, ([position[t] for t in true.tolist()], [position[p] for p in predicted.tolist()]), 1)
+    return out
+
+
+def _ratio(part: int, whole: int) -> float:
+    return float(part / whole) if whole else 0.0
+
+
+def _from_sklearn(estimator: Any) -> bool:
+    return type(estimator).__module__.split(".")[0] == "sklearn"
 
 
 def _sklearn_version() -> str:
