@@ -26,6 +26,10 @@ class NoIndexError(StoreError):
     """There is no index in the data home yet (the face says how to build one)."""
 
 
+class IndexUnavailable(StoreError):
+    """The FAISS index file is missing or unreadable and too large to rebuild for one read (reindex rebuilds it)."""
+
+
 class VectorsLost(StoreError):
     """The vector file is shorter than the catalogue says (cut by a crash or by hand): repairing the store forgets
     the lost vectors, and a later build embeds those photos again."""

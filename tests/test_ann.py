@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from imgidx.cli.app import app
 from imgidx.indexer import ann
+from imgidx.indexer.errors import IndexUnavailable
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
 
@@ -157,3 +158,49 @@ def test_reindex_command_reports_before_after_and_recall(tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "flat|ivf|hnsw|ivfpq|auto" in bad.stderr
     empty = runner.invoke(app, ["--home", str(tmp_path / "nothing"), "reindex"])
     assert empty.exit_code == 1 and "imgidx build" in empty.stderr
+
+
+@pytest.mark.parametrize("damage", ["missing", "unreadable"])
+def test_a_reader_without_a_usable_large_index_says_to_reindex_instead_of_training_one(store, damage):
+    """Past flat_max a lost index means training IVF anew (minutes at a million): a read-only command could not save
+    it and would pay again every time, so it says what to do; a writer rebuilds and saves it."""
+    v = clustered(500)
+    ids = fill(store, v)
+    store.save_index()
+    if damage == "missing":
+        store.index_path.unlink()
+    else:
+        store.index_path.write_bytes(b"not a faiss index")
+    reader = Store(store.home, readonly=True, index_policy=SMALL)
+    try:
+        with pytest.raises(IndexUnavailable, match=rf"is {damage}.*500 stored vectors.*rebuild it once with reindex"):
+            reader.search(v[:1], 5)
+        # a search inside a collection is answered from the stored vectors, without the index
+        assert reader.search(v[:1], 1, allowed=ids[:100])[0][0].photo_id == ids[0]
+    finally:
+        reader.close()
+    writer = Store(store.home, index_policy=SMALL)
+    try:
+        assert writer.search(v[:1], 1)[0][0].photo_id == ids[0]
+        assert ann.kind_of(writer.index) == "ivf"
+        writer.save_index()
+        assert store.index_path.exists()
+    finally:
+        writer.close()
+    reader = Store(store.home, readonly=True, index_policy=SMALL)
+    try:
+        assert reader.search(v[:1], 1)[0][0].photo_id == ids[0]
+    finally:
+        reader.close()
+
+
+def test_a_reader_rebuilds_a_small_lost_index_in_memory(store):
+    v = clustered(200)
+    ids = fill(store, v)
+    store.save_index()
+    store.index_path.unlink()
+    reader = Store(store.home, readonly=True, index_policy=SMALL)
+    try:
+        assert reader.search(v[3:4], 1)[0][0].photo_id == ids[3]
+    finally:
+        reader.close()

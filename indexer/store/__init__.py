@@ -60,7 +60,7 @@ class Store(Catalog):
     @property
     def index(self):
         if self.faiss.index is None:
-            self.faiss.load(self)
+            self.faiss.load(self, rebuild_large=not self.readonly)
         return self.faiss.index
 
     @property

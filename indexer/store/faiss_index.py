@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import ann, atomic, layout
-from ..errors import StoreError
+from ..errors import IndexUnavailable, StoreError
 from ..records import Stamp
 
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -63,14 +63,26 @@ class FaissIndex:
         """The index exactly as its file holds it, or None when it is missing or unreadable."""
         return read_index(self.path)
 
-    def load(self, source: VectorSource):
-        """The file's index caught up with `source`; a flat one when there is no usable file; None while empty."""
+    def load(self, source: VectorSource, *, rebuild_large: bool = True):
+        """The file's index caught up with `source`; a flat one when there is no usable file; None while empty.
+
+        Without a usable file and with more vectors than a flat index holds (policy.flat_max), the index kind the
+        size calls for is trained anew: minutes at a million vectors. rebuild_large=False (a reader, which could not
+        save it: every command would pay again) raises IndexUnavailable instead, saying how to rebuild it once."""
         dim = source.stamp.dim if source.stamp else None
         index = self.read_file()
         if index is None or (dim and index.d != dim):
             if dim is None:
                 return None
-            if source.vector_count() > self.policy.flat_max:  # caught up as flat, a million would take 16 GB
+            count = source.vector_count()
+            if count > self.policy.flat_max:  # caught up as flat, a million would take 16 GB
+                if not rebuild_large:
+                    state = "unreadable" if self.path.exists() else "missing"
+                    raise IndexUnavailable(
+                        f"the search index {self.path} is {state}, and training a new one on {count:,} stored "
+                        "vectors takes minutes: rebuild it once with reindex (or repair the store), then search "
+                        "again; searches restricted to a collection do not need it"
+                    )
                 return self.build("auto", source)
             index = ann.new_flat(dim)  # save() turns it into the kind its size calls for
         self.index = self._sync(index, source)
