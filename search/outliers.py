@@ -33,6 +33,7 @@ Pure numpy: arrays in, a :class:`OutlierResult` out; the caller loads vectors an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
@@ -519,13 +520,24 @@ def index_inputs(
     its unit rows there instead of in a copy)."""
     own_ids = store.vector_ids(collection) if ids is None else ids
     own = set(own_ids)
+    sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
+    early = None
+    if ids is not None and own_ids and store.stamp is not None:
+        # at most this many rows are read (see _other_collections): a thread faults the array in meanwhile
+        early = _faulted_in((len(own_ids) + min(OTHERS_BUDGET, sum(sizes.values())), store.stamp.dim))
     wanted = {}
-    for name in _other_collections(store, collection, own_ids):
+    for name in _other_collections(store, collection, own_ids, sizes):
         members = [i for i in store.vector_ids(name, include_flagged=False) if i not in own]
         if members:
             wanted[name] = members
     parts: dict[str | None, list[int]] = ({None: own_ids} if ids is not None else {}) | wanted
-    rows = np.empty((sum(len(m) for m in parts.values()), store.stamp.dim), dtype=np.float32) if parts else None
+    total = sum(len(m) for m in parts.values())
+    if early is not None:
+        early[1].join()
+    if early is not None and len(early[0]) >= total:
+        rows = early[0][:total]
+    else:
+        rows = np.empty((total, store.stamp.dim), dtype=np.float32) if parts else None
     read: dict[str | None, npt.NDArray[np.float32]] = {}
     at = 0
     for name, members in parts.items():
@@ -542,11 +554,25 @@ OTHERS_BUDGET = 12_000  # other collections' photos scored against (float64 at 4
 PROBES = 64  # this collection's photos whose nearest neighbours pick the other collections beyond the budget
 
 
-def _other_collections(store: Any, collection: str, own_ids: list[int]) -> list[str]:
+def _faulted_in(shape: tuple[int, int]) -> tuple[npt.NDArray[np.float32], threading.Thread]:
+    """A new float32 array and the thread that writes it once (zeros), so that its pages are in memory when the
+    caller, busy meanwhile in one thread, writes it: a first touch costs page faults (on a virtual machine, the
+    host's too: up to ~3 ms a MB), and numpy releases the GIL while it fills."""
+    rows = np.empty(shape, dtype=np.float32)
+    thread = threading.Thread(target=np.copyto, args=(rows, np.float32(0)), daemon=True)
+    thread.start()
+    return rows, thread
+
+
+def _other_collections(
+    store: Any, collection: str, own_ids: list[int], sizes: dict[str, int] | None = None
+) -> list[str]:
     """Every other collection while they fit OTHERS_BUDGET photos together; beyond (an index of 250 collections
     of 4,000), those where the index finds this collection's neighbours, most neighbours first, up to the budget:
-    a collection none of its photos' neighbours are in can neither vote nor be an ally."""
-    sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
+    a collection none of its photos' neighbours are in can neither vote nor be an ally. sizes: the other
+    collections' counts_by_collection(), when the caller has them."""
+    if sizes is None:
+        sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
     if sum(sizes.values()) <= OTHERS_BUDGET or not own_ids:
         return sorted(n for n, size in sizes.items() if size)
     probe = np.random.default_rng(0).choice(own_ids, size=min(PROBES, len(own_ids)), replace=False)
