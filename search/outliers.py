@@ -129,8 +129,11 @@ def rank_outliers(
         check_vectors(v, f"collection {name!r}")
         if v.shape[1] != x.shape[1]:
             raise TypeError(f"collection {name!r} has {v.shape[1]} dimensions; this one has {x.shape[1]}")
-    base = clean_ranking(x, iterations=iterations, k_mad=k_mad)
     n = len(x)
+    n_pool = sum(len(v) for v in others.values())
+    # the products' buffer (1,024 x 16,000: 65 MB), faulted in by a thread during the seed loops below
+    early = _faulted_in((min(_BLOCK_ROWS, n), n + n_pool)) if n_pool >= 2 else None
+    base = clean_ranking(x, iterations=iterations, k_mad=k_mad)
 
     centres = {name: clean_ranking(v, iterations=iterations).centroid for name, v in others.items()}
     to_centre = {name: row_distances(x, c) for name, c in centres.items()}
@@ -151,11 +154,13 @@ def rank_outliers(
     e_far = base.z / k_mad
     # One pass of cosine similarities of this collection against itself and the others (float32, row blocks)
     # gives both the k-NN distances and the votes: the product is the whole cost (4,000 x 16,000 x 4,096).
-    n_pool = sum(len(v) for v in others.values())
     kn = min(int(k), n_pool - 1) if others else 0
     kk = min(int(k), n - 1 + n_pool) if rivals else 0
     pool, norms = _unit_rows(given, in_place=overwrite) if kn >= 1 or kk else (None, None)
-    buffer = None if pool is None else np.empty((min(_BLOCK_ROWS, n), len(pool)), dtype=np.float32)
+    buffer = None
+    if early is not None and pool is not None:
+        early[1].join()
+        buffer = early[0]
     votes, top, knn = _neighbours(pool, norms, n, _codes(n, others, rivals), len(rivals), kk, kn, buffer)
     vote_rival = [rivals[j] for j in top] if kk else [""] * n
     if kn >= 1:
