@@ -562,7 +562,7 @@ PROBES = 64  # this collection's photos whose nearest neighbours pick the other 
 def _faulted_in(shape: tuple[int, int]) -> tuple[npt.NDArray[np.float32], threading.Thread]:
     """A new float32 array and the thread that writes it once (zeros), so that its pages are in memory when the
     caller, busy meanwhile in one thread, writes it: a first touch costs page faults (on a virtual machine, the
-    host's too: up to ~3 ms a MB), and numpy releases the GIL while it fills."""
+    host's too), and numpy releases the GIL while it fills."""
     rows = np.empty(shape, dtype=np.float32)
     thread = threading.Thread(target=np.copyto, args=(rows, np.float32(0)), daemon=True)
     thread.start()

@@ -66,7 +66,7 @@ class FaissIndex:
     def mapped(self, source: VectorSource):
         """The saved index mapped read-only from its file, for searches only, when it holds exactly the committed
         vectors (else None): nothing is read into memory but the pages a search touches (157 MB of IVF-PQ lists
-        at a million photos, ~0.2 s to read and more to fault in, for a search that touches a part of them)."""
+        at a million photos, read and faulted in for a search that touches a part of them)."""
         index = read_index(self.path, mapped=True)
         dim = source.stamp.dim if source.stamp else None
         if index is None or index.d != dim or not holds_committed(index, source):
