@@ -127,20 +127,32 @@ def clean_report(
 
     if drop is not None and threshold != "auto":
         raise InvalidArgument("drop and threshold exclude each other: give one of them")
-    ids, vectors = collection_vectors(store, collection)
+    ids = member_ids(store, collection)
+    if not ids:
+        raise NotFound(f"collection {collection!r} has no embedded photos yet")
     reference = collection_vectors(store, against, include_flagged=False)[1] if against else None
     if method not in ("auto", "centroid"):
         raise InvalidArgument(f"method must be 'auto' or 'centroid'; received {method!r}")
-    # The index's other collections and a classifier: one call's extra inputs (search/outliers.py).
+    # The index's other collections and a classifier: one call's extra inputs (search/outliers.py), with this
+    # collection's vectors read into the same array: nothing here uses them after rank_outliers, which may then
+    # make its unit rows in that memory.
     extra = {}
     if method == "auto":
         model = classifier
         if classifier not in ("auto", None):
             model = Classifiers(store.home).get(classifier, store.stamp.as_dict() if store.stamp else None)
-        extra = index_inputs(store, collection, classifier=model)
+        extra = index_inputs(store, collection, classifier=model, ids=ids)
+    vectors = extra.pop("vectors") if extra else store.vectors(ids)
     try:
         result = rank_outliers(
-            vectors, iterations=iterations, drop=drop, threshold=threshold, k_mad=k_mad, reference=reference, **extra
+            vectors,
+            iterations=iterations,
+            drop=drop,
+            threshold=threshold,
+            k_mad=k_mad,
+            reference=reference,
+            overwrite=True,
+            **extra,
         )
     except (ValueError, TypeError) as e:
         raise InvalidArgument(str(e)) from None

@@ -33,6 +33,7 @@ Pure numpy: arrays in, a :class:`OutlierResult` out; the caller loads vectors an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
@@ -101,6 +102,7 @@ def rank_outliers(
     drop: int | None = None,
     threshold: Threshold = "auto",
     reference: npt.NDArray[np.floating] | None = None,
+    overwrite: bool = False,
 ) -> OutlierResult:
     """Score and flag the photos (rows of ``vectors``) of one collection; see the module docstring.
 
@@ -110,6 +112,8 @@ def rank_outliers(
     ``k``: neighbours for the vote. ``k_mad``, ``iterations``: the seed loop's cut and passes.
     ``drop``, a float ``threshold`` or ``reference`` ask for the seed's own cuts (see ``clean_ranking``): the
     other collections and the classifier are then not used.
+    ``overwrite``: the caller no longer needs ``vectors`` and ``others``; when they are consecutive rows of one
+    float32 array (``index_inputs(..., ids=...)`` reads them so), the unit rows are made there, not in a copy.
     """
     check_vectors(vectors, "vectors")
     # float32 rows stay float32: every float64 result computed from them equals that of their float64 copy
@@ -125,8 +129,11 @@ def rank_outliers(
         check_vectors(v, f"collection {name!r}")
         if v.shape[1] != x.shape[1]:
             raise TypeError(f"collection {name!r} has {v.shape[1]} dimensions; this one has {x.shape[1]}")
-    base = clean_ranking(x, iterations=iterations, k_mad=k_mad)
     n = len(x)
+    n_pool = sum(len(v) for v in others.values())
+    # the products' buffer (1,024 x 16,000: 65 MB), faulted in by a thread during the seed loops below
+    early = _faulted_in((min(_BLOCK_ROWS, n), n + n_pool)) if n_pool >= 2 else None
+    base = clean_ranking(x, iterations=iterations, k_mad=k_mad)
 
     centres = {name: clean_ranking(v, iterations=iterations).centroid for name, v in others.items()}
     to_centre = {name: row_distances(x, c) for name, c in centres.items()}
@@ -147,15 +154,21 @@ def rank_outliers(
     e_far = base.z / k_mad
     # One pass of cosine similarities of this collection against itself and the others (float32, row blocks)
     # gives both the k-NN distances and the votes: the product is the whole cost (4,000 x 16,000 x 4,096).
-    n_pool = sum(len(v) for v in others.values())
     kn = min(int(k), n_pool - 1) if others else 0
     kk = min(int(k), n - 1 + n_pool) if rivals else 0
-    pool, norms = _unit_rows(given) if kn >= 1 or kk else (None, None)
-    votes, top, knn = _neighbours(pool, norms, n, _codes(n, others, rivals), len(rivals), kk, kn)
+    pool, norms = _unit_rows(given, in_place=overwrite) if kn >= 1 or kk else (None, None)
+    buffer = None
+    if early is not None and pool is not None:
+        early[1].join()
+        buffer = early[0]
+    votes, top, knn = _neighbours(pool, norms, n, _codes(n, others, rivals), len(rivals), kk, kn, buffer)
     vote_rival = [rivals[j] for j in top] if kk else [""] * n
     if kn >= 1:
         sample = n + np.random.default_rng(0).permutation(n_pool)[:NULL_SAMPLE]
-        null = _knn_distance(pool[sample], norms[sample], pool[n:], norms[n:], kn + 1, skip_self=True).max()
+        # pool is this function's own (a copy, or inputs it may overwrite): the sample rows go where this
+        # collection's rows were, and the products into the same buffer, not into memory faulted in anew
+        rows = _take_rows(pool, sample, pool[: len(sample)] if len(sample) <= n else None)
+        null = _knn_distance(rows, norms[sample], pool[n:], norms[n:], kn + 1, skip_self=True, buffer=buffer).max()
         e_far = np.minimum(e_far, knn / null)
     far = e_far > 1
 
@@ -267,23 +280,31 @@ def _classifier_evidence(
     return label, rest[np.arange(n), best], [classes[j] for j in best]
 
 
-def _unit_rows(parts: list[npt.NDArray[np.floating]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _unit_rows(
+    parts: list[npt.NDArray[np.floating]], *, in_place: bool = False
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """The rows as unit float32 rows, and their norms (the k-NN distances are between the rows as given).
 
     _UNIT_ROWS rows at a time, copied, measured and divided while they are in the CPU's cache (one pass over the
     260 MB pool, not three); the norm is np.linalg.norm's own formula for float32 rows, sqrt(add.reduce(x * x)),
-    so each row's norm and unit row are the same bits whatever the blocks."""
+    so each row's norm and unit row are the same bits whatever the blocks. in_place: when the parts are
+    consecutive rows of one float32 array, that array becomes the pool (the parts are overwritten): a fresh
+    pool's first touch is most of the cost (page faults, and on a virtual machine the host's too)."""
     parts = [np.asarray(p) for p in parts]
     total = sum(len(p) for p in parts)
     dim = parts[0].shape[1]
-    pool = np.empty((total, dim), dtype=np.float32)
+    pool = _consecutive(parts) if in_place else None
+    copy = pool is None
+    if copy:
+        pool = np.empty((total, dim), dtype=np.float32)
     norms = np.empty(total, dtype=np.float32)
     squares = np.empty((min(_UNIT_ROWS, total), dim), dtype=np.float32)
     at = 0
     for part in parts:
         for start in range(0, len(part), _UNIT_ROWS):
             block = pool[at : at + len(part[start : start + _UNIT_ROWS])]
-            block[...] = part[start : start + _UNIT_ROWS]  # as np.asarray(part, dtype=np.float32) would
+            if copy:
+                block[...] = part[start : start + _UNIT_ROWS]  # as np.asarray(part, dtype=np.float32) would
             sq = np.multiply(block, block, out=squares[: len(block)])
             norm = np.sqrt(np.add.reduce(sq, axis=1), out=norms[at : at + len(block)])
             block /= np.maximum(norm, 1e-12)[:, None]
@@ -292,6 +313,33 @@ def _unit_rows(parts: list[npt.NDArray[np.floating]]) -> tuple[npt.NDArray[np.fl
 
 
 _UNIT_ROWS = 256
+
+
+def _consecutive(parts: list[npt.NDArray[np.floating]]) -> npt.NDArray[np.float32] | None:
+    """The rows of ``parts`` as one array when they are consecutive C-contiguous float32 rows of one, else None."""
+    base = parts[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 2 or base.dtype != np.float32 or not base.flags.c_contiguous:
+        return None
+    first = at = parts[0].__array_interface__["data"][0]
+    for part in parts:
+        if part.base is not base or part.dtype != np.float32 or not part.flags.c_contiguous or part.ndim != 2:
+            return None
+        if part.shape[1] != base.shape[1] or part.__array_interface__["data"][0] != at:
+            return None
+        at += part.nbytes
+    start = (first - base.__array_interface__["data"][0]) // base.strides[0]
+    return base[start : start + sum(len(p) for p in parts)]
+
+
+def _take_rows(
+    pool: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], into: npt.NDArray[np.float32] | None
+) -> npt.NDArray[np.float32]:
+    """``pool[rows]``, written into ``into`` (rows of pool that none of ``rows`` is in) when it is given."""
+    if into is None:
+        return pool[rows]
+    for start in range(0, len(rows), _UNIT_ROWS):  # small copies: numpy would copy all of pool for an overlap
+        into[start : start + _UNIT_ROWS] = pool[rows[start : start + _UNIT_ROWS]]
+    return into
 
 
 def _codes(n: int, others: dict[str, npt.NDArray[np.floating]], rivals: tuple[str, ...]) -> npt.NDArray[np.int64]:
@@ -309,14 +357,17 @@ def _neighbours(
     n_rivals: int,
     k: int,
     kn: int,
+    buffer: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.int64], list[int], npt.NDArray[np.float64]]:
     """For each of the first n rows of ``pool`` (this collection; unit rows, the other collections after them):
     how many of its k cosine-nearest rows (itself left out) are rivals' (codes >= 0), the rival (index) most of
-    those are in, and the mean Euclidean distance to its kn nearest rows after the first n (0 when k or kn is 0)."""
+    those are in, and the mean Euclidean distance to its kn nearest rows after the first n (0 when k or kn is 0).
+    buffer: (min(_BLOCK_ROWS, n), len(pool)) float32 for the products, or None for a new one."""
     votes, top_rival, knn = np.zeros(n, dtype=np.int64), [0] * n, np.zeros(n)
     if pool is None or norms is None:
         return votes, top_rival, knn
-    buffer = np.empty((min(_BLOCK_ROWS, n), len(pool)), dtype=np.float32)  # one block's, reused (no page faults)
+    if buffer is None:
+        buffer = np.empty((min(_BLOCK_ROWS, n), len(pool)), dtype=np.float32)  # one block's, reused
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         sims = np.matmul(pool[start:stop], pool.T, out=buffer[: stop - start])
@@ -426,11 +477,22 @@ def _knn_distance(
     k: int,
     *,
     skip_self: bool = False,
+    buffer: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Mean Euclidean distance from each row of x to its k nearest rows of pool (unit rows and their norms), in
-    row blocks (skip_self: x's rows are in pool, and the nearest, itself, is left out of the mean)."""
+    row blocks (skip_self: x's rows are in pool, and the nearest, itself, is left out of the mean). buffer: any
+    C-contiguous float32 array to hold the products in when it is large enough (its values are overwritten)."""
     out = np.empty(len(x))
-    buffer = np.empty((min(_BLOCK_ROWS, len(x)), len(pool)), dtype=np.float32)
+    shape = (min(_BLOCK_ROWS, len(x)), len(pool))
+    if (
+        buffer is not None
+        and buffer.flags.c_contiguous
+        and buffer.dtype == np.float32
+        and buffer.size >= shape[0] * shape[1]
+    ):
+        buffer = buffer.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
+    else:
+        buffer = np.empty(shape, dtype=np.float32)
     for start in range(0, len(x), _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, len(x))
         sims = np.matmul(x[start:stop], pool.T, out=buffer[: stop - start])
@@ -446,7 +508,9 @@ def _robust_z(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 # ---- the inputs, read from an index (the only part of this module that touches a Store) ----------------------
 
 
-def index_inputs(store: Any, collection: str, *, classifier: Any = "auto") -> dict[str, Any]:
+def index_inputs(
+    store: Any, collection: str, *, classifier: Any = "auto", ids: list[int] | None = None
+) -> dict[str, Any]:
     """``others``, ``classifier`` and ``label`` for :func:`rank_outliers`, read from an open Store.
 
     others: every other collection's embedded photos, less those an earlier ``clean --apply`` flagged there and
@@ -454,35 +518,71 @@ def index_inputs(store: Any, collection: str, *, classifier: Any = "auto") -> di
     ($IMGIDX_HOME/classifiers/*.joblib) made on this index's vectors whose classes include this collection's
     name, else one whose classes include another collection's name (rank_outliers then uses it only when that
     collection is an ally); a loaded classifier is used as given; None uses none. label: this collection's
-    name when it is one of the classes."""
-    own_ids = store.vector_ids(collection)
+    name when it is one of the classes.
+
+    ids: this collection's photos (store.vector_ids(collection), as rank_outliers is to rank them); with them,
+    ``vectors`` is theirs too, read with the others' into one array (rank_outliers(..., overwrite=True) then makes
+    its unit rows there instead of in a copy)."""
+    own_ids = store.vector_ids(collection) if ids is None else ids
     own = set(own_ids)
-    others = {}
-    for name in _other_collections(store, collection, own_ids):
-        ids = [i for i in store.vector_ids(name, include_flagged=False) if i not in own]
-        if ids:
-            others[name] = store.vectors(ids)
+    sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
+    early = None
+    if ids is not None and own_ids and store.stamp is not None:
+        # at most this many rows are read (see _other_collections): a thread faults the array in meanwhile
+        early = _faulted_in((len(own_ids) + min(OTHERS_BUDGET, sum(sizes.values())), store.stamp.dim))
+    wanted = {}
+    for name in _other_collections(store, collection, own_ids, sizes):
+        members = [i for i in store.vector_ids(name, include_flagged=False) if i not in own]
+        if members:
+            wanted[name] = members
+    parts: dict[str | None, list[int]] = ({None: own_ids} if ids is not None else {}) | wanted
+    total = sum(len(m) for m in parts.values())
+    if early is not None:
+        early[1].join()
+    if early is not None and len(early[0]) >= total:
+        rows = early[0][:total]
+    else:
+        rows = np.empty((total, store.stamp.dim), dtype=np.float32) if parts else None
+    read: dict[str | None, npt.NDArray[np.float32]] = {}
+    at = 0
+    for name, members in parts.items():
+        read[name] = store.vectors(members, out=rows[at : at + len(members)])
+        at += len(members)
+    others = {name: read[name] for name in wanted}
     model = _saved_classifier(store, collection, set(others)) if classifier == "auto" else classifier
     label = collection if model is not None and collection in model.classes else None
-    return {"others": others, "classifier": model, "label": label}
+    out = {"others": others, "classifier": model, "label": label}
+    return out | ({"vectors": read[None]} if ids is not None else {})
 
 
 OTHERS_BUDGET = 12_000  # other collections' photos scored against (float64 at 4096-d: 0.4 GB; k-NN cost grows with it)
 PROBES = 64  # this collection's photos whose nearest neighbours pick the other collections beyond the budget
 
 
-def _other_collections(store: Any, collection: str, own_ids: list[int]) -> list[str]:
+def _faulted_in(shape: tuple[int, int]) -> tuple[npt.NDArray[np.float32], threading.Thread]:
+    """A new float32 array and the thread that writes it once (zeros), so that its pages are in memory when the
+    caller, busy meanwhile in one thread, writes it: a first touch costs page faults (on a virtual machine, the
+    host's too), and numpy releases the GIL while it fills."""
+    rows = np.empty(shape, dtype=np.float32)
+    thread = threading.Thread(target=np.copyto, args=(rows, np.float32(0)), daemon=True)
+    thread.start()
+    return rows, thread
+
+
+def _other_collections(
+    store: Any, collection: str, own_ids: list[int], sizes: dict[str, int] | None = None
+) -> list[str]:
     """Every other collection while they fit OTHERS_BUDGET photos together; beyond (an index of 250 collections
     of 4,000), those where the index finds this collection's neighbours, most neighbours first, up to the budget:
-    a collection none of its photos' neighbours are in can neither vote nor be an ally."""
-    sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
+    a collection none of its photos' neighbours are in can neither vote nor be an ally. sizes: the other
+    collections' counts_by_collection(), when the caller has them."""
+    if sizes is None:
+        sizes = {name: n for name, n in store.counts_by_collection().items() if name != collection}
     if sum(sizes.values()) <= OTHERS_BUDGET or not own_ids:
         return sorted(n for n, size in sizes.items() if size)
-    import numpy as np
-
     probe = np.random.default_rng(0).choice(own_ids, size=min(PROBES, len(own_ids)), replace=False)
     own = set(own_ids)
-    hits = [h.photo_id for row in store.search(store.vectors(probe.tolist()), 20) for h in row]
+    hits = [h.photo_id for row in store.search(store.vectors(probe.tolist()), 20, once=True) for h in row]
     found: dict[str, int] = {}
     for names in store.collections_of([i for i in hits if i not in own]).values():
         for name in names:

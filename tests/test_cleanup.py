@@ -517,3 +517,78 @@ def test_unit_rows_equal_the_whole_pool_computation_bit_for_bit(monkeypatch):
         monkeypatch.setattr(outliers, "_UNIT_ROWS", rows)
         new_pool, new_norms = outliers._unit_rows(parts)
         assert new_pool.tobytes() == pool.tobytes() and new_norms.tobytes() == norms[:, 0].tobytes()
+
+
+def test_unit_rows_in_place_equal_the_copy_bit_for_bit():
+    """Consecutive float32 rows of one array become the pool themselves (no 262 MB copy at a million photos):
+    same bits as the copy; anything else is copied and left as it was."""
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(12)
+    whole = rng.normal(size=(700, DIM)).astype(np.float32) * rng.uniform(0.1, 3, (700, 1)).astype(np.float32)
+    whole[5] = 0.0  # norm 0
+    expected = outliers._unit_rows([whole.copy()])
+    for cuts in ((0, 300, 301, 700), (0, 700), (0, 1, 699, 700)):
+        rows = whole.copy()
+        parts = [rows[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        pool, norms = outliers._unit_rows(parts, in_place=True)
+        assert np.shares_memory(pool, rows) and pool.tobytes() == expected[0].tobytes()
+        assert norms.tobytes() == expected[1].tobytes()
+    inner = whole.copy()
+    pool, _ = outliers._unit_rows([inner[100:200], inner[200:250]], in_place=True)  # rows inside a larger array
+    assert pool.base is inner and pool.tobytes() == outliers._unit_rows([whole[100:250].copy()])[0].tobytes()
+    assert inner[:100].tobytes() == whole[:100].tobytes() and inner[250:].tobytes() == whole[250:].tobytes()
+    rows = whole.copy()
+    for parts in (
+        [rows[300:], rows[:300]],  # not in order
+        [rows[:300], rows[301:]],  # a gap
+        [rows[:300], rows[300:].astype(np.float64)],  # another array
+        [rows[:, : DIM - 1]],  # not whole rows
+        [rows],  # not a view at all
+    ):
+        assert outliers._consecutive(parts) is None
+        pool, _ = outliers._unit_rows(parts, in_place=True)
+        assert not np.shares_memory(pool, rows)
+    assert rows.tobytes() == whole.tobytes()  # copied: the inputs are as they were
+
+
+def test_overwriting_the_inputs_gives_the_same_result_bit_for_bit(pets, monkeypatch):
+    """rank_outliers(..., overwrite=True) on consecutive rows of one array (as index_inputs reads them): its unit
+    rows, then the null sample's rows and products, in that memory; every field the same bits as on copies."""
+    import imgidx.search.outliers as outliers
+
+    maybe, others = pets
+    rng = np.random.default_rng(13)
+    others = {name: (v * rng.uniform(0.5, 2.0, (len(v), 1))).astype(np.float32) for name, v in others.items()}
+    monkeypatch.setattr(outliers, "_BLOCK_ROWS", 64)
+    for null_sample in (outliers.NULL_SAMPLE, 50, len(maybe) + 1):  # all, some, more than this collection's rows
+        monkeypatch.setattr(outliers, "NULL_SAMPLE", null_sample)
+        expected = rank_outliers(maybe.astype(np.float32), others={n: v.copy() for n, v in others.items()})
+        rows = np.concatenate([maybe.astype(np.float32), *others.values()])
+        sizes = np.cumsum([0, len(maybe), *(len(v) for v in others.values())])
+        views = [rows[a:b] for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        result = rank_outliers(views[0], others=dict(zip(others, views[1:], strict=True)), overwrite=True)
+        assert not np.array_equal(rows[: len(maybe)], maybe.astype(np.float32))  # the memory was used
+        for field in dataclasses.fields(result):
+            x, y = getattr(result, field.name), getattr(expected, field.name)
+            assert (x.tobytes() == y.tobytes()) if isinstance(x, np.ndarray) else x == y, field.name
+
+
+def test_knn_distance_in_a_reused_buffer_equals_a_fresh_one_bit_for_bit(monkeypatch):
+    import imgidx.search.outliers as outliers
+
+    rng = np.random.default_rng(14)
+    rows = rng.normal(size=(500, DIM)).astype(np.float32) * 2
+    rows[450:] = rows[:50]  # duplicates
+    pool, norms = outliers._unit_rows([rows])
+    monkeypatch.setattr(outliers, "_BLOCK_ROWS", 64)
+    sample = 200 + rng.permutation(300)[:130]
+    fresh = outliers._knn_distance(pool[sample], norms[sample], pool[200:], norms[200:], 11, skip_self=True)
+    scratch = pool.copy()
+    taken = outliers._take_rows(scratch, sample, scratch[:130])
+    assert np.shares_memory(taken, scratch) and taken.tobytes() == pool[sample].tobytes()
+    for buffer in (np.full((64, 500), np.nan, np.float32), np.full(64 * 300, np.inf, np.float32), np.empty((3, 3))):
+        new = outliers._knn_distance(
+            taken, norms[sample], scratch[200:], norms[200:], 11, skip_self=True, buffer=buffer
+        )
+        assert new.tobytes() == fresh.tobytes()

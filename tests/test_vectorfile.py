@@ -212,3 +212,27 @@ def test_clean_scores_against_the_nearest_collections_when_all_would_not_fit(tmp
         monkeypatch.setattr(outliers, "OTHERS_BUDGET", 10)
         assert outliers._other_collections(s, "a", own) == ["b"]
         assert set(outliers.index_inputs(s, "a", classifier=None)["others"]) == {"b"}
+        monkeypatch.undo()
+        # with the collection's ids: its vectors and the others', read into consecutive rows of one array
+        inputs = outliers.index_inputs(s, "a", classifier=None, ids=own)
+        alone = outliers.index_inputs(s, "a", classifier=None)
+        assert inputs["vectors"].tobytes() == s.vectors(own).tobytes()
+        assert {n: v.tobytes() for n, v in inputs["others"].items()} == {
+            n: v.tobytes() for n, v in alone["others"].items()
+        }
+        parts = [inputs["vectors"], *inputs["others"].values()]
+        assert outliers._consecutive(parts) is not None
+        assert outliers._consecutive(parts).tobytes() == np.concatenate(parts).tobytes()
+
+
+def test_read_into_rows_of_a_larger_array(tmp_path):
+    vf = VectorFile(tmp_path / "vectors.bin", 8, "float16")
+    v = unit(20, seed=5)
+    vf.write(0, vf.encode(v))
+    rows = np.full((30, 8), np.nan, dtype=np.float32)
+    assert vf.read([3, 1, 19], out=rows[10:13]) is not None
+    assert rows[10:13].tobytes() == vf.read([3, 1, 19]).tobytes()
+    assert np.isnan(rows[:10]).all() and np.isnan(rows[13:]).all()
+    for bad in (rows[:2], rows[:3].astype(np.float64), rows[:6:2], np.zeros((3, 8), np.float32).T.copy().T):
+        with pytest.raises(ValueError, match="out must be a C-contiguous float32 array of shape"):
+            vf.read([3, 1, 19], out=bad)

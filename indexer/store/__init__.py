@@ -119,16 +119,24 @@ class Store(Catalog):
         return stale
 
     def search(
-        self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
+        self,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        *,
+        allowed: Sequence[int] | None = None,
+        once: bool = False,
     ) -> list[list[Hit]]:
         """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids.
 
         A restriction to at most EXACT_ALLOWED photos (a collection) is answered exactly from the stored vectors,
         without the index: reading 4,000 rows is faster than loading a large index, and exact. A product-quantized
-        index's candidates are re-ranked with the stored vectors (its own scores are too coarse)."""
+        index's candidates are re-ranked with the stored vectors (its own scores are too coarse). once: the caller
+        searches this store once; an index not loaded yet is mapped from its file for this search, not loaded."""
         if allowed is not None and 0 < len(allowed) <= EXACT_ALLOWED and self.stamp is not None:
             return self._exact(_check_vectors(queries, self.stamp.dim), list(allowed), k)
-        index = self.index
+        index = self.faiss.mapped(self) if once and self.faiss.index is None else None
+        if index is None:
+            index = self.index
         if index is None or index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         queries = _check_vectors(queries, index.d)

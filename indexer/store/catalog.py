@@ -322,14 +322,14 @@ class Catalog:
     def has_state(self, state: str) -> bool:
         return self.db.execute("SELECT 1 FROM photos WHERE state=? LIMIT 1", (state,)).fetchone() is not None
 
-    def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+    def vectors(self, ids: Sequence[int], *, out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
         """Exact stored vectors for `ids`, in that order (never the approximate index); float32 whatever the
-        file's dtype."""
+        file's dtype. out: a C-contiguous float32 (len(ids), dim) array to read them into (returned)."""
         slot_of = self.slots(ids)
         missing = len(set(ids)) - len(slot_of)
         if missing:
             raise StoreError(f"{missing} of the requested photos have no stored vector")
-        return self._vectors_file().read([slot_of[i] for i in ids])
+        return self._vectors_file().read([slot_of[i] for i in ids], out=out)
 
     def slots(self, ids: Sequence[int]) -> dict[int, int]:
         """photo id -> slot in the vector file, for those of `ids` that have a stored vector."""

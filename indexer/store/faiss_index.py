@@ -63,6 +63,16 @@ class FaissIndex:
         """The index exactly as its file holds it, or None when it is missing or unreadable."""
         return read_index(self.path)
 
+    def mapped(self, source: VectorSource):
+        """The saved index mapped read-only from its file, for searches only, when it holds exactly the committed
+        vectors (else None): nothing is read into memory but the pages a search touches (157 MB of IVF-PQ lists
+        at a million photos, read and faulted in for a search that touches a part of them)."""
+        index = read_index(self.path, mapped=True)
+        dim = source.stamp.dim if source.stamp else None
+        if index is None or index.d != dim or not holds_committed(index, source):
+            return None
+        return index
+
     def load(self, source: VectorSource, *, rebuild_large: bool = True):
         """The file's index caught up with `source`; a flat one when there is no usable file; None while empty.
 
@@ -138,13 +148,16 @@ class FaissIndex:
         return stale
 
 
-def read_index(path: Path):
-    """The index in `path`, or None when it is missing or unreadable (callers rebuild it)."""
+def read_index(path: Path, *, mapped: bool = False):
+    """The index in `path`, or None when it is missing or unreadable (callers rebuild it). mapped: the file's pages
+    are mapped read-only, not read into memory; such an index must never be changed (FAISS aborts the process)."""
     import faiss
 
     if not path.exists():
         return None
     try:
+        if mapped:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         return faiss.read_index(str(path))
     except RuntimeError:
         return None

@@ -50,12 +50,18 @@ class VectorFile:
     def encode(self, vectors: npt.NDArray) -> npt.NDArray:
         return np.ascontiguousarray(vectors, dtype=self.dtype)
 
-    def read(self, slots: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    def read(
+        self, slots: Sequence[int] | npt.NDArray[np.int64], *, out: npt.NDArray[np.float32] | None = None
+    ) -> npt.NDArray[np.float32]:
         """float32 rows at `slots`, in that order: one pread per run of consecutive slots (a collection's rows
         are mostly one run). pread, not mmap: mapped pages count in the process's RSS, so a whole-file pass
-        (reindex, verify) would look like 8 GB of memory at a million photos; read pages stay page cache."""
+        (reindex, verify) would look like 8 GB of memory at a million photos; read pages stay page cache.
+        out: a C-contiguous float32 (len(slots), dim) array to read into (returned), e.g. rows of a larger one."""
         slots = np.asarray(slots, dtype=np.int64)
-        out = np.empty((len(slots), self.dim), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(slots), self.dim), dtype=np.float32)
+        elif out.shape != (len(slots), self.dim) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {(len(slots), self.dim)}")
         if not len(slots):
             return out
         order = np.argsort(slots, kind="stable")  # in file order: sequential reads on a cold cache
