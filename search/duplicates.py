@@ -5,10 +5,11 @@ photos of the same scene.
 Pure functions over the stored unit vectors and a few facts per photo; no store, no files.
 
 - Distance is cosine distance, 1 - cos, on the unit vectors (what `similar` scores as cos).
-- Memory stays bounded at any size: a k-NN search in batches of queries (FAISS, exact flat search up to
-  FLAT_MAX vectors, an IVF index above), keeping only the pairs under the cut; groups are the connected
-  components of those pairs (scipy's union-find on a sparse graph). Never an n x n matrix: the largest thing held
-  is the vectors themselves plus batch x k neighbours.
+- Memory stays bounded at any size: up to SELF_MAX vectors, the n x n similarity matrix at once (at most 256 MB:
+  one symmetric product, half the multiply-adds of a search); above, a k-NN search in batches of queries (FAISS,
+  exact flat search up to FLAT_MAX vectors, an IVF index above) holding the vectors plus batch x k neighbours.
+  Only the pairs under the cut are kept; groups are the connected components of those pairs (scipy's union-find
+  on a sparse graph).
 - A group's `max_distance` is the largest distance between any two of its members (single linkage can chain,
   so it may exceed the threshold; it says how tight the group is).
 - Horizontal flips count as different pictures: a mirrored photo is a different training sample (it is the
@@ -22,7 +23,7 @@ Pure functions over the stored unit vectors and a few facts per photo; no store,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,6 +45,7 @@ VERIFY_FACTOR = 3.0
 K = 16  # neighbours per photo: a group larger than K+1 still joins through chains of neighbours
 BATCH = 2048  # queries per FAISS call: bounds the neighbour arrays to BATCH x (K+1)
 FLAT_MAX = 20_000  # exact search up to here; above, an IVF index (near duplicates share a cell or a probed one)
+SELF_MAX = 8192  # exact search up to here from the whole similarity matrix (8,192^2 float32: 256 MB)
 IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 sqrt(n): ~80 vectors a list
 IVF_NPROBE = 8
 IVF_TRAIN_PER_LIST = 32
@@ -228,22 +230,26 @@ def _exact_edges(facts: Sequence[PhotoFacts]) -> npt.NDArray[np.int64]:
 
 
 def _near_pairs(
-    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str
+    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str, self_max: int = SELF_MAX
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
     """Pairs (i, j), i < j, with cosine distance <= bound among each row's k nearest, their distances, and each
-    row's nearest-neighbour distance (inf when it has none)."""
+    row's nearest-neighbour distance (inf when it has none). Up to self_max rows, from the whole similarity matrix
+    (_self_knn); else batch queries at a time."""
     n = len(v)
-    index, how = _index(v, search)
     kk = min(k + 1, n)
+    if _self_search(n, kk, search, self_max):
+        blocks: Iterable = [(0, *_self_knn(v, kk))]
+        how = "flat"
+    else:
+        index, how = _index(v, search)
+        blocks = ((start, *index.search(v[start : start + batch], kk)) for start in range(0, n, batch))
     found_pairs, found_dists = [], []
     nn1 = np.full(n, np.inf, dtype=np.float32)
-    for start in range(0, n, batch):
-        q = v[start : start + batch]
-        sims, nbrs = index.search(q, kk)
-        rows = np.arange(start, start + len(q))[:, None]
+    for start, sims, nbrs in blocks:
+        rows = np.arange(start, start + len(sims))[:, None]
         dist = 1.0 - sims
         valid = (nbrs >= 0) & (nbrs != rows)
-        nn1[start : start + len(q)] = np.where(valid, dist, np.inf).min(axis=1)
+        nn1[start : start + len(sims)] = np.where(valid, dist, np.inf).min(axis=1)
         hit = valid & (dist <= bound)
         i = np.broadcast_to(rows, nbrs.shape)[hit]
         j = nbrs[hit]
@@ -265,12 +271,45 @@ def _dedupe_pairs(pairs, dists):
     return pairs[first], dists[first]
 
 
+def _self_search(n: int, kk: int, search: str, self_max: int) -> bool:
+    """Whether _self_knn answers (the exact search, small enough for the whole matrix) rather than _index."""
+    import faiss
+
+    _check_search(search)
+    # from the reservoir size on, faiss.knn keeps another top-k (ties may fall otherwise): leave those to it
+    return search in ("auto", "flat") and n <= self_max and kk < faiss.cvar.distance_compute_min_k_reservoir
+
+
+def _self_knn(v: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """faiss.knn(v, v, kk) by inner product, from the matrix v v^T: numpy computes a matrix times its own
+    transpose with BLAS syrk, one triangle (half the multiply-adds of faiss.knn's sgemm), and faiss's own heap
+    (the one faiss.knn fills, fed each row's columns in the same order) picks the same kk neighbours, ties and
+    NaNs included. Scores may differ from faiss.knn's in the last bit (another BLAS, another summation order)."""
+    import faiss
+
+    n = len(v)
+    sims = np.ascontiguousarray(v @ v.T)  # C order already: the heap reads it row by row
+    top = np.empty((n, kk), dtype=np.float32)
+    ids = np.empty((n, kk), dtype=np.int64)
+    heap = faiss.float_minheap_array_t()  # keeps the largest: faiss.knn's heap for inner products
+    heap.nh, heap.k = n, kk
+    heap.val, heap.ids = faiss.swig_ptr(top), faiss.swig_ptr(ids)
+    heap.heapify()
+    heap.addn(n, faiss.swig_ptr(sims))
+    heap.reorder()
+    return top, ids
+
+
+def _check_search(search: str) -> None:
+    if search not in ("auto", "flat", "ivf"):
+        raise ConfigError(f"search must be auto, flat or ivf; received {search!r}")
+
+
 def _index(v: npt.NDArray[np.float32], search: str):
     import faiss
 
     n, d = v.shape
-    if search not in ("auto", "flat", "ivf"):
-        raise ConfigError(f"search must be auto, flat or ivf; received {search!r}")
+    _check_search(search)
     if search == "flat" or (search == "auto" and n <= FLAT_MAX):
         return _Flat(v), "flat"
     nlist = max(1, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n)))
