@@ -5,11 +5,10 @@ photos of the same scene.
 Pure functions over the stored unit vectors and a few facts per photo; no store, no files.
 
 - Distance is cosine distance, 1 - cos, on the unit vectors (what `similar` scores as cos).
-- Memory stays bounded at any size: up to SELF_MAX vectors, the n x n similarity matrix at once (at most 256 MB:
-  one symmetric product, half the multiply-adds of a search); above, a k-NN search in batches of queries (FAISS,
-  exact flat search up to FLAT_MAX vectors, an IVF index above) holding the vectors plus batch x k neighbours.
-  Only the pairs under the cut are kept; groups are the connected components of those pairs (scipy's union-find
-  on a sparse graph).
+- Memory stays bounded at any size: a k-NN search, exact up to FLAT_MAX vectors (the similarity matrix's upper
+  triangle, a band of rows of at most SELF_BLOCK_BYTES at a time: half the multiply-adds of a search of every
+  vector against all), an IVF index above (batches of queries). Only the pairs under the cut are kept; groups are
+  the connected components of those pairs (scipy's union-find on a sparse graph). Never an n x n matrix.
 - A group's `max_distance` is the largest distance between any two of its members (single linkage can chain,
   so it may exceed the threshold; it says how tight the group is).
 - Horizontal flips count as different pictures: a mirrored photo is a different training sample (it is the
@@ -45,7 +44,7 @@ VERIFY_FACTOR = 3.0
 K = 16  # neighbours per photo: a group larger than K+1 still joins through chains of neighbours
 BATCH = 2048  # queries per FAISS call: bounds the neighbour arrays to BATCH x (K+1)
 FLAT_MAX = 20_000  # exact search up to here; above, an IVF index (near duplicates share a cell or a probed one)
-SELF_MAX = 8192  # exact search up to here from the whole similarity matrix (8,192^2 float32: 256 MB)
+SELF_BLOCK_BYTES = 64 << 20  # similarities computed at once by the exact search (4,096 x 4,096 float32)
 IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 sqrt(n): ~80 vectors a list
 IVF_NPROBE = 8
 IVF_TRAIN_PER_LIST = 32
@@ -230,11 +229,11 @@ def _exact_edges(facts: Sequence[PhotoFacts]) -> npt.NDArray[np.int64]:
 
 
 def _near_pairs(
-    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str, self_max: int = SELF_MAX
+    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str, self_max: int = FLAT_MAX
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
     """Pairs (i, j), i < j, with cosine distance <= bound among each row's k nearest, their distances, and each
-    row's nearest-neighbour distance (inf when it has none). Up to self_max rows, from the whole similarity matrix
-    (_self_knn); else batch queries at a time."""
+    row's nearest-neighbour distance (inf when it has none). Exact search up to self_max rows by _self_knn, else
+    batch queries at a time (faiss.knn, or IVF)."""
     n = len(v)
     kk = min(k + 1, n)
     if _self_search(n, kk, search, self_max):
@@ -272,7 +271,7 @@ def _dedupe_pairs(pairs, dists):
 
 
 def _self_search(n: int, kk: int, search: str, self_max: int) -> bool:
-    """Whether _self_knn answers (the exact search, small enough for the whole matrix) rather than _index."""
+    """Whether _self_knn answers (the exact search) rather than _index."""
     import faiss
 
     _check_search(search)
@@ -280,22 +279,42 @@ def _self_search(n: int, kk: int, search: str, self_max: int) -> bool:
     return search in ("auto", "flat") and n <= self_max and kk < faiss.cvar.distance_compute_min_k_reservoir
 
 
-def _self_knn(v: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """faiss.knn(v, v, kk) by inner product, from the matrix v v^T: numpy computes a matrix times its own
-    transpose with BLAS syrk, one triangle (half the multiply-adds of faiss.knn's sgemm), and faiss's own heap
-    (the one faiss.knn fills, fed each row's columns in the same order) picks the same kk neighbours, ties and
-    NaNs included. Scores may differ from faiss.knn's in the last bit (another BLAS, another summation order)."""
+def _self_knn(
+    v: npt.NDArray[np.float32], kk: int, block_bytes: int = SELF_BLOCK_BYTES
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """faiss.knn(v, v, kk) by inner product from the upper triangle of v v^T, half its multiply-adds: a band of
+    rows at a time, its square on the diagonal by BLAS syrk (numpy's choice for a matrix times its own transpose)
+    and the rest of the band by sgemm, whose transpose serves the rows below. faiss's own heap (the one faiss.knn
+    fills) picks each row's kk largest, fed every row's columns in ascending order as faiss.knn feeds them, so the
+    same neighbours are kept, ties and NaNs included. Scores may differ from faiss.knn's in the last bit (another
+    BLAS call, another summation order)."""
     import faiss
 
     n = len(v)
-    sims = np.ascontiguousarray(v @ v.T)  # C order already: the heap reads it row by row
     top = np.empty((n, kk), dtype=np.float32)
     ids = np.empty((n, kk), dtype=np.int64)
     heap = faiss.float_minheap_array_t()  # keeps the largest: faiss.knn's heap for inner products
     heap.nh, heap.k = n, kk
     heap.val, heap.ids = faiss.swig_ptr(top), faiss.swig_ptr(ids)
     heap.heapify()
-    heap.addn(n, faiss.swig_ptr(sims))
+    rows = max(1, block_bytes // (4 * n))
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        band = v[a:b]
+        # rows a..b got their columns before a from the earlier bands (as those bands' transposes); now a..b,
+        # then b..n: ascending, which decides which of several tied values a full heap keeps
+        square = np.ascontiguousarray(band @ band.T)
+        heap.addn(b - a, faiss.swig_ptr(square), a, a, b - a)
+        del square
+        if b < n:
+            rest = band @ v[b:].T
+            heap.addn(n - b, faiss.swig_ptr(rest), b, a, b - a)
+            # the same values for rows b..n (their columns a..b), transposed a few rows at a time: no second copy
+            # of the whole band
+            step = max(1, block_bytes // 16 // (4 * (b - a)))
+            for c in range(b, n, step):
+                below = np.ascontiguousarray(rest[:, c - b : c - b + step].T)
+                heap.addn(b - a, faiss.swig_ptr(below), a, c, len(below))
     heap.reorder()
     return top, ids
 

@@ -186,9 +186,10 @@ def exact_units(n: int, seed: int, dim: int = 16) -> np.ndarray:
 
 @pytest.mark.parametrize("n", [2, 3, 5, 19, 20, 21, 300, 1500])
 def test_self_knn_equals_faiss_knn_ties_included(n):
-    """The whole-matrix path (v v^T by syrk, faiss's heap) keeps what faiss.knn keeps, in its order: the same
-    neighbours, ties at the k-th place broken alike, the row itself where faiss puts it (exact products here, so
-    scores agree to the bit too); a NaN row ends up as faiss.knn leaves it."""
+    """The triangle path (bands of v v^T by syrk and sgemm, faiss's heap) keeps what faiss.knn keeps, in its
+    order: the same neighbours, ties at the k-th place broken alike, the row itself where faiss puts it (exact
+    products here, so scores agree to the bit too), in one band or many; a NaN row ends up as faiss.knn leaves
+    it."""
     import faiss
 
     from imgidx.search.duplicates import K, _self_knn
@@ -198,14 +199,16 @@ def test_self_knn_equals_faiss_knn_ties_included(n):
         v[7] = np.nan
     for kk in sorted({1, min(K + 1, n), min(n, 99)}):
         want = faiss.knn(v, v, kk, metric=faiss.METRIC_INNER_PRODUCT)
-        got = _self_knn(v, kk)
-        assert np.array_equal(got[1], want[1]) and got[0].tobytes() == want[0].tobytes()
+        for band_rows in {1, 7, max(1, n // 3), n}:
+            got = _self_knn(v, kk, block_bytes=4 * n * band_rows)
+            assert np.array_equal(got[1], want[1]) and got[0].tobytes() == want[0].tobytes(), (kk, band_rows)
 
 
 @pytest.mark.parametrize("n", [2, 40, 1000])
-def test_near_pairs_from_the_whole_matrix_equal_the_batched_search(n):
-    """_near_pairs gives the same pairs, distances and nearest-neighbour distances from the whole similarity
-    matrix as from faiss.knn batch by batch (self_max=0, the search it replaces), copies beyond k included."""
+def test_near_pairs_from_the_triangle_equal_the_batched_search(n):
+    """_near_pairs gives the same pairs, distances and nearest-neighbour distances from the similarity matrix's
+    upper triangle as from faiss.knn batch by batch (self_max=0, the search it replaces), copies beyond k
+    included."""
     from imgidx.search.duplicates import K, _near_pairs
 
     v = exact_units(n, seed=n)
@@ -217,7 +220,7 @@ def test_near_pairs_from_the_whole_matrix_equal_the_batched_search(n):
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
-def test_whole_matrix_and_batched_search_find_the_same_copies_on_real_valued_vectors():
+def test_triangle_and_batched_search_find_the_same_copies_on_real_valued_vectors():
     """On float16-rounded unit vectors (as the store keeps them) the scores may differ in the last bit (another
     BLAS call), nothing more: the same planted copies, nearest-neighbour distances within float32 rounding."""
     from imgidx.search.duplicates import _near_pairs
