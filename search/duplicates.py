@@ -360,8 +360,9 @@ def _components(n: int, edges: npt.NDArray[np.int64]) -> list[list[int]]:
     labels = _components_labels(n, edges)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
-    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
-    return [g.tolist() for g in np.split(order, cuts) if len(g) > 1]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_labels)) + 1, [n]]).tolist()
+    # only the components with company are cut out (np.split made an array of every lone photo too)
+    return [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b - a > 1]
 
 
 def _components_labels(n: int, edges: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

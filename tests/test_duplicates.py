@@ -235,6 +235,28 @@ def test_triangle_and_batched_search_find_the_same_copies_on_real_valued_vectors
     np.testing.assert_allclose(whole[2], batched[2], rtol=0, atol=1e-6)
 
 
+def test_components_are_the_groups_of_two_or_more_in_order():
+    from imgidx.search.duplicates import _components
+
+    rng = np.random.default_rng(0)
+    for n, m in [(1, 0), (2, 0), (2, 1), (50, 0), (50, 10), (300, 200), (300, 600)]:
+        edges = rng.integers(0, n, size=(m, 2)).astype(np.int64)
+        parent = list(range(n))
+
+        def root(i, parent=parent):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for i, j in edges.tolist():
+            parent[root(i)] = root(j)
+        members: dict[int, list[int]] = {}
+        for i in range(n):
+            members.setdefault(root(i), []).append(i)
+        want = sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
+        assert _components(n, edges) == want
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 4000, 4001])
 def test_median_equals_numpy_bit_for_bit(n):
     from imgidx.search.duplicates import median
