@@ -5,10 +5,10 @@ photos of the same scene.
 Pure functions over the stored unit vectors and a few facts per photo; no store, no files.
 
 - Distance is cosine distance, 1 - cos, on the unit vectors (what `similar` scores as cos).
-- Memory stays bounded at any size: a k-NN search in batches of queries (FAISS, exact flat search up to
-  FLAT_MAX vectors, an IVF index above), keeping only the pairs under the cut; groups are the connected
-  components of those pairs (scipy's union-find on a sparse graph). Never an n x n matrix: the largest thing held
-  is the vectors themselves plus batch x k neighbours.
+- Memory stays bounded at any size: a k-NN search, exact up to FLAT_MAX vectors (the similarity matrix's upper
+  triangle, a band of rows of at most SELF_BLOCK_BYTES at a time: half the multiply-adds of a search of every
+  vector against all), an IVF index above (batches of queries). Only the pairs under the cut are kept; groups are
+  the connected components of those pairs (scipy's union-find on a sparse graph). Never an n x n matrix.
 - A group's `max_distance` is the largest distance between any two of its members (single linkage can chain,
   so it may exceed the threshold; it says how tight the group is).
 - Horizontal flips count as different pictures: a mirrored photo is a different training sample (it is the
@@ -22,7 +22,7 @@ Pure functions over the stored unit vectors and a few facts per photo; no store,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,6 +44,7 @@ VERIFY_FACTOR = 3.0
 K = 16  # neighbours per photo: a group larger than K+1 still joins through chains of neighbours
 BATCH = 2048  # queries per FAISS call: bounds the neighbour arrays to BATCH x (K+1)
 FLAT_MAX = 20_000  # exact search up to here; above, an IVF index (near duplicates share a cell or a probed one)
+SELF_BLOCK_BYTES = 64 << 20  # similarities computed at once by the exact search (4,096 x 4,096 float32)
 IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 sqrt(n): ~80 vectors a list
 IVF_NPROBE = 8
 IVF_TRAIN_PER_LIST = 32
@@ -228,22 +229,26 @@ def _exact_edges(facts: Sequence[PhotoFacts]) -> npt.NDArray[np.int64]:
 
 
 def _near_pairs(
-    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str
+    v: npt.NDArray[np.float32], bound: float, *, k: int, batch: int, search: str, self_max: int = FLAT_MAX
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
     """Pairs (i, j), i < j, with cosine distance <= bound among each row's k nearest, their distances, and each
-    row's nearest-neighbour distance (inf when it has none)."""
+    row's nearest-neighbour distance (inf when it has none). Exact search up to self_max rows by _self_knn, else
+    batch queries at a time (faiss.knn, or IVF)."""
     n = len(v)
-    index, how = _index(v, search)
     kk = min(k + 1, n)
+    if _self_search(n, kk, search, self_max):
+        blocks: Iterable = [(0, *_self_knn(v, kk))]
+        how = "flat"
+    else:
+        index, how = _index(v, search)
+        blocks = ((start, *index.search(v[start : start + batch], kk)) for start in range(0, n, batch))
     found_pairs, found_dists = [], []
     nn1 = np.full(n, np.inf, dtype=np.float32)
-    for start in range(0, n, batch):
-        q = v[start : start + batch]
-        sims, nbrs = index.search(q, kk)
-        rows = np.arange(start, start + len(q))[:, None]
+    for start, sims, nbrs in blocks:
+        rows = np.arange(start, start + len(sims))[:, None]
         dist = 1.0 - sims
         valid = (nbrs >= 0) & (nbrs != rows)
-        nn1[start : start + len(q)] = np.where(valid, dist, np.inf).min(axis=1)
+        nn1[start : start + len(sims)] = np.where(valid, dist, np.inf).min(axis=1)
         hit = valid & (dist <= bound)
         i = np.broadcast_to(rows, nbrs.shape)[hit]
         j = nbrs[hit]
@@ -265,12 +270,65 @@ def _dedupe_pairs(pairs, dists):
     return pairs[first], dists[first]
 
 
+def _self_search(n: int, kk: int, search: str, self_max: int) -> bool:
+    """Whether _self_knn answers (the exact search) rather than _index."""
+    import faiss
+
+    _check_search(search)
+    # from the reservoir size on, faiss.knn keeps another top-k (ties may fall otherwise): leave those to it
+    return search in ("auto", "flat") and n <= self_max and kk < faiss.cvar.distance_compute_min_k_reservoir
+
+
+def _self_knn(
+    v: npt.NDArray[np.float32], kk: int, block_bytes: int = SELF_BLOCK_BYTES
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """faiss.knn(v, v, kk) by inner product from the upper triangle of v v^T, half its multiply-adds: a band of
+    rows at a time, its square on the diagonal by BLAS syrk (numpy's choice for a matrix times its own transpose)
+    and the rest of the band by sgemm, whose transpose serves the rows below. faiss's own heap (the one faiss.knn
+    fills) picks each row's kk largest, fed every row's columns in ascending order as faiss.knn feeds them, so the
+    same neighbours are kept, ties and NaNs included. Scores may differ from faiss.knn's in the last bit (another
+    BLAS call, another summation order)."""
+    import faiss
+
+    n = len(v)
+    top = np.empty((n, kk), dtype=np.float32)
+    ids = np.empty((n, kk), dtype=np.int64)
+    heap = faiss.float_minheap_array_t()  # keeps the largest: faiss.knn's heap for inner products
+    heap.nh, heap.k = n, kk
+    heap.val, heap.ids = faiss.swig_ptr(top), faiss.swig_ptr(ids)
+    heap.heapify()
+    rows = max(1, block_bytes // (4 * n))
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        band = v[a:b]
+        # rows a..b got their columns before a from the earlier bands (as those bands' transposes); now a..b,
+        # then b..n: ascending, which decides which of several tied values a full heap keeps
+        square = np.ascontiguousarray(band @ band.T)
+        heap.addn(b - a, faiss.swig_ptr(square), a, a, b - a)
+        del square
+        if b < n:
+            rest = band @ v[b:].T
+            heap.addn(n - b, faiss.swig_ptr(rest), b, a, b - a)
+            # the same values for rows b..n (their columns a..b), transposed a few rows at a time: no second copy
+            # of the whole band
+            step = max(1, block_bytes // 16 // (4 * (b - a)))
+            for c in range(b, n, step):
+                below = np.ascontiguousarray(rest[:, c - b : c - b + step].T)
+                heap.addn(b - a, faiss.swig_ptr(below), a, c, len(below))
+    heap.reorder()
+    return top, ids
+
+
+def _check_search(search: str) -> None:
+    if search not in ("auto", "flat", "ivf"):
+        raise ConfigError(f"search must be auto, flat or ivf; received {search!r}")
+
+
 def _index(v: npt.NDArray[np.float32], search: str):
     import faiss
 
     n, d = v.shape
-    if search not in ("auto", "flat", "ivf"):
-        raise ConfigError(f"search must be auto, flat or ivf; received {search!r}")
+    _check_search(search)
     if search == "flat" or (search == "auto" and n <= FLAT_MAX):
         return _Flat(v), "flat"
     nlist = max(1, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n)))
@@ -302,8 +360,9 @@ def _components(n: int, edges: npt.NDArray[np.int64]) -> list[list[int]]:
     labels = _components_labels(n, edges)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
-    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
-    return [g.tolist() for g in np.split(order, cuts) if len(g) > 1]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_labels)) + 1, [n]]).tolist()
+    # only the components with company are cut out (np.split made an array of every lone photo too)
+    return [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b - a > 1]
 
 
 def _components_labels(n: int, edges: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

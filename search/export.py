@@ -33,7 +33,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -121,7 +121,10 @@ def export(
     splits = assign_splits(
         [p.id for p in photos], [p.label for p in photos], [p.group for p in photos], fractions, seed=seed
     )
-    exts = {p.id: _extension(p.path) for p in photos}
+    exts: dict[int, str] = {}
+    for p in reversed(photos):  # once per photo, not per label; the last row's path, as a dict display keeps it
+        if p.id not in exts:
+            exts[p.id] = _extension(p.path)
     counts = _counts(photos, splits, split_names(fractions))
     manifest = {
         "imgidx_version": version,
@@ -396,8 +399,8 @@ SIGNATURES = (
 
 
 def _extension(path: Path) -> str:
-    head = _head(path, 1 << 16)
-    suffix = Path(path).suffix.lower()
+    head = _head(path, 16)  # what the signatures need; Pillow, asked only when they do not settle it, gets 64 KB
+    suffix = (path if isinstance(path, PurePath) else PurePath(path)).suffix.lower()  # no new Path a photo
     by_suffix = {".jpeg": "jpg"}.get(suffix, suffix.lstrip(".") or "bin")
     if any(head.startswith(magic) and by_suffix == fmt for magic, fmt in SIGNATURES) or (
         by_suffix == "webp" and head.startswith(b"RIFF") and head[8:12] == b"WEBP"
@@ -405,7 +408,7 @@ def _extension(path: Path) -> str:
         return "." + by_suffix
     from imgidx.indexer.images import image_format
 
-    fmt = image_format(head)
+    fmt = image_format(_head(path, 1 << 16))
     if fmt == "bin":  # Pillow needs more than the head for some formats: trust a known suffix then
         fmt = by_suffix
     return "." + fmt

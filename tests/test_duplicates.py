@@ -171,6 +171,92 @@ def test_flat_search_equals_an_index_flat_ip_bit_for_bit(n):
             assert np.array_equal(got[1], want[1]) and got[0].tobytes() == want[0].tobytes()
 
 
+def exact_units(n: int, seed: int, dim: int = 16) -> np.ndarray:
+    """n unit rows of four 0.5s each: every inner product is a multiple of 0.25, exact in float32 whatever the
+    summation order, so any two ways of computing them agree bit for bit and ties are real ties. Most rows are
+    copies (a few hundred distinct rows), some repeated beyond k."""
+    rng = np.random.default_rng(seed)
+    v = np.zeros((n, dim), np.float32)
+    for row in v:
+        row[rng.choice(dim, 4, replace=False)] = 0.5
+    if n > 5:
+        v[1::9] = v[0]
+    return v
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 19, 20, 21, 300, 1500])
+def test_self_knn_equals_faiss_knn_ties_included(n):
+    """The triangle path (bands of v v^T by syrk and sgemm, faiss's heap) keeps what faiss.knn keeps, in its
+    order: the same neighbours, ties at the k-th place broken alike, the row itself where faiss puts it (exact
+    products here, so scores agree to the bit too), in one band or many; a NaN row ends up as faiss.knn leaves
+    it."""
+    import faiss
+
+    from imgidx.search.duplicates import K, _self_knn
+
+    v = exact_units(n, seed=n)
+    if n >= 20:
+        v[7] = np.nan
+    for kk in sorted({1, min(K + 1, n), min(n, 99)}):
+        want = faiss.knn(v, v, kk, metric=faiss.METRIC_INNER_PRODUCT)
+        for band_rows in {1, 7, max(1, n // 3), n}:
+            got = _self_knn(v, kk, block_bytes=4 * n * band_rows)
+            assert np.array_equal(got[1], want[1]) and got[0].tobytes() == want[0].tobytes(), (kk, band_rows)
+
+
+@pytest.mark.parametrize("n", [2, 40, 1000])
+def test_near_pairs_from_the_triangle_equal_the_batched_search(n):
+    """_near_pairs gives the same pairs, distances and nearest-neighbour distances from the similarity matrix's
+    upper triangle as from faiss.knn batch by batch (self_max=0, the search it replaces), copies beyond k
+    included."""
+    from imgidx.search.duplicates import K, _near_pairs
+
+    v = exact_units(n, seed=n)
+    for bound in (0.0, 0.25, 0.5, 2.0):
+        whole = _near_pairs(v, bound, k=K, batch=64, search="auto")
+        batched = _near_pairs(v, bound, k=K, batch=64, search="auto", self_max=0)
+        assert whole[3] == batched[3] == "flat"
+        for a, b in zip(whole[:3], batched[:3], strict=True):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_triangle_and_batched_search_find_the_same_copies_on_real_valued_vectors():
+    """On float16-rounded unit vectors (as the store keeps them) the scores may differ in the last bit (another
+    BLAS call), nothing more: the same planted copies, nearest-neighbour distances within float32 rounding."""
+    from imgidx.search.duplicates import _near_pairs
+
+    base = scene(1200, dim=256, seed=8)
+    copies = np.stack([nudge(base[i], 0.005 * (1 + i % 3), i) for i in range(0, 1200, 40)])
+    v = np.concatenate([base, copies, base[[5, 5, 9]]]).astype(np.float16).astype(np.float32)
+    whole = _near_pairs(v, 0.03, k=16, batch=256, search="flat")
+    batched = _near_pairs(v, 0.03, k=16, batch=256, search="flat", self_max=0)
+    assert np.array_equal(whole[0], batched[0]) and len(whole[0]) >= 2 * (30 + 3)
+    np.testing.assert_allclose(whole[1], batched[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(whole[2], batched[2], rtol=0, atol=1e-6)
+
+
+def test_components_are_the_groups_of_two_or_more_in_order():
+    from imgidx.search.duplicates import _components
+
+    rng = np.random.default_rng(0)
+    for n, m in [(1, 0), (2, 0), (2, 1), (50, 0), (50, 10), (300, 200), (300, 600)]:
+        edges = rng.integers(0, n, size=(m, 2)).astype(np.int64)
+        parent = list(range(n))
+
+        def root(i, parent=parent):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for i, j in edges.tolist():
+            parent[root(i)] = root(j)
+        members: dict[int, list[int]] = {}
+        for i in range(n):
+            members.setdefault(root(i), []).append(i)
+        want = sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
+        assert _components(n, edges) == want
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 4000, 4001])
 def test_median_equals_numpy_bit_for_bit(n):
     from imgidx.search.duplicates import median

@@ -389,6 +389,26 @@ def test_splits_keep_groups_whole():
         assert len({s[i] for i in ids if groups[i] == g}) == 1
 
 
+@pytest.mark.parametrize(
+    ("fractions", "seed", "digest"),
+    [
+        ((0.8, 0.1, 0.1), 0, "521334ff4be82e49"),
+        ((0.8, 0.1, 0.1), 3, "938fe90fafcdd5cf"),
+        ((0.5, 0.5), 0, "50728793ace245d9"),
+        ((0.6, 0.2, 0.2), 3, "99f15736b25125d1"),
+    ],
+)
+def test_splits_are_the_same_from_version_to_version(fractions, seed, digest):
+    """The splits of earlier versions, pinned (photos under several labels, duplicate groups): a rerun after an
+    upgrade must not move photos between train and test."""
+    rng = np.random.default_rng(seed)
+    pairs = zip(rng.integers(0, 600, 900).tolist(), rng.integers(0, 4, 900).tolist(), strict=True)
+    rows = sorted({(p, f"l{lab}") for p, lab in pairs})
+    group = {p: (g if g < 60 else None) for p, g in enumerate(rng.integers(0, 200, 600).tolist())}
+    s = assign_splits([p for p, _ in rows], [lab for _, lab in rows], [group[p] for p, _ in rows], fractions, seed=seed)
+    assert hashlib.sha256(",".join(s).encode()).hexdigest()[:16] == digest
+
+
 @pytest.mark.parametrize("bad", ["0.8,0.3", "1.2", "a,b", "0.5,0.2,0.2,0.1", "", "-0.2,1.2"])
 def test_bad_split(bad):
     with pytest.raises(ConfigError, match="split"):
