@@ -31,8 +31,8 @@ from .cleanup import check_vectors
 from .holdout import stratified_split
 from .logistic import fit_logistic
 
-# scikit-learn and joblib are imported inside the functions that use them: importing sklearn takes about
-# two seconds, and the CLI imports this module for every command, including --help.
+# scikit-learn and joblib are imported inside the functions that use them: importing sklearn pulls in scipy.stats
+# and pandas, and the CLI imports this module for every command, including --help.
 
 logger = logging.getLogger(__name__)
 

@@ -210,7 +210,7 @@ class Service:
         self.writer.close()
 
     def _opened(self, store: Store) -> None:  # on the store thread, at every reopen (a review's commit too)
-        # two cheap counts, not store.counts(): its per-collection joins cost ~1 s at a million photos
+        # two cheap counts, not store.counts(): its per-collection joins read every membership of every photo
         self.stats = {"photos": store.vector_count(), "collections": len(store.collection_names())}
         self._stamp = store.stamp
 
