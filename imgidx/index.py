@@ -325,7 +325,7 @@ class Index:
                 clean=counts["clean"],
                 stamp=stamp.as_dict() if stamp else None,
                 stamp_text=stamp.describe() if stamp else None,
-                index={**ann.describe(store.index), "requested": store.index_kind},
+                index={**store.describe_index(), "requested": store.index_kind},
                 states=counts["states"],
                 failures=counts["failures"],
                 failed=tuple(dict(r) for r in store.failures()),
@@ -548,7 +548,7 @@ class Index:
                 from imgidx.indexer.errors import EmptyIndex
 
                 raise EmptyIndex(f"the index in {self.home} is empty; build it first")
-            before = ann.describe(store.index)
+            before = store.describe_index()  # a lost index is not trained here only to be replaced
             start = time.monotonic()
             store.rebuild_index(kind)
             seconds = time.monotonic() - start

@@ -177,6 +177,13 @@ def test_a_reader_without_a_usable_large_index_says_to_reindex_instead_of_traini
             reader.search(v[:1], 5)
         # a search inside a collection is answered from the stored vectors, without the index
         assert reader.search(v[:1], 1, allowed=ids[:100])[0][0].photo_id == ids[0]
+        # and `info` says so instead of training one
+        assert reader.describe_index() == {
+            "kind": "none",
+            "size": 0,
+            "file": "missing or unreadable: rebuild it with reindex",
+        }
+        assert reader.faiss.index is None
     finally:
         reader.close()
     writer = Store(store.home, index_policy=SMALL)
@@ -222,3 +229,34 @@ def test_a_one_off_search_maps_the_saved_index_and_answers_as_the_loaded_one(sto
     with Store(home, readonly=True) as once:
         got = once.search(new, 1, once=True)
         assert [row[0].photo_id for row in got] == new_ids and once.faiss.index is not None
+
+
+def test_describing_the_index_maps_a_current_file_and_catches_up_a_lagging_one(store, tmp_path):
+    fill(store, clustered(400, seed=3))
+    store.rebuild_index("ivf")
+    with Store(tmp_path / "home", readonly=True, index_policy=SMALL) as reader:
+        assert reader.describe_index() == ann.describe(ann_file := reader.faiss.read_file()) and ann_file.ntotal == 400
+        assert reader.faiss.index is None  # described from the mapped file, not loaded
+    fill(store, clustered(20, seed=4), start=400)  # committed, never saved: the file lags
+    with Store(tmp_path / "home", readonly=True, index_policy=SMALL) as reader:
+        assert reader.describe_index()["size"] == 420
+
+
+def test_info_and_reindex_of_a_small_home_whose_index_file_is_gone(tmp_path, monkeypatch):
+    """Below flat_max a reader searches a flat index made in memory: info describes that one and saves nothing."""
+    home = tmp_path / "home"
+    with Store(home) as s:
+        s.ensure_stamp(STAMP)
+        fill(s, clustered(60, seed=5))
+        s.save_index()
+    (home / "index" / "faiss.index").unlink()
+    monkeypatch.setenv("IMGIDX_HOME", str(home))
+    runner = CliRunner()
+    info = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert info["index"]["kind"] == "flat" and info["index"]["size"] == 60
+    assert not (home / "index" / "faiss.index").exists()
+    result = runner.invoke(app, ["reindex", "--json"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["before"]["kind"] == "flat" and report["after"]["kind"] == "flat" and report["after"]["size"] == 60
+    assert (home / "index" / "faiss.index").exists()

@@ -24,7 +24,7 @@ from ..errors import StoreError
 from ..layout import DB_NAME, INDEX_NAME
 from ..records import Hit
 from .catalog import PHOTO_FIELDS, Catalog, stamp_mismatch_message
-from .faiss_index import FaissIndex
+from .faiss_index import FaissIndex, holds_committed, read_index
 
 EXACT_ALLOWED = 20_000  # a restricted search over at most this many photos reads their stored vectors instead
 
@@ -62,6 +62,20 @@ class Store(Catalog):
         if self.faiss.index is None:
             self.faiss.load(self, rebuild_large=not self.readonly)
         return self.faiss.index
+
+    def describe_index(self) -> dict:
+        """ann.describe of the index searches would use, without reading a current saved file whole (it is mapped)
+        and without training one for a missing or unreadable file past flat_max (reported as such: `info` and
+        `reindex` must not spend minutes on an index they do not keep; below it, searches use a flat one)."""
+        if self.faiss.index is None and self.stamp is not None:
+            saved = read_index(self.index_path, mapped=True)
+            if saved is None or saved.d != self.stamp.dim:
+                if self.vector_count() > self.faiss.policy.flat_max:
+                    return {**ann.describe(None), "file": "missing or unreadable: rebuild it with reindex"}
+                return ann.describe(self.index)
+            if holds_committed(saved, self):
+                return ann.describe(saved)
+        return ann.describe(self.index)  # loaded, or a saved file that lags the committed vectors, caught up
 
     @property
     def index_kind(self) -> str:
