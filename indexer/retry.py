@@ -29,7 +29,7 @@ def retry_after_seconds(response: object) -> float | None:
         return None
     if value.strip().isdigit():
         return float(value)
-    import email.utils  # here: ~10 ms to import (socket, calendar), and only an HTTP-date Retry-After needs it
+    import email.utils  # here: it imports socket and calendar, and only an HTTP-date Retry-After needs it
 
     try:
         when = email.utils.parsedate_to_datetime(value)

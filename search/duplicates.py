@@ -193,7 +193,7 @@ def find_duplicates(
 
 def median(x: npt.NDArray[np.float32]) -> float:
     """np.median of a non-empty array without NaNs, bit for bit: the middle one or two values by partition, then
-    their np.mean, as numpy does; without numpy's NaN check, which imports numpy.ma (~17 ms)."""
+    their np.mean, as numpy does; without numpy's NaN check, which imports numpy.ma."""
     n = len(x)
     part = np.partition(x, [(n - 1) // 2, n // 2])
     return float(np.mean(part[(n - 1) // 2 : n // 2 + 1]))

@@ -388,7 +388,8 @@ def _counts(photos, splits, names) -> dict:
 # First bytes that only one decoder of images.FORMATS accepts (Pillow's own checks: no two share a first byte, and
 # TIFF, the sixth, starts with I or M). Such a head is named by that decoder or by nobody; nobody means "bin", and
 # then the file's suffix names it. Where the suffix gives the same name, both roads end there, so Pillow is not
-# asked (~75 us a photo; tests/test_export.py checks these against the installed Pillow's accept functions).
+# asked (it would open every photo; tests/test_export.py checks these against the installed Pillow's accept
+# functions).
 SIGNATURES = (
     (b"\xff\xd8\xff", "jpg"),  # JPEG (and MPO, which Pillow opens as JPEG first): image_format says "jpg"
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -416,7 +417,7 @@ def _extension(path: Path) -> str:
 
 def _head(path: str | Path, size: int) -> bytes:
     """The first `size` bytes of a file (all of a shorter one), as open(path, "rb").read(size) gives them, without
-    the buffered file object (an fstat, an isatty ioctl and ~10 us of Python a photo)."""
+    the buffered file object (an fstat and an isatty ioctl per photo)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         parts = []
@@ -500,7 +501,7 @@ class _Writer:
 
     def __init__(self, out: Path, link: bool):
         self.out, self.link, self.written, self.kept = out, link, 0, 0
-        self.root = os.fspath(out)  # photo targets are plain strings: a Path per photo cost ~10 us each
+        self.root = os.fspath(out)  # photo targets are plain strings: no Path object per photo
         self.unsynced: set[str] = set()  # folders with photo renames not yet fsynced (sync() does, once each)
         self.made: set[str] = set()  # folders this run created or found (mkdir once per folder, not per photo)
 
@@ -557,7 +558,7 @@ class _Writer:
 
 
 def _is_file(path: str | Path) -> bool:
-    """Path(path).is_file() without making a Path (4,000 photos: ~25 ms): False when the path or a folder on
+    """Path(path).is_file() without making a Path per photo: False when the path or a folder on
     it is missing, other errors (no permission) raise."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)

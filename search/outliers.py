@@ -406,7 +406,7 @@ def _candidates(values: npt.NDArray[np.float32], k: int, *, largest: bool) -> np
 def _largest(sims: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     """Per row, the columns of its k largest values: as a set, what ``np.argpartition(-sims, k - 1, axis=1)[:, :k]``
     gives (ties at the k-th value included: those rows are handed to argpartition itself), at a fraction of its
-    cost (~0.35 s a 1,024 x 16,000 block): only the _candidates are sorted, and the first k of them are the answer
+    cost: only the _candidates are sorted, and the first k of them are the answer
     unless the k+1-th ties the k-th."""
     rows, cols = sims.shape
     above = _candidates(sims, k, largest=True)

@@ -78,7 +78,7 @@ def assign_splits(
         for r in rows:
             need[labels[r]] += 1
         # the split with the most room left, as a share of the label's size (ties: the earlier split); a plain
-        # loop over the splits, not max() with a key (a lambda and a generator per split cost ~20 us a unit)
+        # loop over the splits, not max() with a key (no lambda and generator per split and unit)
         best, most = 0, None
         for s in range(len(names)):
             room = sum([(target[lab][s] - have[lab][s]) / per_label[lab] * n for lab, n in need.items()])

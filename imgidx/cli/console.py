@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    """`out` and `err`, made on first use: rich costs ~40 ms to import, and --json output never needs it."""
+    """`out` and `err`, made on first use: importing rich is not free, and --json output never needs it."""
     if name not in ("out", "err"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from rich.console import Console

@@ -114,7 +114,7 @@ class StoreThread:
             index = self._store.faiss.index
             if signature[1] == self._signature[1] and index is not None and holds_committed(index, self._store):
                 # metadata only (a review, `clean --apply`, a rename): SQLite shows it to the next query; the
-                # loaded index still holds exactly the committed vectors, so it is not read again (0.5 s at 1M)
+                # loaded index still holds exactly the committed vectors, so the whole file is not read again
                 self._signature = signature
                 self.generation += 1
                 self.on_open(self._store)
