@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import ann
-from ..errors import StoreError
+from ..errors import IndexUnavailable, StoreError
 from ..layout import DB_NAME, INDEX_NAME
 from ..records import Hit
 from .catalog import PHOTO_FIELDS, Catalog, stamp_mismatch_message
-from .faiss_index import FaissIndex, holds_committed, read_index
+from .faiss_index import FaissIndex
 
 EXACT_ALLOWED = 20_000  # a restricted search over at most this many photos reads their stored vectors instead
 
@@ -68,14 +68,14 @@ class Store(Catalog):
         and without training one for a missing or unreadable file past flat_max (reported as such: `info` and
         `reindex` must not spend minutes on an index they do not keep; below it, searches use a flat one)."""
         if self.faiss.index is None and self.stamp is not None:
-            saved = read_index(self.index_path, mapped=True)
-            if saved is None or saved.d != self.stamp.dim:
-                if self.vector_count() > self.faiss.policy.flat_max:
-                    return {**ann.describe(None), "file": "missing or unreadable: rebuild it with reindex"}
-                return ann.describe(self.index)
-            if holds_committed(saved, self):
+            saved = self.faiss.mapped(self)
+            if saved is not None:
                 return ann.describe(saved)
-        return ann.describe(self.index)  # loaded, or a saved file that lags the committed vectors, caught up
+            try:  # a file that lags the committed vectors is caught up; a small lost one made flat
+                self.faiss.load(self, rebuild_large=False)
+            except IndexUnavailable:
+                return {**ann.describe(None), "file": "missing or unreadable: rebuild it with reindex"}
+        return ann.describe(self.index)
 
     @property
     def index_kind(self) -> str:
