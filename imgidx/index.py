@@ -297,8 +297,7 @@ class Index:
             else:
                 assert photo is not None
                 query = self._embed(store, [photo])[0]
-            # this Store lives for this call only: its index is mapped for the one search, not read whole
-            return nearest(store, query, k, collection=collection, include_flagged=include_flagged, once=True)
+            return nearest(store, query, k, collection=collection, include_flagged=include_flagged)
 
     def photo(self, id: int) -> PhotoInfo:  # noqa: A002
         with self._reading() as store:

@@ -19,18 +19,16 @@ def nearest(
     *,
     collection: str | None = None,
     include_flagged: bool = False,
-    once: bool = False,
 ) -> list[Neighbour]:
     """The k best hits for one query vector, best first, each with score and metadata.
 
-    Photos that a stored clean flagged in `collection` are left out unless include_flagged. once: the store is
-    searched this once (see Store.search)."""
+    Photos that a stored clean flagged in `collection` are left out unless include_flagged."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise InvalidArgument(f"k must be a whole number > 0; received {k!r}")
     allowed = None
     if collection is not None:
         allowed = member_ids(store, collection, include_flagged=include_flagged)
-    hits = store.search(query.reshape(1, -1), int(k), allowed=allowed, once=once)[0]
+    hits = store.search(query.reshape(1, -1), int(k), allowed=allowed)[0]
     return describe(store, [(h.photo_id, h.score) for h in hits])
 
 

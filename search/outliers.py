@@ -582,7 +582,7 @@ def _other_collections(
         return sorted(n for n, size in sizes.items() if size)
     probe = np.random.default_rng(0).choice(own_ids, size=min(PROBES, len(own_ids)), replace=False)
     own = set(own_ids)
-    hits = [h.photo_id for row in store.search(store.vectors(probe.tolist()), 20, once=True) for h in row]
+    hits = [h.photo_id for row in store.search(store.vectors(probe.tolist()), 20) for h in row]
     found: dict[str, int] = {}
     for names in store.collections_of([i for i in hits if i not in own]).values():
         for name in names:

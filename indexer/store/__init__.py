@@ -133,22 +133,19 @@ class Store(Catalog):
         return stale
 
     def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        k: int,
-        *,
-        allowed: Sequence[int] | None = None,
-        once: bool = False,
+        self, queries: npt.NDArray[np.float32], k: int, *, allowed: Sequence[int] | None = None
     ) -> list[list[Hit]]:
         """k nearest by inner product (= cosine on unit vectors); `allowed` restricts to those ids.
 
         A restriction to at most EXACT_ALLOWED photos (a collection) is answered exactly from the stored vectors,
         without the index: reading 4,000 rows is faster than loading a large index, and exact. A product-quantized
-        index's candidates are re-ranked with the stored vectors (its own scores are too coarse). once: the caller
-        searches this store once; an index not loaded yet is mapped from its file for this search, not loaded."""
+        index's candidates are re-ranked with the stored vectors (its own scores are too coarse). An index not loaded
+        yet is mapped from its file for this search (when the file holds exactly the committed vectors), not read
+        whole: a command searches once; a caller that searches again and again loads it first (`store.index`), as
+        the service does."""
         if allowed is not None and 0 < len(allowed) <= EXACT_ALLOWED and self.stamp is not None:
             return self._exact(_check_vectors(queries, self.stamp.dim), list(allowed), k)
-        index = self.faiss.mapped(self) if once and self.faiss.index is None else None
+        index = self.faiss.index if self.faiss.index is not None else self.faiss.mapped(self)
         if index is None:
             index = self.index
         if index is None or index.ntotal == 0:
