@@ -2,24 +2,24 @@
 
     python -m bench.scale_compare --home HOME --old /path/to/old/venv/bin/python [--new PYTHON] [--rounds 3]
 
-Each command of COMMANDS runs as `PYTHON -m imgidx ...` (IMGIDX_HOME=HOME, from a neutral directory, under
-/usr/bin/time for the peak RSS), old and new alternating, so that both see the same machine; the outputs of the
-first round are compared byte for byte. The home is filled by `python -m bench.scale_store --n 1000000 --keep`.
-Writes bench/out/scale_compare.json. The old version is any other checkout with its own environment (e.g. a git
-worktree of an earlier commit and a venv with `pip install --no-deps -e` of it).
+Each command of COMMANDS runs as a real `imgidx` subprocess (bench.scale_store.run_cli: wall time, the child's
+peak RSS, and how many cores other processes used meanwhile), old and new alternating, so that both see the same
+machine; the outputs of the first round are compared byte for byte. The home is filled by
+`python -m bench.scale_store --n 1000000 --keep`. Writes bench/out/scale_compare.json. The old version is any
+other checkout with its own environment (e.g. a git worktree of an earlier commit and a venv with
+`pip install --no-deps -e` of it); --new defaults to this checkout with this interpreter.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from .common import OUT, machine
+from .scale_store import run_cli
 
 COMMANDS = {
     "info": ["info"],
@@ -32,55 +32,43 @@ COMMANDS = {
 }
 
 
-def run(python: str, args: list[str], home: str, cwd: str) -> tuple[float, float, int, str]:
-    out = Path(cwd) / "export"
-    shutil.rmtree(out, ignore_errors=True)
-    args = [a.replace("{out}", str(out)) for a in args]
-    start = time.monotonic()
-    p = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", python, "-m", "imgidx", *args],
-        env={**os.environ, "IMGIDX_HOME": home},
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
-    wall = time.monotonic() - start
-    rss_gb = int(p.stderr.strip().splitlines()[-1]) / 1e6
-    return round(wall, 2), round(rss_gb, 2), p.returncode, p.stdout
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home", required=True)
+    ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--old", required=True, help="python of the old version")
-    ap.add_argument("--new", default=sys.executable, help="python of the new version (default: this one)")
+    ap.add_argument("--new", default=None, help="python of the new version (default: this checkout)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default=",".join(COMMANDS), help="comma-separated names of COMMANDS")
     a = ap.parse_args(argv)
     pythons = {"old": a.old, "new": a.new}
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as cwd:
+    with tempfile.TemporaryDirectory() as scratch:
+        export_dir = Path(scratch) / "export"
         for name in a.only.split(","):
-            row = results[name] = {"old": [], "new": [], "load_average": [], "same_output": None}
+            args = [x.replace("{out}", str(export_dir)) for x in COMMANDS[name]]
+            row = results[name] = {"old": [], "new": []}
             outputs = {}
             for r in range(a.rounds):
                 for version, python in pythons.items():
-                    wall, rss, rc, stdout = run(python, COMMANDS[name], a.home, cwd)
-                    row[version].append({"s": wall, "rss_gb": rss, "exit": rc})
-                    row["load_average"].append(round(os.getloadavg()[0], 2))
+                    shutil.rmtree(export_dir, ignore_errors=True)
+                    run = run_cli(a.home, *args, python=python, output=True)
+                    stdout = run.pop("stdout")
+                    row[version].append(run)
                     if r == 0:
                         outputs[version] = stdout
             row["same_output"] = outputs["old"] == outputs["new"]
             print(
                 f"{name:20s} old {[x['s'] for x in row['old']]} new {[x['s'] for x in row['new']]} "
-                f"RSS {row['old'][0]['rss_gb']} -> {row['new'][0]['rss_gb']} GB  same output: {row['same_output']}",
+                f"RSS {row['old'][0]['peak_rss_gb']} -> {row['new'][0]['peak_rss_gb']} GiB  "
+                f"same output: {row['same_output']}",
                 flush=True,
             )
-    classifier = Path(a.home) / "classifiers" / "scale-compare.joblib"
-    classifier.unlink(missing_ok=True)
-    out = Path(__file__).parent / "out" / "scale_compare.json"
+    (a.home / "classifiers" / "scale-compare.joblib").unlink(missing_ok=True)
+    out = OUT / "scale_compare.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"home": a.home, "pythons": pythons, "results": results}, indent=2))
+    out.write_text(
+        json.dumps({"machine": machine(), "home": str(a.home), "pythons": pythons, "results": results}, indent=2)
+    )
     print(f"wrote {out}")
     return 0
 

@@ -97,28 +97,38 @@ def _tiny_jpeg(path: Path) -> None:
     Image.new("RGB", (64, 48), (120, 90, 60)).save(path, "JPEG")
 
 
-def run_cli(home: Path, *args: str, importtime: bool = False) -> dict:
-    """Wall time and peak RSS of one `imgidx` subprocess (os.wait4: that child's own rusage)."""
-    env = {**os.environ, "IMGIDX_HOME": str(home), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_cli(home: Path, *args: str, importtime: bool = False, python: str | None = None, output: bool = False) -> dict:
+    """Wall time and peak RSS of one `imgidx` subprocess (os.wait4: that child's own rusage). python: another
+    environment's interpreter (another version of imgidx); output: keep the command's stdout in the result."""
+    env = {**os.environ, "IMGIDX_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if python is None:
+        env["PYTHONPATH"] = str(ROOT)  # this checkout; another interpreter imports its own
     # /usr/bin/time's %M: a child forked from a big parent inherits its RSS high-water mark until exec
-    cmd = [TIME, "-f", "maxrss_kb %M", sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "imgidx"]
+    cmd = [TIME, "-f", "maxrss_kb %M", python or sys.executable, *(["-X", "importtime"] if importtime else [])]
+    cmd += ["-m", "imgidx"]
     cmd += args
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
         busy0 = _busy_seconds()
         start = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=errf)
+        # another interpreter runs from a neutral folder: `-m` puts the working folder first on sys.path
+        cwd = None if python is None else tempfile.gettempdir()
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=errf, cwd=cwd)
         _, status, usage = os.wait4(p.pid, 0)  # this child's own peak RSS (RUSAGE_CHILDREN is a max over all)
         wall = time.perf_counter() - start
         others = max(0.0, (_busy_seconds() - busy0 - usage.ru_utime - usage.ru_stime) / wall)
         p.returncode = rc = os.waitstatus_to_exitcode(status)
         errf.seek(0)
         err = errf.read()
+        out.seek(0)
+        stdout = out.read() if output else b""
     tail = err.decode(errors="replace").strip().splitlines()
     rss = int(tail.pop().split()[-1]) if tail and tail[-1].startswith("maxrss_kb") else usage.ru_maxrss
     err = "\n".join(tail).encode()
     result = {"s": round(wall, 2), "peak_rss_gb": round(rss / 2**20, 2), "rc": rc, "others_cores": round(others, 1)}
     if rc != 0:
         result["error"] = (err.decode(errors="replace").strip().splitlines() or ["?"])[-1][:300]
+    if output:
+        result["stdout"] = stdout
     if importtime:
         text = err.decode(errors="replace")
         result["imports_tensorflow"] = any(
