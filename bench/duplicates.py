@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
+from . import embed_cache
 from .common import OUT, labels_of, need_weights, photo_files
 
-CACHE = OUT / "embed-cache" / "vgg16-block5_pool-fp32"
+CACHE = embed_cache.CACHE / "vgg16-block5_pool-fp32"  # the same folder bench/embed_cache.py fills
 # Other benches keep the same layout (one .npy per file sha256, block5_pool fp32 of the shared weights); vectors
 # already there are read, not embedded again (IMGIDX_EMBED_CACHES: extra folders, ":"-separated).
 ALSO = [Path(p) for p in os.environ.get("IMGIDX_EMBED_CACHES", "").split(":") if p]
@@ -125,12 +126,9 @@ def embed_cached(
                 out[i] = np.load(p)
         return out
     if todo:
-        from imgidx.indexer.embed import Embedder
         from imgidx.indexer.images import prepare
-        from imgidx.indexer.weights import resolve
 
-        spec = resolve(str(need_weights()), "block5_pool", need_weights().parent, "")
-        emb = Embedder("block5_pool", spec, precision="fp32", batch_size=batch).load()
+        emb = embed_cache.embedder_for("block5_pool", need_weights(), "fp32").load()
         start = time.monotonic()
         done = 0
         for k in range(0, len(todo), batch):

@@ -29,7 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 WEIGHTS = SHARED / "weights" / "vgg16_notop_imagenet.weights.h5"
-CACHE = ROOT / "bench" / "out" / "embed-cache"
+# IMGIDX_EMBED_CACHE lets several checkouts (worktrees) share one cache.
+CACHE = Path(os.environ.get("IMGIDX_EMBED_CACHE") or ROOT / "bench" / "out" / "embed-cache")
 SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -44,12 +45,12 @@ def photo_files(folder: Path) -> list[Path]:
 
 @functools.lru_cache
 def embedder_for(layer: str, weights: Path, precision: str):
-    from imgidx.indexer.embed import Embedder
-    from imgidx.indexer.weights import WeightsSpec, file_has_top, file_sha256
+    from imgidx.indexer import embedders
+    from imgidx.indexer.embedders.weights import WeightsSpec, file_has_top, file_sha256
 
     fingerprint = f"sha256:{file_sha256(weights)}"
     spec = WeightsSpec("file", path=weights, has_top=file_has_top(weights), fingerprint=fingerprint)
-    return Embedder(layer, spec, precision=precision, batch_size=16)
+    return embedders.make("vgg16", layer, spec, precision=precision, batch_size=16, runtime="keras")
 
 
 def cache_dir(embedder, weights: Path = WEIGHTS) -> Path:
