@@ -20,7 +20,7 @@ from imgidx.indexer.embedders import native
 
 from .common import OUT, Options, labels_of, need_weights, photo_files, rate, table
 
-CALIBRATION = 300  # photos for the int8 quantization (onnx_runtime.CALIBRATION_PHOTOS)
+CALIBRATION = 32  # photos for the int8 quantization (onnx_runtime.CALIBRATION_PHOTOS)
 FP16_SUBSET = 400  # fp16 runs at ~half fp32 speed on CPUs (no native fp16 matmul): a subset suffices
 
 
@@ -29,7 +29,9 @@ def _embedder(precision: str, runtime: str = "keras", calibration: np.ndarray | 
     from imgidx.indexer.embedders.weights import resolve
 
     spec = resolve(str(need_weights()), "block5_pool", need_weights().parent, "")
-    extra = {"home": OUT / "precision-home", "calibration": lambda: calibration} if runtime == "onnx" else {}
+    home = OUT / "precision-home"  # removed before each run: calibrated anew, also in its own user cache
+    extra = {"home": home, "shared": home / "user-cache", "calibration": lambda: calibration}
+    extra = extra if runtime == "onnx" else {}
     return make("vgg16", "block5_pool", spec, precision=precision, batch_size=32, runtime=runtime, **extra).load()
 
 

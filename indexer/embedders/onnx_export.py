@@ -22,11 +22,8 @@ asked for and the bytes hash to what the sidecar says, else it is rebuilt.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,6 +151,13 @@ def cache_path(home: Path, *, model: str, layer: str, precision: str, fingerprin
     return cache_dir(home) / f"{model}-{layer}-{precision}-{safe}-x{EXPORTER_VERSION}.onnx"
 
 
+def shared_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, tag: str) -> Path:
+    """A quantized file shared by every data home of this user (`cache_dir`: the user cache, e.g. ~/.cache/imgidx):
+    `tag` names what else decides its bytes (recipe version, calibration size, ONNX Runtime version)."""
+    safe = fingerprint.replace(":", "-")[:48]
+    return Path(cache_dir) / "onnx" / f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}.onnx"
+
+
 def expected_meta(*, model: str, layer: str, precision: str, fingerprint: str, **extra) -> dict:
     return {
         "model": model,
@@ -201,6 +205,15 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def sidecar(path: Path) -> dict:
+    """What the sidecar of `path` says ({} when there is none or it cannot be read)."""
+    try:
+        side = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return side if isinstance(side, dict) else {}
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -210,17 +223,6 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes 0600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from ..atomic import write_bytes
+
+    write_bytes(path, data)
