@@ -5,6 +5,7 @@ module-level import graph has no cycle. Imports under `if TYPE_CHECKING:` are an
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def modules() -> dict[str, Path]:
     return found
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     graph = {}
@@ -91,15 +93,23 @@ def test_the_import_graph_has_no_cycle():
 LIBRARY = ("imgidx", "indexer", "search")  # the folders of the installed package (tests and bench are not)
 
 
+@functools.cache
+def parsed() -> dict[str, ast.Module]:
+    """Every .py of the package by its path in the repository (parsed once for all the scans)."""
+    return {
+        path.relative_to(ROOT).as_posix(): ast.parse(path.read_text(), str(path))
+        for folder in LIBRARY
+        for path in sorted((ROOT / folder).rglob("*.py"))
+    }
+
+
 def sources(*, outside: tuple[str, ...] = ()) -> dict[str, ast.Module]:
-    """Every .py of the package by its path in the repository, except those under `outside` (paths or folders)."""
-    found = {}
-    for folder in LIBRARY:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT).as_posix()
-            if not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outside):
-                found[rel] = ast.parse(path.read_text(), rel)
-    return found
+    """parsed(), except the files under `outside` (paths or folders)."""
+    return {
+        rel: tree
+        for rel, tree in parsed().items()
+        if not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outside)
+    }
 
 
 def strings(tree: ast.AST) -> list[tuple[int, str]]:
