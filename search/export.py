@@ -714,8 +714,7 @@ class _Writer:
                     linked = True
             if not linked:
                 shutil.copy2(source, tmp)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
+                atomic.fsync_file(tmp)
         self.made.add(folder)
         self.unsynced.add(folder)
         self.written += 1
