@@ -27,9 +27,8 @@ def _embedder(batch_size: int | None = None):
 
     device = accelerator()
     spec = resolve("random:0", "fc2", Path("/nonexistent"), "")  # same FLOPs as the ImageNet weights
-    emb = Embedder(
-        "fc2", spec, precision=default_precision(device), batch_size=batch_size or default_batch_size(device)
-    )
+    precision = default_precision(device, runtime="keras")  # the Keras runtime's own default (no int8 there)
+    emb = Embedder("fc2", spec, precision=precision, batch_size=batch_size or default_batch_size(device))
     return emb.load(), device
 
 

@@ -41,7 +41,7 @@ ONNX_PRECISIONS = ("fp32", "int8")
 # by CPU kind"): a fixed cost, whatever the size of the build.
 CALIBRATION_PHOTOS = 32
 CALIBRATION_BATCH = 8  # photos per calibration run: every intermediate tensor of a batch is held at once
-QUANT_VERSION = 3  # bump when the quantization recipe below changes
+QUANT_VERSION = 2  # bump when the quantization recipe below changes
 
 
 def threads() -> int:
@@ -105,10 +105,9 @@ class OnnxEmbedder:
         return stamp_of(self.model, self.layer, self.weights, self.precision)
 
     def _meta(self, precision: str) -> dict:
-        extra = {}
-        if precision == "int8":  # what decides the quantized bytes besides the weights and the layer
-            extra = {"quant_version": QUANT_VERSION, "calibration_photos": CALIBRATION_PHOTOS}
-            extra["onnxruntime"] = _ort_version()
+        # int8: the recipe. The calibration size and the ONNX Runtime version name the shared file (_shared_tag),
+        # not the home's copy: an upgrade must not swap the model under an index's existing vectors.
+        extra = {"quant_version": QUANT_VERSION} if precision == "int8" else {}
         return ox.expected_meta(
             model=self.name, layer=self.layer, precision=precision, fingerprint=self.weights.fingerprint, **extra
         )
