@@ -127,9 +127,8 @@ def run_precision(opts: Options) -> tuple[dict, str]:
         )
     i8 = result["int8 onnx"]
     i8["calibration_photos"] = len(calibration)
-    result["int8_meets_the_bar"] = bool(
-        i8["cosine_to_fp32"]["min"] >= 0.99 and abs(i8["delta_accuracy"]) <= 0.005 and abs(i8["delta_knn_p10"]) <= 0.005
-    )
+    # the bar is on outcomes (bench/precision_gate.py judges all of them); cosine is reported, not gated
+    result["int8_meets_the_bar"] = bool(abs(i8["delta_accuracy"]) <= 0.005 and abs(i8["delta_knn_p10"]) <= 0.005)
     result["onnx_fp32_mixes_with_tf_fp32"] = bool(result["fp32 onnx"]["cosine_to_fp32"]["min"] >= 0.99999)
     title = (
         "precision: real block5 weights, shared photos (img/s on this machine, cosine to TF fp32, quality); "
