@@ -607,8 +607,13 @@ def _temps(folder: str, tops: Sequence[str] | None = None):
         if entry.is_dir(follow_symlinks=False):
             if tops is None or entry.name in tops:
                 yield from _temps(entry.path)
-        elif entry.is_file(follow_symlinks=False) and atomic.is_temp(Path(entry.path)):
+        elif _maybe_temp(entry.name) and entry.is_file(follow_symlinks=False) and atomic.is_temp(Path(entry.path)):
             yield Path(entry.path)
+
+
+def _maybe_temp(name: str) -> bool:
+    """What every temp name (indexer/atomic.py) looks like: no Path made for the other files."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
@@ -643,7 +648,7 @@ def _prune_folder(folder: str, rel: str, keep: set[str]) -> int:
             if empty:
                 os.rmdir(path)
         elif (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and not (
-            name in keep or atomic.is_temp(Path(path))
+            name in keep or (_maybe_temp(entry.name) and atomic.is_temp(Path(path)))
         ):
             os.unlink(path)  # a link: the link itself, never what it points at
             removed += 1
