@@ -592,7 +592,8 @@ def _claim(out: Path, tops: Sequence[str]) -> None:
     except OSError as e:
         raise ExportError(f"cannot make the folder {out} ({e.strerror}); {_FIX}") from None
     for tmp in _temps(os.fspath(out), tops):  # named by indexer/atomic.py
-        if atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp):
+        # a link at a temp name is no temp imgidx wrote, and a write to that name would go through it
+        if tmp.is_symlink() or atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp):
             tmp.unlink(missing_ok=True)
     marker = out / MARKER
     if not os.path.lexists(marker):
@@ -600,14 +601,15 @@ def _claim(out: Path, tops: Sequence[str]) -> None:
 
 
 def _temps(folder: str, tops: Sequence[str] | None = None):
-    """Temp files in `folder` and below it (only below `tops` where given), links never followed."""
+    """Temp files (and links at temp names) in `folder` and below it (only below `tops` where given), links
+    never followed."""
     with os.scandir(folder) as it:
         entries = list(it)
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             if tops is None or entry.name in tops:
                 yield from _temps(entry.path)
-        elif _maybe_temp(entry.name) and entry.is_file(follow_symlinks=False) and atomic.is_temp(Path(entry.path)):
+        elif _maybe_temp(entry.name) and atomic.is_temp(Path(entry.path)):
             yield Path(entry.path)
 
 
@@ -685,12 +687,15 @@ class _Writer:
             self.kept += count
             return
         with self._aside(target) as tmp:
+            _clear(tmp)
             tmp.write_bytes(data)
         self.written += count
 
     def write_with(self, target: Path, fill) -> None:
-        with self._aside(target) as tmp, open(tmp, "wb") as f:
-            fill(f)
+        with self._aside(target) as tmp:
+            _clear(tmp)
+            with open(tmp, "wb") as f:
+                fill(f)
         self.written += 1
 
     def place_file(self, source: Path, target: str | Path) -> None:
@@ -712,6 +717,7 @@ class _Writer:
         # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
         # by sync(), not once per photo
         with atomic.replacing(Path(target), sync_file=False, sync_dir=False) as tmp:
+            _clear(tmp)
             linked = False
             if self.link:
                 with contextlib.suppress(OSError):  # another file system, or links not allowed: copy instead
@@ -736,6 +742,12 @@ def _is_file(path: str | Path) -> bool:
         return False
     except ValueError:
         return False
+
+
+def _clear(tmp: Path) -> None:
+    """Nothing at a temp name before it is written: opening a link planted there would write through it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def _lmode(path: str | Path) -> int:

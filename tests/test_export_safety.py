@@ -212,6 +212,24 @@ def test_linked_files_are_replaced_as_links_and_stray_links_are_removed_as_links
     assert export(photos, out, format=fmt, split="1", shard_size=3).written == 0  # and a rerun keeps it all
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_links_at_temp_names_are_never_written_through(tmp_path, photos, precious, fmt):
+    """A link planted at the temp name a write would use (this process's, or a live process's, pid) is removed as
+    a link: the write never opens it."""
+    out = tmp_path / "exp"
+    export(photos, out, format=fmt, split="1", shard_size=3)
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != MARKER]
+    for f in files:
+        f.unlink()  # so every file is written again, each through its temp name
+        for pid in (os.getpid(), 1):
+            (f.parent / f".{f.name}.{pid}.{threading.get_ident()}.tmp").symlink_to(precious / "precious.txt")
+    (out / f".{MARKER}.{os.getpid()}.{threading.get_ident()}.tmp").symlink_to(precious / "precious.txt")
+    outside = without(snapshot(tmp_path), "exp")
+    again = export(photos, out, format=fmt, split="1", shard_size=3)
+    assert without(snapshot(tmp_path), "exp") == outside and again.written == len(files)
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
+
+
 def test_dir_as_a_dangling_link_is_refused_in_one_line(tmp_path, photos):
     out = tmp_path / "exp"
     out.symlink_to(tmp_path / "gone")
