@@ -292,12 +292,14 @@ def test_the_cli_prints_one_line_exits_1_and_writes_the_neutral_csv(tmp_path, ph
 def test_collection_names_too_long_for_a_folder_map_to_short_unique_ones(tmp_path, photos):
     long_a, long_b = "a" * 300, "a" * 299 + "b"  # the same first 238 bytes
     accents = "é" * 200  # 400 bytes in UTF-8
-    labels = [long_a, long_b, accents, "line\nbreak", "tab\tand\x7fdel", "cat", "dog", "bird"]
-    odd = [ExportPhoto(**{**p.__dict__, "label": lab}) for p, lab in zip(photos[:8], labels, strict=True)]
+    at_bound, over = "b" * 255, "c" * 256  # 255 bytes is a folder name as it is; 256 is cut
+    labels = [long_a, long_b, accents, "line\nbreak", "tab\tand\x7fdel", "cat", "dog", "bird", at_bound, over]
+    odd = [ExportPhoto(**{**p.__dict__, "label": lab}) for p, lab in zip(photos, labels, strict=True)]
     out = tmp_path / "exp"
     result = export(odd, out, split="1")
     folders = sorted(p.name for p in (out / "train").iterdir())
-    assert len(folders) == 8 and all(len(os.fsencode(f)) <= 255 for f in folders)
+    assert len(folders) == 10 and all(len(os.fsencode(f)) <= 255 for f in folders)
+    assert at_bound in folders and over not in folders and f"{'c' * 238}~" in "/".join(folders)
     assert "line_break" in folders and "tab_and_del" in folders
     assert sorted(json.loads((out / "manifest.json").read_text())["labels"]) == sorted(labels)
     assert result.counts["train"][long_a] == 1 and export(odd, out, split="1").written == 0
