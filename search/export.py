@@ -58,7 +58,7 @@ SPLITS = tuple(dict.fromkeys(name for names in NAMES.values() for name in names)
 TOPS = {"imagefolder": SPLITS, "parquet": ("data", "images"), "webdataset": SPLITS}
 FILES = ("ATTRIBUTION.csv", "manifest.json")  # DIR's own files besides the marker
 NAME_MAX = 255  # bytes in one folder name on the usual file systems (ext4, XFS, btrfs, APFS)
-_SHARD = re.compile(r"[a-z]+/[0-9]{5,}\.tar")
+_SHARD = re.compile(f"(?:{'|'.join(SPLITS)})/[0-9]{{5,}}\\.tar")  # the shard names _webdataset writes
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -119,14 +119,15 @@ def test_a_marker_naming_anything_else_is_refused_before_anything_changes(tmp_pa
 
 
 def test_every_format_names_its_top_folders():
-    """A format without its TOPS entry could not check a marker: every format has one, no two formats' top
-    folders overlap unless they are the splits, and none is a name of DIR's own files."""
-    from imgidx.search.export import FILES, FORMATS
+    """A format without its TOPS entry could not check a marker: every format has one, each a plain visible name
+    that is none of DIR's own files."""
+    from imgidx.search.export import _SHARD, FILES, FORMATS
 
     assert set(TOPS) == set(FORMATS)
-    tops = [set(t) for t in TOPS.values()]
-    assert all(a == b or not a & b for a in tops for b in tops)
-    assert not set().union(*tops) & {*FILES, MARKER}
+    tops = {top for names in TOPS.values() for top in names}
+    assert all(top and "/" not in top and not top.startswith(".") for top in tops)
+    assert not tops & {*FILES, MARKER}
+    assert _SHARD.fullmatch("val/00012.tar") and not _SHARD.fullmatch("data/00012.tar")
 
 
 def test_the_issue_reproductions(tmp_path, photos, precious):
