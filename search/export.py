@@ -58,7 +58,7 @@ SPLITS = tuple(dict.fromkeys(name for names in NAMES.values() for name in names)
 TOPS = {"imagefolder": SPLITS, "parquet": ("data", "images"), "webdataset": SPLITS}
 FILES = ("ATTRIBUTION.csv", "manifest.json")  # DIR's own files besides the marker
 NAME_MAX = 255  # bytes in one folder name on the usual file systems (ext4, XFS, btrfs, APFS)
-_SHARD = re.compile(r"[a-z]+/[0-9]{5,}\.tar")
+_SHARD = re.compile(f"(?:{'|'.join(SPLITS)})/[0-9]{{5,}}\\.tar")  # the shard names _webdataset writes
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -592,7 +592,8 @@ def _claim(out: Path, tops: Sequence[str]) -> None:
     except OSError as e:
         raise ExportError(f"cannot make the folder {out} ({e.strerror}); {_FIX}") from None
     for tmp in _temps(os.fspath(out), tops):  # named by indexer/atomic.py
-        if atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp):
+        # a link at a temp name is no temp imgidx wrote, and a write to that name would go through it
+        if tmp.is_symlink() or atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp):
             tmp.unlink(missing_ok=True)
     marker = out / MARKER
     if not os.path.lexists(marker):
@@ -600,15 +601,21 @@ def _claim(out: Path, tops: Sequence[str]) -> None:
 
 
 def _temps(folder: str, tops: Sequence[str] | None = None):
-    """Temp files in `folder` and below it (only below `tops` where given), links never followed."""
+    """Temp files (and links at temp names) in `folder` and below it (only below `tops` where given), links
+    never followed."""
     with os.scandir(folder) as it:
         entries = list(it)
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             if tops is None or entry.name in tops:
                 yield from _temps(entry.path)
-        elif entry.is_file(follow_symlinks=False) and atomic.is_temp(Path(entry.path)):
+        elif _maybe_temp(entry.name) and atomic.is_temp(Path(entry.path)):
             yield Path(entry.path)
+
+
+def _maybe_temp(name: str) -> bool:
+    """What every temp name (indexer/atomic.py) looks like: no Path made for the other files."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
@@ -643,7 +650,7 @@ def _prune_folder(folder: str, rel: str, keep: set[str]) -> int:
             if empty:
                 os.rmdir(path)
         elif (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and not (
-            name in keep or atomic.is_temp(Path(path))
+            name in keep or (_maybe_temp(entry.name) and atomic.is_temp(Path(path)))
         ):
             os.unlink(path)  # a link: the link itself, never what it points at
             removed += 1
@@ -680,12 +687,15 @@ class _Writer:
             self.kept += count
             return
         with self._aside(target) as tmp:
+            _clear(tmp)
             tmp.write_bytes(data)
         self.written += count
 
     def write_with(self, target: Path, fill) -> None:
-        with self._aside(target) as tmp, open(tmp, "wb") as f:
-            fill(f)
+        with self._aside(target) as tmp:
+            _clear(tmp)
+            with open(tmp, "wb") as f:
+                fill(f)
         self.written += 1
 
     def place_file(self, source: Path, target: str | Path) -> None:
@@ -707,6 +717,7 @@ class _Writer:
         # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
         # by sync(), not once per photo
         with atomic.replacing(Path(target), sync_file=False, sync_dir=False) as tmp:
+            _clear(tmp)
             linked = False
             if self.link:
                 with contextlib.suppress(OSError):  # another file system, or links not allowed: copy instead
@@ -731,6 +742,12 @@ def _is_file(path: str | Path) -> bool:
         return False
     except ValueError:
         return False
+
+
+def _clear(tmp: Path) -> None:
+    """Nothing at a temp name before it is written: opening a link planted there would write through it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def _lmode(path: str | Path) -> int:
