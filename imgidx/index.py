@@ -159,6 +159,7 @@ class Index:
         `pip install 'imgidx[ray]'`): a local Ray with this machine's cores, or the cluster at ray_address. The
         index is the same whichever engine builds it (this process commits every batch)."""
         from imgidx.indexer.engines import ENGINES
+        from imgidx.indexer.names import check as check_collection
         from imgidx.indexer.pipeline import ingest  # here: commands that need no network start faster
 
         if workers <= 0:
@@ -199,11 +200,14 @@ class Index:
         with build_lock(self.home), Store(self.home) as store:
             opened.append(store)
             store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
+            # the photos first: a source's error (a bad collection name) leaves a new home as it was
+            photos = list(source.photos())
+            for name in {p.collection for p in photos}:  # the built-in sources check theirs with more context
+                check_collection(name, f"source {getattr(source, 'name', type(source).__name__)!r}")
             store.ensure_stamp(embedder.stamp)
             if embedder.weights.path:
                 store.set_meta("weights_source", str(embedder.weights.path.resolve()))
             store.set_meta("runtime", getattr(embedder, "runtime", "keras"))
-            photos = list(source.photos())
             ids = store.add_photos(photos)
             total = len(store.pending(ids, retry_failed=retry_failed))
             done = 0

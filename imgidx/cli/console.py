@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch, VectorsLost
+from imgidx.indexer.errors import (
+    ConfigError,
+    EmptyIndex,
+    ImgidxError,
+    InvalidCollectionName,
+    NoIndexError,
+    StampMismatch,
+    VectorsLost,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,6 +73,8 @@ def hint(error: ImgidxError) -> str:
         return " with `imgidx build`"
     if isinstance(error, VectorsLost):
         return " with `imgidx verify --repair`"
+    if isinstance(error, InvalidCollectionName) and error.nameable:
+        return " (with --as NAME; for a query, one query per build)"
     if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):
         return " (omit --layer/--weights to use the index's own)"
     return ""

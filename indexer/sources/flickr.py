@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from .. import names
 from ..config import Settings
 from ..errors import ConfigError
 from ..licenses import parse_license_ids
@@ -97,6 +98,13 @@ class FlickrSource:
                 raise ConfigError(str(e)) from None
         else:
             licenses = tuple(license or ())
+        for t in texts:  # a query is fine to search with; the collection it names must still be a valid name
+            if as_name:
+                names.check(as_name, "the collection name given")
+            else:
+                names.check(
+                    t, f"query {t[:60]!r}", todo="search with it, but give its collection a name", nameable=True
+                )
         self.queries = [
             FlickrQuery(t, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or t) for t in texts
         ]
