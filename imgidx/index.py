@@ -200,7 +200,7 @@ class Index:
         with build_lock(self.home), Store(self.home) as store:
             opened.append(store)
             store.remove_stale_temp_files()  # left by a killed build; we hold the lock, so nobody is writing them
-            # the photos first: a source's error (a bad collection name) leaves a new home as it was
+            # the photos first: a source's error (a bad collection name) stores nothing, not even a model stamp
             photos = list(source.photos())
             for name in {p.collection for p in photos}:  # the built-in sources check theirs with more context
                 check_collection(name, f"source {getattr(source, 'name', type(source).__name__)!r}")
