@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMATS = tuple(TOPS)
 
 
+def without(snap: dict, top: str) -> dict:
+    return {k: v for k, v in snap.items() if k != top and not k.startswith(top + "/")}
+
+
 def snapshot(folder: Path) -> dict[str, tuple[str, str]]:
     """Every entry below `folder`, links not followed: relative path -> (kind, bytes' sha256 or link target)."""
     out = {}
@@ -95,24 +99,35 @@ def hostile_markers(v: Path, fmt: str) -> dict[str, bytes]:
     return markers
 
 
-MARKER_NAMES = list(hostile_markers(Path("/v"), "imagefolder"))
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", MARKER_NAMES)
-def test_a_marker_naming_anything_else_is_refused_before_anything_changes(tmp_path, photos, precious, fmt, name):
-    out = tmp_path / "exp"
-    out.mkdir()
-    (out / MARKER).write_bytes(hostile_markers(precious, fmt)[name])
-    for top in TOPS[fmt]:  # the folders it would have pruned, with a stranger's file in each
-        (out / top).mkdir()
-        (out / top / "stranger.txt").write_text("mine")
-    before, outside = snapshot(out), snapshot(precious)
-    with pytest.raises(ExportError) as refused:
-        export(photos, out, format=fmt, split="0.5,0.5")
-    message = str(refused.value)
-    assert "\n" not in message and ("choose an empty or new folder" in message or "delete" in message)
-    assert snapshot(out) == before and snapshot(precious) == outside
+def test_a_marker_naming_anything_else_is_refused_before_anything_changes(tmp_path, photos, precious, fmt):
+    outside = snapshot(tmp_path)
+    for n, (name, marker) in enumerate(hostile_markers(precious, fmt).items()):
+        out = tmp_path / "exports" / str(n)
+        out.mkdir(parents=True)
+        (out / MARKER).write_bytes(marker)
+        for top in TOPS[fmt]:  # the folders it would have pruned, with a stranger's file in each
+            (out / top).mkdir()
+            (out / top / "stranger.txt").write_text("mine")
+        before = snapshot(out)
+        with pytest.raises(ExportError) as refused:
+            export(photos, out, format=fmt, split="0.5,0.5")
+        message = str(refused.value)
+        assert "\n" not in message and ("choose an empty or new folder" in message or "delete" in message), name
+        assert snapshot(out) == before, name
+    assert without(snapshot(tmp_path), "exports") == outside  # nothing outside the export folders changed
+
+
+def test_every_format_names_its_top_folders():
+    """A format without its TOPS entry could not check a marker: every format has one, each a plain visible name
+    that is none of DIR's own files."""
+    from imgidx.search.export import _SHARD, FILES, FORMATS
+
+    assert set(TOPS) == set(FORMATS)
+    tops = {top for names in TOPS.values() for top in names}
+    assert all(top and "/" not in top and not top.startswith(".") for top in tops)
+    assert not tops & {*FILES, MARKER}
+    assert _SHARD.fullmatch("val/00012.tar") and not _SHARD.fullmatch("data/00012.tar")
 
 
 def test_the_issue_reproductions(tmp_path, photos, precious):
@@ -158,20 +173,20 @@ def link_cases(fmt: str) -> list[str]:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_linked_folder_is_refused_and_nothing_is_written_through_it(tmp_path, photos, precious, fmt):
-    outside = snapshot(precious)
+    outside = snapshot(tmp_path)
     for n, rel in enumerate(link_cases(fmt)):
-        out = tmp_path / f"exp{n}"
+        out = tmp_path / "exports" / str(n)
         export(photos, out, format=fmt, split="0.5,0.5" if rel == "test" else "1")  # test: pruned, not planned
         target = out / rel
         if os.path.lexists(target):
-            os.rename(target, tmp_path / f"moved{n}")  # the real folder is kept aside, untouched
+            os.rename(target, tmp_path / "exports" / f"moved{n}")  # the real folder is kept aside, untouched
         target.symlink_to(precious)
         before = snapshot(out)
         with pytest.raises(ExportError, match="symbolic link") as refused:
             export(photos, out, format=fmt, split="1", seed=1)
         assert str(target) in str(refused.value) and "\n" not in str(refused.value)
         assert snapshot(out) == before, rel
-        assert snapshot(precious) == outside, rel
+        assert without(snapshot(tmp_path), "exports") == outside, rel
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -187,15 +202,33 @@ def test_linked_files_are_replaced_as_links_and_stray_links_are_removed_as_links
     (out / top / "stray.jpg").symlink_to(precious / "sub" / "1000.jpg")
     (out / top / "stray-folder").symlink_to(precious)
     (out / top / "dangling").symlink_to(tmp_path / "nowhere")
-    outside = snapshot(precious)
+    outside = without(snapshot(tmp_path), "exp")
     result = export(photos, out, format=fmt, split="1", shard_size=3)
-    assert snapshot(precious) == outside
+    assert without(snapshot(tmp_path), "exp") == outside  # the links' targets untouched, nothing new outside
     assert result.removed == 3 and not [p for p in out.rglob("*") if p.is_symlink()]
     fresh = tmp_path / "fresh"
     export(photos, fresh, format=fmt, split="1", shard_size=3)
     mine = {k: v for k, v in snapshot(out).items() if k != MARKER}
     assert mine == {k: v for k, v in snapshot(fresh).items() if k != MARKER}
     assert export(photos, out, format=fmt, split="1", shard_size=3).written == 0  # and a rerun keeps it all
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_links_at_temp_names_are_never_written_through(tmp_path, photos, precious, fmt):
+    """A link planted at the temp name a write would use (this process's, or a live process's, pid) is removed as
+    a link: the write never opens it."""
+    out = tmp_path / "exp"
+    export(photos, out, format=fmt, split="1", shard_size=3)
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != MARKER]
+    for f in files:
+        f.unlink()  # so every file is written again, each through its temp name
+        for pid in (os.getpid(), 1):
+            (f.parent / f".{f.name}.{pid}.{threading.get_ident()}.tmp").symlink_to(precious / "precious.txt")
+    (out / f".{MARKER}.{os.getpid()}.{threading.get_ident()}.tmp").symlink_to(precious / "precious.txt")
+    outside = without(snapshot(tmp_path), "exp")
+    again = export(photos, out, format=fmt, split="1", shard_size=3)
+    assert without(snapshot(tmp_path), "exp") == outside and again.written == len(files)
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
 
 
 def test_dir_as_a_dangling_link_is_refused_in_one_line(tmp_path, photos):
@@ -260,12 +293,14 @@ def test_the_cli_prints_one_line_exits_1_and_writes_the_neutral_csv(tmp_path, ph
 def test_collection_names_too_long_for_a_folder_map_to_short_unique_ones(tmp_path, photos):
     long_a, long_b = "a" * 300, "a" * 299 + "b"  # the same first 238 bytes
     accents = "é" * 200  # 400 bytes in UTF-8
-    labels = [long_a, long_b, accents, "line\nbreak", "tab\tand\x7fdel", "cat", "dog", "bird"]
-    odd = [ExportPhoto(**{**p.__dict__, "label": lab}) for p, lab in zip(photos[:8], labels, strict=True)]
+    at_bound, over = "b" * 255, "c" * 256  # 255 bytes is a folder name as it is; 256 is cut
+    labels = [long_a, long_b, accents, "line\nbreak", "tab\tand\x7fdel", "cat", "dog", "bird", at_bound, over]
+    odd = [ExportPhoto(**{**p.__dict__, "label": lab}) for p, lab in zip(photos, labels, strict=True)]
     out = tmp_path / "exp"
     result = export(odd, out, split="1")
     folders = sorted(p.name for p in (out / "train").iterdir())
-    assert len(folders) == 8 and all(len(os.fsencode(f)) <= 255 for f in folders)
+    assert len(folders) == 10 and all(len(os.fsencode(f)) <= 255 for f in folders)
+    assert at_bound in folders and over not in folders and f"{'c' * 238}~" in "/".join(folders)
     assert "line_break" in folders and "tab_and_del" in folders
     assert sorted(json.loads((out / "manifest.json").read_text())["labels"]) == sorted(labels)
     assert result.counts["train"][long_a] == 1 and export(odd, out, split="1").written == 0
