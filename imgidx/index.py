@@ -24,7 +24,7 @@ from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
-from imgidx.indexer.layout import DB_NAME
+from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
 from imgidx.search.knn import describe, member_ids, nearest
@@ -90,7 +90,7 @@ class Index:
 
     # ---- store access -------------------------------------------------------------------------------------------
     def exists(self) -> bool:
-        return (self.home / DB_NAME).exists()
+        return db_file(self.home).exists()
 
     @contextmanager
     def _reading(self) -> Iterator[Store]:
@@ -437,14 +437,9 @@ class Index:
     ) -> ExportResult:
         """Write the collections as imagefolder, parquet or webdataset with ATTRIBUTION.csv and manifest.json
         (search/export.py); duplicate groups never straddle splits, flagged photos stay out unless asked."""
-        from importlib.metadata import PackageNotFoundError, version
-
+        from imgidx._version import __version__
         from imgidx.search import dataset
 
-        try:
-            ours = version("imgidx")
-        except PackageNotFoundError:
-            ours = ""
         with self._reading() as store:
             return dataset.export_collections(
                 store,
@@ -456,7 +451,7 @@ class Index:
                 licenses=licenses,
                 include_flagged=include_flagged,
                 threshold=threshold,
-                version=ours,
+                version=__version__,
             )
 
     def audit(self, collections: Sequence[str], k: int = 10) -> AuditReport:
