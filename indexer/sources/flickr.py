@@ -160,7 +160,7 @@ class FlickrClient:
     def calls(self) -> int:
         return self.api.calls
 
-    def search(self, q: FlickrQuery, on_page: Callable[[int, int], None] | None = None) -> Iterator[Photo]:
+    def search(self, q: FlickrQuery) -> Iterator[Photo]:
         """Yield up to q.count distinct photos (fewer when Flickr has fewer or the 4,000 cap is reached)."""
         want = min(q.count, REACHABLE_MAX)
         if q.count > REACHABLE_MAX:
@@ -182,8 +182,6 @@ class FlickrClient:
                 yield photo_from_flickr(raw, q)
                 if len(seen) >= want:
                     return
-            if on_page:
-                on_page(page, len(seen))
             if not photos or page >= pages or new == 0:
                 return
             page += 1
