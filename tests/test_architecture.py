@@ -369,3 +369,32 @@ def test_the_home_scan_finds_paths(code):
 def test_the_home_scan_leaves_other_folders_alone():
     code = 'keras_home / "models"\nlayout.photos_folder(home) / "x"\nhome_page / "x"\n"""a build.lock"""'
     assert home_paths({"x.py": ast.parse(code)}) == []
+
+
+# ---- library messages speak the library's words ------------------------------------------------------------------
+
+FACE_FILES = ("imgidx/cli", "imgidx/service", "imgidx/__main__.py")
+FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+EXTRA = re.compile(r"imgidx\[([\w,-]+)\]")
+
+
+def cli_words(trees: dict[str, ast.Module], extras: set[str]) -> list[str]:
+    """Strings of the code (not docstrings) that name a command-line flag, or an extra pyproject does not offer."""
+    found = []
+    for rel, tree in trees.items():
+        for line, text in strings(tree, code=True):
+            found += [f"{rel}:{line}: {flag}" for flag in FLAG.findall(text)]
+            found += [
+                f"{rel}:{line}: imgidx[{x}]" for m in EXTRA.findall(text) for x in m.split(",") if x not in extras
+            ]
+    return found
+
+
+def test_library_messages_name_no_cli_flag_and_only_real_extras():
+    """ARCHITECTURE.md: library messages never name CLI flags (the faces translate: cli/console.py adds the hints);
+    an install hint names an extra that exists."""
+    extras = set(pyproject()["project"]["optional-dependencies"])
+    assert cli_words(sources(outside=FACE_FILES), extras) == []
+    code = 'a = f"use --layer {x}"\nb = "pip install \'imgidx[parquet]\'"'
+    assert sorted(cli_words({"x.py": ast.parse(code)}, extras)) == ["x.py:1: --layer", "x.py:2: imgidx[parquet]"]
+    assert cli_words({"x.py": ast.parse('"""--layer in a docstring"""\nc = "a -- b, x--y, imgidx[ray]"')}, extras) == []
