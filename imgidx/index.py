@@ -434,9 +434,15 @@ class Index:
         licenses: Sequence[int] | None = None,
         include_flagged: bool = False,
         threshold: str | float = "auto",
+        embed: bool = True,
+        shard_size: int | None = None,
+        command: str = "",
     ) -> ExportResult:
-        """Write the collections as imagefolder, parquet or webdataset with ATTRIBUTION.csv and manifest.json
-        (search/export.py); duplicate groups never straddle splits, flagged photos stay out unless asked."""
+        """Write the collections as imagefolder, parquet or webdataset with a dataset card (README.md),
+        ATTRIBUTION.csv and manifest.json (search/export.py); duplicate groups never straddle splits, flagged
+        photos stay out unless asked. embed=False: parquet keeps paths to DIR/images/ instead of the image bytes;
+        shard_size: webdataset samples per shard at most (default 1,000; at least 8 shards per split);
+        command: what made it, written into the card (default: this call)."""
         from imgidx._version import __version__
         from imgidx.search import dataset
 
@@ -452,6 +458,9 @@ class Index:
                 include_flagged=include_flagged,
                 threshold=threshold,
                 version=__version__,
+                embed=embed,
+                shard_size=shard_size,
+                command=command,
             )
 
     def audit(self, collections: Sequence[str], k: int = 10) -> AuditReport:
