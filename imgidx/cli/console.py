@@ -18,6 +18,7 @@ from imgidx.indexer.errors import (
     EmptyIndex,
     ImgidxError,
     InvalidCollectionName,
+    MissingCredentials,
     NoIndexError,
     StampMismatch,
     VectorsLost,
@@ -71,6 +72,8 @@ def hint(error: ImgidxError) -> str:
         return "; `imgidx build` makes one"
     if isinstance(error, EmptyIndex):
         return " with `imgidx build`"
+    if isinstance(error, MissingCredentials):
+        return " (`imgidx build --from-dir DIR` or `--from-urls FILE`)"
     if isinstance(error, VectorsLost):
         return " with `imgidx verify --repair`"
     if isinstance(error, InvalidCollectionName) and error.nameable:
