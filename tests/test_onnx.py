@@ -350,7 +350,18 @@ def test_int8_build_calibrates_on_the_index_own_photos_then_onnx_and_keras_fp32_
     assert hits[0]["source_id"] == "stripes_2.jpg" and hits[0]["score"] >= 0.99 and len(hits) == 3
 
     home = tmp_path / "mixed"  # ORT fp32 first, then Keras fp32 adds to the same index: one stamp
-    run("--home", home, "build", "--from-dir", photo_dir / "stripes", "--runtime", "onnx", *common)
+    run(
+        "--home",
+        home,
+        "build",
+        "--from-dir",
+        photo_dir / "stripes",
+        "--runtime",
+        "onnx",
+        "--precision",
+        "fp32",
+        *common,
+    )
     run("--home", home, "build", "--from-dir", photo_dir / "rings", "--runtime", "keras", *common)
     info = json.loads(run("--home", home, "info", "--json").stdout)
     assert info["photos"] == 12 and info["stamp"]["precision"] == "fp32"
