@@ -27,7 +27,8 @@ from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
-from imgidx.search.knn import describe, member_ids, nearest
+from imgidx.ops import describe, nearest
+from imgidx.search.knn import member_ids
 
 from .results import (
     AuditReport,

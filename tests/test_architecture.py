@@ -69,6 +69,22 @@ def test_the_library_never_imports_a_face_and_the_service_never_the_cli():
     assert [(a, b) for a in service for b in graph[a] if b.startswith("imgidx.cli")] == []
 
 
+def layer(module: str) -> int:
+    """0 imgidx.indexer (photos in), 1 imgidx.search (reading vectors), 2 the API (imgidx/*.py), 3 the faces."""
+    if module.startswith(FACES) or module in ENTRY_POINTS:
+        return 3
+    if module.startswith("imgidx.search"):
+        return 1
+    return 0 if module.startswith("imgidx.indexer") else 2
+
+
+def test_no_layer_imports_a_higher_one():
+    """ARCHITECTURE.md: data flows one way; indexer/ knows nothing of search/, neither knows the API's records."""
+    graph = import_graph()
+    assert [(a, b) for a in graph for b in graph[a] if layer(b) > layer(a)] == []
+    assert layer("imgidx.search.knn") < layer("imgidx.results") < layer("imgidx.cli.app")
+
+
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -398,3 +414,31 @@ def test_library_messages_name_no_cli_flag_and_only_real_extras():
     code = 'a = f"use --layer {x}"\nb = "pip install \'imgidx[parquet]\'"'
     assert sorted(cli_words({"x.py": ast.parse(code)}, extras)) == ["x.py:1: --layer", "x.py:2: imgidx[parquet]"]
     assert cli_words({"x.py": ast.parse('"""--layer in a docstring"""\nc = "a -- b, x--y, imgidx[ray]"')}, extras) == []
+
+
+# ---- one thread-count owner ---------------------------------------------------------------------------------------
+
+CPU_COUNTERS = ("indexer/threads.py", "indexer/flow.py", "indexer/engines/ray_cluster.py")  # model, decode, Ray
+
+
+def cpu_counts(trees: dict[str, ast.Module]) -> list[str]:
+    """os.cpu_count()/sched_getaffinity reads, and model thread settings not taken from threads.machine_threads."""
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("cpu_count", "sched_getaffinity"):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+            setting = isinstance(node, ast.Assign) and any("intra_op" in ast.unparse(t) for t in node.targets)
+            if setting and "machine_threads" not in ast.unparse(node.value):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_model_thread_count_has_one_owner():
+    """ARCHITECTURE.md: `indexer/threads.py` is the model thread count (decode threads and Ray count on their own)."""
+    assert cpu_counts(sources(outside=CPU_COUNTERS)) == []
+    code = "n = os.cpu_count() or 1\nso.intra_op_num_threads = 4\nok.intra_op_num_threads = machine_threads()"
+    assert sorted(cpu_counts({"x.py": ast.parse(code)})) == [
+        "x.py:1: os.cpu_count",
+        "x.py:2: so.intra_op_num_threads = 4",
+    ]

@@ -17,10 +17,11 @@ import numpy.typing as npt
 from imgidx import ops
 from imgidx.indexer.errors import InvalidArgument
 from imgidx.indexer.store import Store
+from imgidx.ops import describe, nearest
 from imgidx.results import CleanReport, Neighbour
 from imgidx.search import classifier as classifiers
 from imgidx.search.classifier import Classifiers, LinearClassifier
-from imgidx.search.knn import check_collection, describe, nearest
+from imgidx.search.knn import check_collection
 
 from .service import BadRequest
 

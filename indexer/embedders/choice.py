@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import statistics
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
+from ..threads import machine_threads
 
 RUNTIME_CHOICES = ("auto", "keras", "onnx")
 TIMED_BATCHES = 2
@@ -52,7 +52,7 @@ def versions() -> dict[str, str]:
 def machine_key(layer: str, precision: str, batch_size: int, *, cpu: str | None = None) -> str:
     v = versions()
     libs = ",".join(f"{k}={v[k]}" for k in sorted(v))
-    return f"{cpu or cpu_model()}|cpus={os.cpu_count()}|{libs}|{layer}|{precision}|batch={batch_size}"
+    return f"{cpu or cpu_model()}|cpus={machine_threads()}|{libs}|{layer}|{precision}|batch={batch_size}"
 
 
 def only_runtime(precision: str) -> str | None:
