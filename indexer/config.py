@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .embedders.vgg16 import WEIGHTS_URL
 from .errors import ConfigError
+from .retry import RETRIES
 
 FLICKR_REST_URL = "https://api.flickr.com/services/rest/"
 # Numeric knobs: (environment variable, Settings field, type). Timeouts are small in tests, generous here.
@@ -41,7 +42,7 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 20.0  # longest silence while reading a reply (a stalled body)
     download_deadline: float = 60.0  # longest one download may take in total (a slow drip)
-    retries: int = 4  # per download and per API call, with exponential backoff and jitter
+    retries: int = RETRIES  # per download and per API call, with exponential backoff and jitter
     backoff: float = 1.0  # first backoff in seconds; doubles per retry; Retry-After wins when sent
     max_backoff: float = 60.0
     max_bytes: int = 20 * 1024 * 1024

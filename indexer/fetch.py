@@ -166,7 +166,7 @@ class Fetcher:
         connect_timeout: float = 10.0,
         read_timeout: float = 20.0,
         deadline: float = 60.0,
-        retries: int = 4,
+        retries: int = retry.RETRIES,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_bytes: int = MAX_BYTES,

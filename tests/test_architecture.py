@@ -442,3 +442,17 @@ def test_the_model_thread_count_has_one_owner():
         "x.py:1: os.cpu_count",
         "x.py:2: so.intra_op_num_threads = 4",
     ]
+
+
+def test_every_retry_default_is_retry_retries():
+    """Downloads, Flickr calls and the settings retry the same number of times unless told otherwise."""
+    import inspect
+
+    from imgidx.indexer import retry
+    from imgidx.indexer.config import Settings
+    from imgidx.indexer.fetch import Fetcher
+    from imgidx.indexer.sources.flickr import FlickrClient
+    from imgidx.indexer.sources.flickr_api import FlickrApi
+
+    defaults = [inspect.signature(f).parameters["retries"].default for f in (Fetcher, FlickrClient, FlickrApi)]
+    assert defaults + [Settings().retries] == [retry.RETRIES] * 4
