@@ -538,7 +538,7 @@ class Index:
             if any(f.error and f.repairable for f in report.findings):
                 done = checks.repair(store, report)
                 report = checks.verify(store)
-                report.repaired = done
+                report = replace(report, repaired=tuple(done))
         return report
 
     def reindex(self, kind: str = "auto") -> ReindexReport:

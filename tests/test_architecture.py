@@ -456,3 +456,14 @@ def test_every_retry_default_is_retry_retries():
 
     defaults = [inspect.signature(f).parameters["retries"].default for f in (Fetcher, FlickrClient, FlickrApi)]
     assert defaults + [Settings().retries] == [retry.RETRIES] * 4
+
+
+def test_every_record_the_api_exports_is_frozen():
+    """ARCHITECTURE.md: calls return frozen records; every one of them is a public name of `imgidx`."""
+    import dataclasses
+
+    import imgidx
+
+    records = {n: getattr(imgidx, n) for n in imgidx.__all__ if dataclasses.is_dataclass(getattr(imgidx, n))}
+    assert {"VerifyReport", "Duplicates", "ExportResult", "BuildReport", "Neighbour"} <= set(records)
+    assert [n for n, r in records.items() if not r.__dataclass_params__.frozen] == []
