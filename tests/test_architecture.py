@@ -70,7 +70,10 @@ def test_the_library_never_imports_a_face_and_the_service_never_the_cli():
 
 
 def layer(module: str) -> int:
-    """0 imgidx.indexer (photos in), 1 imgidx.search (reading vectors), 2 the API (imgidx/*.py), 3 the faces."""
+    """0 imgidx.indexer (photos in; and imgidx._version, a constant), 1 imgidx.search (reading vectors), 2 the API
+    (imgidx/*.py), 3 the faces."""
+    if module == "imgidx._version":
+        return 0
     if module.startswith(FACES) or module in ENTRY_POINTS:
         return 3
     if module.startswith("imgidx.search"):
@@ -467,3 +470,29 @@ def test_every_record_the_api_exports_is_frozen():
     records = {n: getattr(imgidx, n) for n in imgidx.__all__ if dataclasses.is_dataclass(getattr(imgidx, n))}
     assert {"VerifyReport", "Duplicates", "ExportResult", "BuildReport", "Neighbour"} <= set(records)
     assert [n for n, r in records.items() if not r.__dataclass_params__.frozen] == []
+
+
+# ---- the documents name files that exist --------------------------------------------------------------------------
+
+SOURCE_PATH = re.compile(r"(?<![\w./-])((?:imgidx|indexer|search|tests|bench)/[\w/-]*\w\.py)\b")
+
+
+def missing_paths(texts: dict[str, str]) -> list[str]:
+    """Source files named in README/ARCHITECTURE/SECURITY or in a docstring or comment that are not in the tree."""
+    return [
+        f"{name}:{i}: {path}"
+        for name, text in texts.items()
+        for i, line in enumerate(text.splitlines(), 1)
+        for path in SOURCE_PATH.findall(line)
+        if not (ROOT / path).is_file()
+    ]
+
+
+def test_documents_and_docstrings_name_files_that_exist():
+    docs = [ROOT / n for n in ("README.md", "ARCHITECTURE.md", "SECURITY.md") if (ROOT / n).exists()]
+    code = [p for f in (*LIBRARY, "tests", "bench") for p in sorted((ROOT / f).rglob("*.py")) if p != Path(__file__)]
+    assert missing_paths({str(p.relative_to(ROOT)): p.read_text() for p in docs + code}) == []
+    assert missing_paths({"x.md": "see `imgidx/search/logistic.py` and search/api.py, not search/knn.py"}) == [
+        "x.md:1: imgidx/search/logistic.py",
+        "x.md:1: search/api.py",
+    ]

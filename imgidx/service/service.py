@@ -6,7 +6,7 @@ Three kinds of threads share the work:
 - one model thread (a MicroBatcher) owns the embedder: uploads that arrive together share one model call;
 - the event loop's worker threads decode uploads and make thumbnails.
 
-The API layer (search/api.py) maps the errors below to HTTP status codes.
+The API layer (imgidx/service/api.py) maps the errors below to HTTP status codes.
 """
 
 from __future__ import annotations
