@@ -23,6 +23,7 @@ from imgidx import ops
 from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision
+from imgidx.indexer.embedders.vgg16 import DEFAULT_LAYER
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
@@ -181,7 +182,7 @@ class Index:
                 weights = stamp.weights
             else:
                 weights = (weights_source if stamp is not None else None) or self.settings.weights
-        layer = layer or (stamp.layer if stamp else "fc2")
+        layer = layer or (stamp.layer if stamp else DEFAULT_LAYER)
         if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
             precision = extend_precision(stamp.precision, precision)
         from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher

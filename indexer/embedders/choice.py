@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import atomic
 from ..threads import machine_threads
+from .vgg16 import INPUT_SIZE
 
 RUNTIME_CHOICES = ("auto", "keras", "onnx")
 TIMED_BATCHES = 2
@@ -89,7 +90,7 @@ def write_cache(home: Path, key: str, entry: dict) -> None:
 def measure(candidates: dict[str, Callable[[np.ndarray], object]], rows: int, *, batches: int = TIMED_BATCHES) -> dict:
     """img/s of each candidate's raw call on `rows` black images: one warm-up call each, then `batches` timed calls
     each, alternating (so a burst of background load hits both), median per candidate."""
-    x = np.zeros((rows, 224, 224, 3), np.uint8)
+    x = np.zeros((rows, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     for call in candidates.values():
         call(x)
     times: dict[str, list[float]] = {name: [] for name in candidates}
