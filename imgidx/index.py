@@ -508,15 +508,10 @@ class Index:
             if photos is not None:
                 keys: list[dict[str, Any]] = [{"path": str(p) if not isinstance(p, bytes) else None} for p in photos]
                 vectors = self._embed(store, photos) if photos else np.empty((0, model.dim), np.float32)
+                predictions = ops.predict(model, vectors, keys)
             else:
                 pids = member_ids(store, collection) if collection is not None else [_photo_id(i) for i in ids or []]
-                pids = list(dict.fromkeys(pids))
-                keys = [{"id": pid} for pid in pids]
-                vectors = ops.stored_vectors(store, pids)
-            labels, probs = model.predict(vectors) if len(vectors) else ([], [])
-            predictions = [
-                Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)
-            ]
+                predictions = ops.classify_stored(store, model, pids)
             if apply:
                 store.save_predictions(name, [(p.id, p.label, p.probability) for p in predictions])
         return predictions

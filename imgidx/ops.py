@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ from .results import (
     Misclassification,
     Neighbour,
     PhotoInfo,
+    Prediction,
     Review,
     TrainReport,
 )
@@ -42,6 +44,18 @@ def stored_vectors(store: Store, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         if len(missing) == 1:
             raise NotFound(f"no indexed photo with id {missing[0]}") from None
         raise NotFound(f"no indexed photos with ids {missing[:20]}") from None
+
+
+def predict(model, vectors: npt.NDArray[np.float32], keys: Sequence[dict[str, Any]]) -> list[Prediction]:
+    """A classifier's label and probability per vector, each with its key (id=... or path=...)."""
+    labels, probs = model.predict(vectors) if len(vectors) else ([], [])
+    return [Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)]
+
+
+def classify_stored(store: Store, model, ids: Sequence[int]) -> list[Prediction]:
+    """The predictions of indexed photos (their stored vectors), in the order of `ids`, each id once."""
+    ids = list(dict.fromkeys(ids))
+    return predict(model, stored_vectors(store, ids), [{"id": pid} for pid in ids])
 
 
 def query_vector(store: Store, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:

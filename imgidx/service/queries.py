@@ -160,11 +160,11 @@ class Queries:
             )
         if len(ids) > MAX_CLASSIFY:
             raise BadRequest(f"at most {MAX_CLASSIFY} photos per request; received {len(ids)}")
-        labels, probs = clf.predict(ops.stored_vectors(store, ids))
-        described = describe(store, [(pid, 0.0) for pid in ids])
+        predicted = ops.classify_stored(store, clf, ids)
+        described = describe(store, [(p.id, 0.0) for p in predicted])
         preds = [
-            {**public(photo, scored=False), "label": str(lab), "probability": round(float(p), 6)}
-            for photo, lab, p in zip(described, labels, probs, strict=True)
+            {**public(photo, scored=False), "label": p.label, "probability": round(p.probability, 6)}
+            for photo, p in zip(described, predicted, strict=True)
         ]
         return self._answer(name, clf, preds)
 
