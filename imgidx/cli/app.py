@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from imgidx.index import Index
-from imgidx.indexer import ann
+from imgidx.indexer import ann, layout
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ConfigError, ImgidxError
 
@@ -135,6 +135,7 @@ def info(
             ("photos (with vectors)", report["photos"]),
             ("model", result.stamp_text or "none yet"),
             ("index", _describe_index(report["index"])),
+            *([("int8 calibration", _describe_calibration(c))] if (c := report["int8_calibration"]) else []),
             ("failures", report["failures"]),
         ],
     )
@@ -166,6 +167,13 @@ def verify(
     _print_verify(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _describe_calibration(c: dict) -> str:
+    return (
+        f"{c.get('photos')} photos (pixels sha256 {c.get('pixels_sha256')}), {c.get('when')}, "
+        f"{c.get('seconds')} s; reused from the user cache by later builds"
+    )
 
 
 def _print_verify(report, as_json: bool) -> None:
@@ -205,7 +213,7 @@ def demo(
     from imgidx.search.demo import generate
 
     settings: Settings = ctx.obj
-    root = settings.home / "demo-photos"
+    root = layout.demo_photos_folder(settings.home)
     queries = generate(root, per_family)
     weights = ["--weights", "imagenet", "--layer", "block5_pool"]
     try:
