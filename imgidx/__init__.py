@@ -40,10 +40,12 @@ from imgidx.results import (
     Failure,
     IndexInfo,
     Neighbour,
+    NextPhoto,
     PhotoInfo,
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -67,6 +69,7 @@ __all__ = [
     "InvalidArgument",
     "LockedError",
     "Neighbour",
+    "NextPhoto",
     "NoIndexError",
     "NotFound",
     "Photo",
@@ -74,6 +77,7 @@ __all__ = [
     "Prediction",
     "ReindexReport",
     "Review",
+    "ReviewQueue",
     "Settings",
     "Stamp",
     "StampMismatch",
