@@ -40,6 +40,7 @@ BATCH = 10
 COLLECTION = "recent_cats"
 # (cats, dogs) of recent_cats per draw kind: the issue's case, then 320 photos with 5 % and 10 % noise
 MIXES = ((300, 20), (304, 16), (288, 32))
+BESIDE = 500  # photos of the curated `cat` and `dog` collections in case (b), none of them in recent_cats
 
 
 def scores(flagged: dict[int, bool], truth: set[int]) -> dict:
@@ -82,8 +83,18 @@ def simulate(home: Path, truth: set[int], strategy: str, seed: int) -> list[dict
     return out
 
 
-def loop_draws(draws: int) -> dict:
+def cached(files: list[Path]) -> list[Path]:
+    """The files whose vectors bench/embed_cache.py holds already (to run while it is still filling)."""
+    from bench import embed_cache
+
+    folder = embed_cache.cache_dir(embed_cache.embedder_for("block5_pool", WEIGHTS, "fp32"))
+    return [f for f in files if (folder / f"{embed_cache.sha256(f)}.npy").is_file()]
+
+
+def loop_draws(draws: int, beside: int = BESIDE, cached_only: bool = False) -> dict:
     cats, dogs = photo_files(PHOTOS / "cats"), photo_files(PHOTOS / "dogs")
+    if cached_only:
+        cats, dogs = cached(cats), cached(dogs)
     report: dict = {}
     for case in ("alone", "beside_cat_dog"):
         runs = []
@@ -93,7 +104,7 @@ def loop_draws(draws: int) -> dict:
                 c, d = rng.permutation(len(cats)), rng.permutation(len(dogs))
                 groups = {COLLECTION: [cats[i] for i in c[:n_cats]] + [dogs[i] for i in d[:n_dogs]]}
                 if case == "beside_cat_dog":
-                    groups |= {"cat": [cats[i] for i in c[-500:]], "dog": [dogs[i] for i in d[-500:]]}
+                    groups |= {"cat": [cats[i] for i in c[-beside:]], "dog": [dogs[i] for i in d[-beside:]]}
                 strays = {str(f) for f in groups[COLLECTION][n_cats:]}
                 run = {"mix": f"{n_cats} cats + {n_dogs} dogs", "seed": seed}
                 for strategy in ("next", "random", "end"):
@@ -198,24 +209,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=3, help="draws of each mix")
     parser.add_argument("--timing-only", action="store_true", help="only the per-decision time")
+    parser.add_argument("--no-timing", action="store_true", help="only the review loop")
+    parser.add_argument("--beside", type=int, default=BESIDE, help="photos of `cat` and of `dog` in case (b)")
+    parser.add_argument("--cached-only", action="store_true", help="draw from the photos cached already")
     args = parser.parse_args(argv)
     report: dict = {"cpu": "see README (figures name the CPU they were taken on)"}
-    report["decision_timing"] = decision_timing()
-    print(json.dumps(report["decision_timing"]), file=sys.stderr, flush=True)
+    if not args.no_timing:
+        report["decision_timing"] = decision_timing()
+        print(json.dumps(report["decision_timing"]), file=sys.stderr, flush=True)
     if not args.timing_only:
         if not (PHOTOS.is_dir() and WEIGHTS.is_file()):
             print(f"review loop skipped: needs {PHOTOS} and {WEIGHTS}")
         else:
-            report["loop"] = loop_draws(args.draws)
+            report["loop"] = loop_draws(args.draws, args.beside, args.cached_only)
+            report["loop_setup"] = {"draws_per_mix": args.draws, "beside": args.beside, "mixes": MIXES}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "review_loop.json").write_text(json.dumps(report, indent=2))
+    name = "review_loop.json" if not args.timing_only else "review_timing.json"
+    (OUT / name).write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "loop"}, indent=2))
     for case, data in report.get("loop", {}).items():
         print(case)
         for strategy, rows in data["summary"].items():
             cells = "  ".join(f"{r['reviews']}: {r['precision_mean']:.2f}/{r['recall_mean']:.2f}" for r in rows)
             print(f"  {strategy:7s} {cells}")
-    print(f"written to {OUT / 'review_loop.json'}", file=sys.stderr)
+    print(f"written to {OUT / name}", file=sys.stderr)
     return 0
 
 
