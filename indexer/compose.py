@@ -90,9 +90,7 @@ def calibration_photos(store: Store, fetcher: Fetcher, n: int = CALIBRATION_PHOT
     from .pipeline import Job, Loader
 
     loader = Loader(store.home, fetcher)
-    rows = store.db.execute(  # the index's own photos, oldest first; failed ones cannot calibrate anything
-        "SELECT id, source, source_id, url, path FROM photos WHERE state != 'failed' ORDER BY id LIMIT ?", (2 * n,)
-    ).fetchall()
+    rows = store.calibration_rows(2 * n)  # the index's own photos, oldest first; failed ones calibrate nothing
     pixels = []
     for r in rows:
         got = loader(Job(r["id"], r["source"], r["source_id"], r["url"], r["path"]))

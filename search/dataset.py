@@ -8,7 +8,6 @@ so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -117,15 +116,7 @@ def _reason(g: DuplicateGroup) -> dict:
 
 def undo(store: Store, collections: Sequence[str] = ()) -> int:
     """Unflag the photos --apply flagged as duplicates (clean's own flags stay); returns memberships unflagged."""
-    sql = (
-        "UPDATE collections SET flagged=0, clean_info=NULL WHERE json_extract(clean_info, '$.duplicate_of') IS NOT NULL"
-    )
-    args: list = []
-    if collections:
-        sql += f" AND name IN ({','.join('?' * len(collections))})"
-        args = list(collections)
-    with store.transaction():
-        return store.db.execute(sql, args).rowcount
+    return store.clear_duplicate_flags(collections)
 
 
 def export_collections(
@@ -206,13 +197,13 @@ def _export_photo(home: Path, row, label: str, vector, group: int | None) -> Exp
 
 
 def flag_reasons(store: Store, ids: Sequence[int]) -> dict[int, list[dict]]:
-    """The duplicate flags of `ids` as stored (for reports): {photo id: [clean_info, ...]}."""
+    """The duplicate flags of `ids` that count (for reports): {photo id: [clean_info, ...]}; a person's keep on a
+    membership hides its automatic flag, as everywhere else."""
     out: dict[int, list[dict]] = {}
-    for pid in ids:
-        for (info,) in store.db.execute("SELECT clean_info FROM collections WHERE photo_id=? AND flagged=1", (pid,)):
-            data = json.loads(info or "{}")
-            if "duplicate_of" in data:
-                out.setdefault(pid, []).append(data)
+    for pid, infos in store.flag_infos(ids).items():
+        dups = [data for data in infos if "duplicate_of" in data]
+        if dups:
+            out[pid] = dups
     return out
 
 

@@ -16,17 +16,23 @@ is written aside and renamed into place, and DIR/manifest.json is written last (
 change), so an interrupted export leaves no half-written file and a rerun resumes: finished files are kept,
 webdataset shards are skipped by their fingerprint in DIR/.imgidx-export. Files an earlier export wrote that the
 new one does not plan (other splits, photos now flagged) are removed, only inside the folders exports own.
+
+What an export may touch: only DIR's own entries and, below DIR, the top folders its format writes (TOPS). The
+marker is read as untrusted input (export folders are shared): a marker naming anything else (an absolute path,
+`..`, another format's folders) is refused before anything is written or deleted, and so is a symbolic link
+where the export would write or prune a folder. A link where a file goes is replaced as a link (never written
+through), and pruning never follows one. DIR itself may be a link the user made to a folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -41,11 +47,19 @@ from imgidx.indexer import atomic
 from imgidx.indexer.errors import ConfigError, ImgidxError
 from imgidx.indexer.licenses import LICENSES, license_name
 
-from .splits import assign_splits, parse_fractions, split_names
+from . import csvcells
+from .splits import NAMES, assign_splits, parse_fractions, split_names
 
 FORMATS = ("imagefolder", "parquet", "webdataset")
 SHARD_SIZE = 1000
 MARKER = ".imgidx-export"  # JSON: the folders exports own here, and the webdataset shard fingerprints
+SPLITS = tuple(dict.fromkeys(name for names in NAMES.values() for name in names))
+# the top folders of DIR each format writes: the only names a marker may claim, the only folders pruned
+TOPS = {"imagefolder": SPLITS, "parquet": ("data", "images"), "webdataset": SPLITS}
+FILES = ("ATTRIBUTION.csv", "manifest.json")  # DIR's own files besides the marker
+NAME_MAX = 255  # bytes in one folder name on the usual file systems (ext4, XFS, btrfs, APFS)
+_SHARD = re.compile(f"(?:{'|'.join(SPLITS)})/[0-9]{{5,}}\\.tar")  # the shard names _webdataset writes
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ExportError(ImgidxError):
@@ -117,10 +131,12 @@ def export(
     photos = sorted(photos, key=lambda p: (p.label, p.id))
     _check(photos)
     out = Path(out)
-    state = _claim(out)
+    state = _inspect(out, format)  # reads only: every refusal comes before the first write
     splits = assign_splits(
         [p.id for p in photos], [p.label for p in photos], [p.group for p in photos], fractions, seed=seed
     )
+    _check_folders(out, _folders(format, photos, splits), state.get("owned", []))
+    _claim(out, TOPS[format])
     exts: dict[int, str] = {}
     for p in reversed(photos):  # once per photo, not per label; the last row's path, as a dict display keeps it
         if p.id not in exts:
@@ -142,7 +158,7 @@ def export(
     }
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     manifest_path = out / "manifest.json"
-    if manifest_path.exists() and manifest_path.read_bytes() != manifest_bytes:
+    if os.path.lexists(manifest_path) and not _holds(manifest_path, manifest_bytes):
         manifest_path.unlink()  # it describes an export this run replaces: no manifest until this one is whole
     writer = _Writer(out, link)
     if format == "imagefolder":
@@ -163,9 +179,9 @@ def export(
 
 # ---- layouts ------------------------------------------------------------------------------------------------------
 def _imagefolder(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
-    planned = {}
+    planned, folders = {}, {label: safe_name(label) for label in {p.label for p in photos}}
     for p, s in zip(photos, splits, strict=True):
-        rel = f"{s}/{safe_name(p.label)}/{p.id}{exts[p.id]}"
+        rel = f"{s}/{folders[p.label]}/{p.id}{exts[p.id]}"
         w.place_file(p.path, os.path.join(w.root, rel))
         planned[(p.id, p.label)] = rel
     return planned
@@ -243,7 +259,7 @@ def _webdataset(w: _Writer, photos, splits, exts, seed, shard_size, state) -> di
                 ).encode()
             ).hexdigest()
             target = w.out / rel
-            if fingerprints.get(rel) == fp and target.is_file():
+            if fingerprints.get(rel) == fp and _is_regular(target):
                 w.kept += 1
             else:
                 w.write_with(target, lambda f, samples=samples: _write_tar(f, samples, exts, labels))
@@ -321,23 +337,22 @@ def _metadata_columns(rows: Sequence[ExportPhoto]) -> dict:
 
 
 def _attribution(photos: Sequence[ExportPhoto], planned: dict) -> bytes:
-    buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\n")
-    out.writerow(["file", "id", "title", "owner", "license", "license_url", "page_url"])
-    for p in photos:
-        owner = p.owner_name or p.owner
-        out.writerow(
+    """The CSV people open in a spreadsheet: cells neutralised and links http(s) only (search/csvcells.py)."""
+    return csvcells.table(
+        ["file", "id", "title", "owner", "license", "license_url", "page_url"],
+        (
             [
                 planned[(p.id, p.label)],
                 p.id,
                 p.title,
-                owner,
+                p.owner_name or p.owner,
                 license_name(p.license),
                 _license_url(p.license),
-                page_url(p),
+                csvcells.web_link(page_url(p)),
             ]
-        )
-    return buf.getvalue().encode()
+            for p in photos
+        ),
+    )
 
 
 def page_url(p: ExportPhoto) -> str:
@@ -372,9 +387,16 @@ def _check(photos: Sequence[ExportPhoto]) -> None:
 
 
 def safe_name(label: str) -> str:
-    """A collection name as one path component ('/' and '\\' become '_'; '', '.' and '..' are escaped)."""
-    name = label.replace("/", "_").replace("\\", "_").replace("\0", "_").strip()
-    return name if name not in ("", ".", "..") and not name.startswith(".") else "_" + name
+    """A collection name as one path component: '/', '\\' and control characters become '_'; '', '.', '..' and
+    hidden names are escaped; a name over NAME_MAX bytes is cut and ends in '~' + 16 hex digits of its sha256
+    (still one folder per collection; the manifest and the metadata keep the full name)."""
+    name = "".join("_" if c in "/\\" or c < " " or c == "\x7f" else c for c in label).strip()
+    name = name if name not in ("", ".", "..") and not name.startswith(".") else "_" + name
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        cut = name.encode("utf-8", "surrogatepass")[: NAME_MAX - 1 - len(digest)].decode("utf-8", "ignore")
+        name = f"{cut}~{digest}"
+    return name
 
 
 def _counts(photos, splits, names) -> dict:
@@ -442,44 +464,180 @@ def _file_identity(path: Path) -> list:
 
 
 # ---- the export folder ------------------------------------------------------------------------------------------
-def _claim(out: Path) -> dict:
-    """Make `out` an export folder (empty or made by an earlier export) and clear what an interrupted one left."""
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / MARKER
-    if not marker.exists() and any(out.iterdir()):
-        raise ExportError(f"{out} is not empty and not an imgidx export; choose an empty or new folder")
-    for tmp in out.rglob(".*.tmp"):  # left by an interrupted export (indexer/atomic.py names them)
-        if atomic.is_temp(tmp) and (atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp)):
-            tmp.unlink(missing_ok=True)
-    if not marker.exists():
-        marker.write_text("{}\n")
-        return {}
+_FIX = "choose an empty or new folder"
+
+
+def _inspect(out: Path, format: str) -> dict:
+    """Refuse DIR unless it is new, empty, or an earlier export of this format with a marker this code could
+    have written; return the marker's state. Reads only."""
     try:
-        state = json.loads(marker.read_text() or "{}")
-    except json.JSONDecodeError:
-        state = {}
-    return state if isinstance(state, dict) else {}
+        st = os.lstat(out)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ExportError(f"cannot use {out} ({e.strerror}); {_FIX}") from None
+    if stat.S_ISLNK(st.st_mode):  # a link the user named as DIR is followed; a dangling one is refused
+        try:
+            st = os.stat(out)
+        except OSError:
+            raise ExportError(
+                f"{out} is a symbolic link to {os.readlink(out)!r}, which does not exist; make that folder or {_FIX}"
+            ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ExportError(f"{out} exists and is not a folder; {_FIX}")
+    marker = out / MARKER
+    try:
+        mst = os.lstat(marker)
+    except FileNotFoundError:
+        with os.scandir(out) as it:
+            if any(True for _ in it):
+                raise ExportError(f"{out} is not empty and not an imgidx export; {_FIX}") from None
+        return {}
+    if not stat.S_ISREG(mst.st_mode):
+        raise ExportError(f"{marker} is not a file imgidx wrote (a link, a folder or a device); {_FIX}")
+    return _read_marker(out, marker.read_bytes(), format)
+
+
+def _read_marker(out: Path, data: bytes, format: str) -> dict:
+    """The marker's state, refused unless it is what export() writes: owned = top folders of this format,
+    shards = {'<split>/NNNNN.tar': sha256}."""
+    where = f"{out / MARKER}"
+    try:
+        state = json.loads(data or b"{}")
+    except ValueError:  # JSON and UTF-8 errors alike
+        raise ExportError(f"{where} is not a marker imgidx wrote (not JSON); {_FIX}") from None
+    if not isinstance(state, dict):
+        raise ExportError(f"{where} is not a marker imgidx wrote (not a JSON object); {_FIX}")
+    owned = state.get("owned", [])
+    if not isinstance(owned, list) or not all(isinstance(top, str) for top in owned):
+        raise ExportError(f"{where} is not a marker imgidx wrote ('owned' is not a list of names); {_FIX}")
+    for top in owned:
+        if top in TOPS[format]:
+            continue
+        if any(top in tops for tops in TOPS.values()):
+            raise ExportError(
+                f"{out} holds an export in another format (its {top!r} folder), which a {format} export does not "
+                f"replace: {_FIX}, or delete {out} first"
+            )
+        raise ExportError(
+            f"{where} claims {_shown(top)}, which no {format} export writes (exports own only "
+            f"{', '.join(TOPS[format])} in their folder); nothing was changed: {_FIX}"
+        )
+    shards = state.get("shards", {})
+    if not isinstance(shards, dict) or not all(
+        isinstance(k, str) and _SHARD.fullmatch(k) and isinstance(v, str) and _SHA256.fullmatch(v)
+        for k, v in shards.items()
+    ):
+        raise ExportError(f"{where} is not a marker imgidx wrote ('shards' are not shard fingerprints); {_FIX}")
+    return state
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 80 else name[:80] + "...")
+
+
+def _folders(format: str, photos: Sequence[ExportPhoto], splits: Sequence[str]) -> set[str]:
+    """The folders (relative to DIR) this export writes files into."""
+    if format == "parquet":
+        return set(TOPS["parquet"])
+    if format == "webdataset":
+        return set(splits)
+    names = {label: safe_name(label) for label in {p.label for p in photos}}
+    return {f"{s}/{names[label]}" for s, label in set(zip(splits, (p.label for p in photos), strict=True))}
+
+
+def _check_folders(out: Path, folders: set[str], owned: Sequence[str]) -> None:
+    """Before anything is written: every folder on the way to a file this export writes is a real folder or
+    missing (then made), never a symbolic link (it would send the files elsewhere); the tops pruned are no links
+    either, and DIR's own files are no folders. Reads only."""
+    seen: dict[str, bool] = {}  # folder -> exists
+    for rel in sorted(folders | set(owned)):
+        parts = rel.split("/")
+        for n in range(1, len(parts) + 1 if rel in folders else 2):
+            sub = "/".join(parts[:n])
+            if sub not in seen:
+                seen[sub] = _real_folder(out, sub, must=rel in folders)
+            if not seen[sub]:
+                break  # missing: nothing below it either
+    for name in FILES:
+        path = out / name
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise ExportError(f"{path} is a folder where the export writes a file; remove it or {_FIX}")
+
+
+def _real_folder(out: Path, rel: str, *, must: bool) -> bool:
+    """True: out/rel is a folder (no link); False: missing (or, when not `must`, not a folder: pruning skips
+    it). A link, or a file where a folder must go, is refused."""
+    path = out / rel
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        raise ExportError(
+            f"{path} is a symbolic link; an export never writes or deletes through one: remove the link or {_FIX}"
+        )
+    if stat.S_ISDIR(st.st_mode):
+        return True
+    if must:
+        raise ExportError(f"{path} is not a folder where the export writes one; remove it or {_FIX}")
+    return False
+
+
+def _claim(out: Path, tops: Sequence[str]) -> None:
+    """Make `out` an export folder (checked by _inspect) and clear the temps an interrupted export left in DIR
+    and in this format's tops."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot make the folder {out} ({e.strerror}); {_FIX}") from None
+    for tmp in _temps(os.fspath(out), tops):  # named by indexer/atomic.py
+        # a link at a temp name is no temp imgidx wrote, and a write to that name would go through it
+        if tmp.is_symlink() or atomic.temp_owner(tmp) == os.getpid() or not atomic.owner_alive(tmp):
+            tmp.unlink(missing_ok=True)
+    marker = out / MARKER
+    if not os.path.lexists(marker):
+        atomic.write_text(marker, "{}\n")
+
+
+def _temps(folder: str, tops: Sequence[str] | None = None):
+    """Temp files (and links at temp names) in `folder` and below it (only below `tops` where given), links
+    never followed."""
+    with os.scandir(folder) as it:
+        entries = list(it)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if tops is None or entry.name in tops:
+                yield from _temps(entry.path)
+        elif _maybe_temp(entry.name) and atomic.is_temp(Path(entry.path)):
+            yield Path(entry.path)
+
+
+def _maybe_temp(name: str) -> bool:
+    """What every temp name (indexer/atomic.py) looks like: no Path made for the other files."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _prune(out: Path, owned: Sequence[str], planned: set[str]) -> int:
+    """Remove what earlier exports wrote that this one does not plan: only below the tops in `owned` (checked
+    against TOPS), links removed as links and never followed."""
     keep = {rel.split("#", 1)[0] for rel in planned}
     removed = 0
     for top in owned:
         root = out / top
-        if not root.is_dir() or top.startswith(".") or top in ("ATTRIBUTION.csv", "manifest.json"):
+        if top.startswith(".") or top in FILES or "/" in top or not _is_real_folder(root):
             continue
         removed += _prune_folder(os.fspath(root), top, keep)
-        if not any(root.iterdir()):
+        with os.scandir(root) as it:
+            empty = not any(True for _ in it)
+        if empty:
             root.rmdir()
     return removed
 
 
 def _prune_folder(folder: str, rel: str, keep: set[str]) -> int:
-    """Below `folder` (`rel` inside the export): remove the files not in `keep` (temps stay), then the folders
-    left empty; a folder after everything in it, names in reverse order, symlinked folders not entered (what
-    sorted(rglob("*"), reverse=True) visited, without a Path and a stat per file)."""
+    """Below `folder` (`rel` inside the export): remove the files and links not in `keep` (temps stay), then the
+    folders left empty; a folder after everything in it, names in reverse order, links never entered."""
     removed = 0
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name, reverse=True)
@@ -487,13 +645,23 @@ def _prune_folder(folder: str, rel: str, keep: set[str]) -> int:
         path, name = entry.path, f"{rel}/{entry.name}"
         if entry.is_dir(follow_symlinks=False):
             removed += _prune_folder(path, name, keep)
-        if entry.is_file():
-            if name not in keep and not atomic.is_temp(Path(path)):
-                os.unlink(path)
-                removed += 1
-        elif entry.is_dir() and not any(os.scandir(path)):
-            os.rmdir(path)
+            with os.scandir(path) as it:
+                empty = not any(True for _ in it)
+            if empty:
+                os.rmdir(path)
+        elif (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and not (
+            name in keep or (_maybe_temp(entry.name) and atomic.is_temp(Path(path)))
+        ):
+            os.unlink(path)  # a link: the link itself, never what it points at
+            removed += 1
     return removed
+
+
+def _is_real_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class _Writer:
@@ -515,16 +683,19 @@ class _Writer:
         self.unsynced.clear()
 
     def write_bytes(self, target: Path, data: bytes, *, count: bool = True) -> None:
-        if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+        if _holds(target, data):
             self.kept += count
             return
         with self._aside(target) as tmp:
+            _clear(tmp)
             tmp.write_bytes(data)
         self.written += count
 
     def write_with(self, target: Path, fill) -> None:
-        with self._aside(target) as tmp, open(tmp, "wb") as f:
-            fill(f)
+        with self._aside(target) as tmp:
+            _clear(tmp)
+            with open(tmp, "wb") as f:
+                fill(f)
         self.written += 1
 
     def place_file(self, source: Path, target: str | Path) -> None:
@@ -537,12 +708,16 @@ class _Writer:
             self.unsynced.add(folder)
             self.written += 1
             return
-        if _is_file(target) and _same(source, target):
+        mode = _lmode(target)  # a link at the name is replaced as a link, never kept or written through
+        if stat.S_ISREG(mode) and _same(source, target):
             self.kept += 1
             return
+        if stat.S_ISDIR(mode):
+            raise ExportError(f"{target} is a folder where the export writes a photo; remove it or {_FIX}")
         # a hard link adds no bytes to fsync (they are the source's), a copy does; the folder is fsynced once,
         # by sync(), not once per photo
         with atomic.replacing(Path(target), sync_file=False, sync_dir=False) as tmp:
+            _clear(tmp)
             linked = False
             if self.link:
                 with contextlib.suppress(OSError):  # another file system, or links not allowed: copy instead
@@ -550,8 +725,7 @@ class _Writer:
                     linked = True
             if not linked:
                 shutil.copy2(source, tmp)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
+                atomic.fsync_file(tmp)
         self.made.add(folder)
         self.unsynced.add(folder)
         self.written += 1
@@ -568,6 +742,33 @@ def _is_file(path: str | Path) -> bool:
         return False
     except ValueError:
         return False
+
+
+def _clear(tmp: Path) -> None:
+    """Nothing at a temp name before it is written: opening a link planted there would write through it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _lmode(path: str | Path) -> int:
+    """The file type bits of `path` itself (a link is a link), 0 when it is missing."""
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return 0
+
+
+def _is_regular(path: str | Path) -> bool:
+    return stat.S_ISREG(_lmode(path))
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """`path` is a regular file (not a link) with exactly `data` in it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == len(data) and path.read_bytes() == data
 
 
 def _same(a: Path, b: Path) -> bool:

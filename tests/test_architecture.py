@@ -5,7 +5,11 @@ module-level import graph has no cycle. Imports under `if TYPE_CHECKING:` are an
 from __future__ import annotations
 
 import ast
+import functools
+import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (("imgidx.indexer", "indexer"), ("imgidx.search", "search"), ("imgidx", "imgidx"))
@@ -23,6 +27,7 @@ def modules() -> dict[str, Path]:
     return found
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     graph = {}
@@ -81,3 +86,138 @@ def test_the_import_graph_has_no_cycle():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+# ---- rules that read the code: each scan also proves on a sample that it finds what it forbids -----------------
+
+LIBRARY = ("imgidx", "indexer", "search")  # the folders of the installed package (tests and bench are not)
+
+
+@functools.cache
+def parsed() -> dict[str, ast.Module]:
+    """Every .py of the package by its path in the repository (parsed once for all the scans)."""
+    return {
+        path.relative_to(ROOT).as_posix(): ast.parse(path.read_text(), str(path))
+        for folder in LIBRARY
+        for path in sorted((ROOT / folder).rglob("*.py"))
+    }
+
+
+def sources(*, outside: tuple[str, ...] = ()) -> dict[str, ast.Module]:
+    """parsed(), except the files under `outside` (paths or folders)."""
+    return {
+        rel: tree
+        for rel, tree in parsed().items()
+        if not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outside)
+    }
+
+
+def strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string literal (f-string parts too), with its line."""
+    return [(n.lineno, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+SQL_CALLS = {"execute", "executemany", "executescript"}
+SQL_TEXT = re.compile(
+    r"\bSELECT\b[\s\S]+\bFROM\b|\bINSERT\s+(?:OR\s+[A-Z]+\s+)?INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
+    r"|\bPRAGMA\s+\w+|\b(?:CREATE|DROP|ALTER)\s+(?:TABLE|INDEX|VIEW|TRIGGER)\b|\bBEGIN\s+(?:IMMEDIATE|EXCLUSIVE)\b"
+    r"|\bVACUUM\b|\bWHERE\s+\w+\s*(?:=|IN|IS)\s"
+)
+
+
+def sql_found(trees: dict[str, ast.Module]) -> list[str]:
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS:
+                found.append(f"{rel}:{node.lineno}: .{node.func.attr}()")
+        found += [f"{rel}:{line}: {text[:60]!r}" for line, text in strings(tree) if SQL_TEXT.search(text)]
+    return found
+
+
+def test_sql_runs_only_in_the_store():
+    """ARCHITECTURE.md: only `indexer/store/` talks to SQLite: no execute call, no SQL text anywhere else."""
+    assert sql_found(sources(outside=("indexer/store",))) == []
+    in_store = sql_found({k: v for k, v in sources().items() if k.startswith("indexer/store/")})
+    assert len(in_store) > 50  # the scan sees the store's own statements
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "store.db.execute('x')",
+        "db.executemany(q, rows)",
+        "c.executescript(s)",
+        "q = 'SELECT id FROM photos'",
+        "q = f'UPDATE photos SET path=NULL WHERE id={i}'",
+        "q = 'DELETE FROM vectors'",
+        "q = 'INSERT OR REPLACE INTO meta VALUES (?, ?)'",
+        "q = 'PRAGMA data_version'",
+        "q = 'SELECT c.photo_id ' 'FROM collections c'",
+    ],
+)
+def test_the_sql_scan_finds_sql(code):
+    assert sql_found({"x.py": ast.parse(code)}) != []
+
+
+def test_the_sql_scan_leaves_prose_alone():
+    prose = "'select the photos from a folder', 'update the index', 'delete it from disk', 'Where is it?'"
+    assert sql_found({"x.py": ast.parse(prose)}) == []
+
+
+ATOMIC_HOMES = ("indexer/atomic.py", "indexer/store/vectorfile.py")  # the atomic write; the append-only vectors
+ATOMIC_NAMES = {"replace", "rename", "renames", "fsync", "fdatasync", "mkstemp", "NamedTemporaryFile"}
+
+
+def atomic_primitives(trees: dict[str, ast.Module]) -> list[str]:
+    """Calls, attribute reads and imports of os.replace/rename/fsync, tempfile.mkstemp/NamedTemporaryFile (and
+    Path.replace/rename: the same rename). str.replace is told apart by its two arguments being strings."""
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("os", "tempfile", "shutil"):
+                found += [f"{rel}:{node.lineno}: import {a.name}" for a in node.names if a.name in ATOMIC_NAMES]
+            if not (isinstance(node, ast.Attribute) and node.attr in ATOMIC_NAMES):
+                continue
+            base = ast.unparse(node.value)
+            if base in ("os", "tempfile"):
+                found.append(f"{rel}:{node.lineno}: {base}.{node.attr}")
+            elif node.attr in ("replace", "rename") and not _str_replace(tree, node):
+                found.append(f"{rel}:{node.lineno}: {base}.{node.attr}()")
+    return found
+
+
+def _str_replace(tree: ast.AST, attr: ast.Attribute) -> bool:
+    """`text.replace("a", "b")`: a string edit, not a rename (a Path's replace/rename takes one argument)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.func is attr:
+            return len(node.args) >= 2
+    return True  # not called: a method reference such as `str.replace`
+
+
+def test_atomic_write_primitives_live_only_in_atomic_py():
+    """ARCHITECTURE.md: `indexer/atomic.py` is every atomic file write (the vector file appends on its own)."""
+    assert atomic_primitives(sources(outside=ATOMIC_HOMES)) == []
+    assert len(atomic_primitives({k: v for k, v in sources().items() if k in ATOMIC_HOMES})) >= 3
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "os.replace(a, b)",
+        "os.rename(a, b)",
+        "os.fsync(f.fileno())",
+        "fd, tmp = tempfile.mkstemp(dir=d)",
+        "tempfile.NamedTemporaryFile(dir=d)",
+        "from os import fsync",
+        "from tempfile import mkstemp",
+        "tmp.replace(target)",
+        "Path(tmp).rename(target)",
+    ],
+)
+def test_the_atomic_scan_finds_primitives(code):
+    assert atomic_primitives({"x.py": ast.parse(code)}) != []
+
+
+def test_the_atomic_scan_leaves_string_edits_alone():
+    assert atomic_primitives({"x.py": ast.parse("name.replace('-', '_')\ns = x.replace(old, new)")}) == []

@@ -174,3 +174,26 @@ def test_index_api(home, tmp_path):
     assert sum(exported.counts["train"].values()) == 9
     assert idx.undo_duplicates() == 2
     assert sum(idx.export(tmp_path / "out", format="parquet", split="1").counts["train"].values()) == 11
+
+
+def test_a_persons_keep_beats_a_duplicate_flag_in_export_and_reports(home, tmp_path):
+    """A reviewed "keep" outranks duplicates' automatic flag, before and after a second --apply: export takes the
+    photo back, the flag reports leave it out, and undo leaves the person's decision alone."""
+    import imgidx
+
+    idx = imgidx.open(home)
+    result = idx.duplicates(apply=True)
+    assert len(result.dropped) == 2
+    kept, other = sorted(result.dropped)
+    with Store(home, readonly=True) as store:
+        (collection,) = store.collections_of([kept])[kept]
+    idx.review(collection, kept, "keep", source="duplicates")
+    for _ in range(2):  # a second --apply sets the automatic flag again: the keep still counts
+        exported = idx.export(tmp_path / "out", format="parquet", split="1")
+        assert sum(exported.counts["train"].values()) == 10  # 11 memberships, only `other` left out
+        with Store(home, readonly=True) as store:
+            assert kept in store.vector_ids(collection, include_flagged=False)
+            assert set(dataset.flag_reasons(store, [kept, other])) == {other}
+        idx.duplicates(apply=True)
+    assert idx.undo_duplicates() == 2  # the automatic flags go; the review stays
+    assert [r.photo_id for r in idx.reviews(collection)] == [kept]

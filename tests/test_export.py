@@ -164,7 +164,8 @@ def test_a_link_at_a_taken_name_replaces_what_is_there(tmp_path):
 
 
 def _prune_by_rglob(out: Path, owned, planned) -> int:
-    """The earlier _prune (a Path and a stat per file): what the scandir walk must match."""
+    """The earlier _prune (a Path and a stat per file), with links removed as links (never followed, the target
+    never touched): what the scandir walk must match."""
     keep = {rel.split("#", 1)[0] for rel in planned}
     removed = 0
     for top in owned:
@@ -173,7 +174,11 @@ def _prune_by_rglob(out: Path, owned, planned) -> int:
             continue
         for path in sorted(root.rglob("*"), reverse=True):
             rel = path.relative_to(out).as_posix()
-            if path.is_file() and rel not in keep and not is_temp(path):
+            if path.is_symlink():
+                if rel not in keep:
+                    path.unlink()
+                    removed += 1
+            elif path.is_file() and rel not in keep and not is_temp(path):
                 path.unlink()
                 removed += 1
             elif path.is_dir() and not any(path.iterdir()):
@@ -214,6 +219,8 @@ def test_prune_removes_what_the_rglob_walk_removed(tmp_path, seed):
     assert _prune(trees[1], owned, planned) == old > 0
     listing = [sorted(p.relative_to(t).as_posix() for p in t.rglob("*")) for t in trees]
     assert listing[0] == listing[1]
+    for t in trees:  # the links went, what they pointed at stayed
+        assert (t / "elsewhere/f.jpg").read_bytes() == b"y" and not [p for p in t.rglob("*") if p.is_symlink()]
 
 
 def _extension_by_pillow(path: Path) -> str:
@@ -434,15 +441,18 @@ def test_other_arguments_replace_the_old_export_without_leftovers(tmp_path):
     files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
     assert len(files) == 30 and {f.relative_to(out).parts[0] for f in files} == {"train", "test"}
     assert not (out / "val").exists()
-    export(photos, out, format="parquet")
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MARKER, "ATTRIBUTION.csv", "manifest.json", "data", "images"]
-    )
+    export(photos, out, format="webdataset", shard_size=8)  # the same top folders: replaced, no leftovers
+    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
+    assert files and all(f.suffix == ".tar" for f in files)
     fresh = tmp_path / "fresh"
-    export(photos, fresh, format="parquet")
+    export(photos, fresh, format="webdataset", shard_size=8)
     mine, theirs = contents(out), contents(fresh)
     del mine[MARKER], theirs[MARKER]  # the marker remembers every folder exports made here
     assert mine == theirs
+    before = tree(out)  # parquet's folders are not the splits': another format's export is not replaced
+    with pytest.raises(ExportError, match="another format"):
+        export(photos, out, format="parquet")
+    assert tree(out) == before
 
 
 class Interrupted(BaseException):

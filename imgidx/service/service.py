@@ -141,7 +141,7 @@ class StoreThread:
 
     def _current_signature(self, store: Store) -> tuple:
         """Changes when another connection commits (a build beside us) or the FAISS file is replaced."""
-        version = store.db.execute("PRAGMA data_version").fetchone()[0]
+        version = store.data_version()
         try:
             mtime = os.stat(store.home / INDEX_NAME).st_mtime_ns
         except OSError:

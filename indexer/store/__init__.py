@@ -23,7 +23,8 @@ from .. import ann
 from ..errors import IndexUnavailable, StoreError
 from ..layout import DB_NAME, INDEX_NAME
 from ..records import Hit
-from .catalog import PHOTO_FIELDS, Catalog, stamp_mismatch_message
+from .catalog import PHOTO_FIELDS, stamp_mismatch_message
+from .checks import Checks
 from .faiss_index import FaissIndex
 
 EXACT_ALLOWED = 20_000  # a restricted search over at most this many photos reads their stored vectors instead
@@ -31,8 +32,9 @@ EXACT_ALLOWED = 20_000  # a restricted search over at most this many photos read
 __all__ = ["DB_NAME", "INDEX_NAME", "PHOTO_FIELDS", "Store", "stamp_mismatch_message"]
 
 
-class Store(Catalog):
-    """Catalogue methods (catalog.py) plus the index: add_vectors, index, search, save_index, rebuild_index."""
+class Store(Checks):
+    """Catalogue methods (catalog.py; verify's queries: checks.py) plus the index: add_vectors, index, search,
+    save_index, rebuild_index."""
 
     def __init__(self, home: Path, *, readonly: bool = False, index_policy: ann.Policy = ann.DEFAULT):
         super().__init__(home, readonly=readonly)

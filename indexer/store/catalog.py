@@ -382,6 +382,31 @@ class Catalog:
                 [(int(pid in flagged), json.dumps(data), collection, pid) for pid, data in info.items()],
             )
 
+    def flag_infos(self, ids: Sequence[int]) -> dict[int, list[dict]]:
+        """The stored clean_info of each membership of `ids` whose effective flag is set (a person's keep hides
+        the automatic flag): {photo id: [clean_info, ...]}, by collection name."""
+        out: dict[int, list[dict]] = {}
+        for chunk in chunks(list(dict.fromkeys(ids)), 900):
+            marks = ",".join("?" * len(chunk))
+            q = (
+                f"SELECT c.photo_id, c.clean_info FROM collections c WHERE c.photo_id IN ({marks}) "
+                f"AND {EFFECTIVE_FLAG} = 1 ORDER BY c.photo_id, c.name"
+            )
+            for pid, info in self.db.execute(q, chunk):
+                out.setdefault(pid, []).append(json.loads(info or "{}"))
+        return out
+
+    def clear_duplicate_flags(self, collections: Sequence[str] = ()) -> int:
+        """Remove the automatic flags duplicates --apply set (clean's stay; reviews stay): memberships unflagged."""
+        sql = (
+            "UPDATE collections SET flagged=0, clean_info=NULL "
+            "WHERE json_extract(clean_info, '$.duplicate_of') IS NOT NULL"
+        )
+        if collections:
+            sql += f" AND name IN ({','.join('?' * len(collections))})"
+        with self.transaction():
+            return self.db.execute(sql, list(collections)).rowcount
+
     def clear_flags(self, collection: str) -> int:
         with self.transaction():
             return self.db.execute(
@@ -524,9 +549,15 @@ class Catalog:
             (limit,),
         ).fetchall()
 
-    def find_by_source_id(self, source_id: str) -> int | None:
-        row = self.db.execute("SELECT id FROM photos WHERE source_id=? ORDER BY id LIMIT 1", (source_id,)).fetchone()
-        return row[0] if row else None
+    def calibration_rows(self, limit: int) -> list[sqlite3.Row]:
+        """The first `limit` photos by id that did not fail (id, source, source_id, url, path): int8 calibration."""
+        return self.db.execute(
+            "SELECT id, source, source_id, url, path FROM photos WHERE state != 'failed' ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (SQLite's data_version): a reader's cue to look again."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
 
 
 def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
