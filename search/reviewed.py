@@ -36,7 +36,7 @@ PRIOR_SLOPE = 3.0
 # and 320 photos with 5 % and 10 % dogs): a weak pull on the direction (0.01-0.1 all reach the bar after 30
 # reviews in most draws; 1 and more need 50), a strong one on the cut's own scale and bias, so that a few
 # reviews near the cut do not undo what the evidence says of the rest.
-L2_W = 0.1
+L2_W = 0.05
 L2_A = 30.0
 L2_B = 30.0
 STRATEGY = (
@@ -85,12 +85,16 @@ class Teacher:
         s = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0, posinf=5.0, neginf=-5.0)
         self.offset = PRIOR_SLOPE * (np.clip(s, -5.0, 5.0) - 1.0)
         self.cut = self.offset > 0  # the cut's own decision (score > 1)
+        self._last: tuple[frozenset, Judgement] | None = None
 
     def __len__(self) -> int:
         return len(self.offset)
 
     def judge(self, decisions: Mapping[int, bool]) -> Judgement:
         """Re-judge every photo with ``decisions`` (row → True for a flag, False for a keep)."""
+        key = frozenset((int(r), bool(f)) for r, f in decisions.items())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]  # the page asks for the ranking and the queue after one decision
         n = len(self)
         rows = np.array(sorted(decisions), dtype=np.intp)
         if len(rows) and (rows[0] < 0 or rows[-1] >= n):
@@ -99,13 +103,13 @@ class Teacher:
         logit = self.offset
         if len(rows):
             a, b, w = _fit(self.features[rows], self.offset[rows], y)
-            logit = a * self.offset + b + self.features @ w
+            logit = a * self.offset + b + self.features @ w.astype(np.float32)
         p = _sigmoid(logit)
         reviewed = np.zeros(n, dtype=bool)
         reviewed[rows] = True
         p[rows] = y
         flagged = p > 0.5
-        return Judgement(
+        judged = Judgement(
             probability=p,
             flagged=flagged,
             reviewed=reviewed,
@@ -113,6 +117,8 @@ class Teacher:
             n_flagged=int(y.sum()),
             n_kept=int(len(y) - y.sum()),
         )
+        self._last = (key, judged)
+        return judged
 
     def next(self, judgement: Judgement, n: int) -> list[int]:
         """The ``n`` unreviewed rows to review next, most useful first (see the module docstring)."""
@@ -143,22 +149,62 @@ def _sigmoid(t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def _fit(
     f: npt.NDArray[np.float32], o: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
 ) -> tuple[float, float, npt.NDArray[np.float64]]:
-    """(a, b, w) of the penalised offset logistic regression on the reviewed rows (see the module docstring)."""
-    from scipy.optimize import minimize
+    """(a, b, w) of the penalised offset logistic regression on the reviewed rows (see the module docstring).
 
+    Newton's method on the smaller of two equal problems: with fewer reviews than dimensions, in the span of the
+    reviewed vectors (w = f.T @ alpha: an L2 penalty puts the optimum there), so a step solves m + 2 equations
+    whatever the dimension; else on w itself."""
+    m, d = f.shape
     f64 = f.astype(np.float64)
+    head = np.column_stack([o, np.ones(m)])
+    if m <= d:
+        gram = f64 @ f64.T
+        design = np.hstack([head, gram])
+        penalty = np.zeros((m + 2, m + 2))
+        penalty[2:, 2:] = L2_W * gram + 1e-9 * np.eye(m)  # w.w = alpha' G alpha; the ridge keeps it solvable
+    else:
+        design = np.hstack([head, f64])
+        penalty = np.diag(np.r_[0.0, 0.0, np.full(d, L2_W)])
+    penalty[0, 0], penalty[1, 1] = L2_A, L2_B
+    prior = np.zeros(design.shape[1])
+    prior[0] = 1.0  # a = 1: the cut as it is
+    theta = _newton(design, y, penalty, prior)
+    a, b, rest = float(theta[0]), float(theta[1]), theta[2:]
+    return a, b, (f64.T @ rest if m <= d else rest)
 
-    def loss(theta: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
-        a, b, w = theta[0], theta[1], theta[2:]
-        t = a * o + b + f64 @ w
-        # log(1 + e^t) - y t, written to stay finite for large |t|
-        value = float((np.logaddexp(0, t) - y * t).sum())
-        value += 0.5 * (L2_A * (a - 1) ** 2 + L2_B * b * b + L2_W * float(w @ w))
-        r = _sigmoid(t) - y
-        grad = np.concatenate([[r @ o + L2_A * (a - 1), r.sum() + L2_B * b], f64.T @ r + L2_W * w])
-        return value, grad
 
-    start = np.zeros(2 + f.shape[1])
-    start[0] = 1.0
-    theta = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
-    return float(theta[0]), float(theta[1]), theta[2:]
+def _newton(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    penalty: npt.NDArray[np.float64],
+    prior: npt.NDArray[np.float64],
+    iterations: int = 50,
+) -> npt.NDArray[np.float64]:
+    """argmin of sum(log(1 + e^t) - y t) + (theta - prior)' P (theta - prior) / 2 with t = x theta (convex): Newton
+    steps, halved while they do not lower the objective."""
+
+    def objective(theta: npt.NDArray[np.float64]) -> float:
+        t = x @ theta
+        gap = theta - prior
+        return float((np.logaddexp(0, t) - y * t).sum() + 0.5 * gap @ penalty @ gap)
+
+    theta = prior.copy()
+    value = objective(theta)
+    for _ in range(iterations):
+        p = _sigmoid(x @ theta)
+        grad = x.T @ (p - y) + penalty @ (theta - prior)
+        hessian = (x.T * (p * (1 - p))) @ x + penalty
+        step = np.linalg.lstsq(hessian, grad, rcond=None)[0]
+        for _ in range(30):
+            candidate = theta - step
+            new = objective(candidate)
+            if new <= value:
+                break
+            step = step / 2
+        else:
+            break
+        done = value - new < 1e-10 * max(1.0, abs(value))
+        theta, value = candidate, new
+        if done:
+            break
+    return theta
