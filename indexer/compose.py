@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import layout
 from .config import Settings
 from .embedders import (
     PRECISIONS,
@@ -173,7 +174,7 @@ def make_fetcher(settings: Settings, workers: int) -> Fetcher:
 def build_lock(home: Path) -> Iterator[None]:
     """One build per data home: a second one is refused with a clear message instead of interleaving writes."""
     home.mkdir(parents=True, exist_ok=True)
-    path = home / "build.lock"
+    path = layout.build_lock_file(home)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -193,7 +194,7 @@ def build_lock(home: Path) -> Iterator[None]:
 
 def build_running(home: Path) -> bool:
     """Whether a build holds the lock of `home` right now (asked without waiting and without taking it)."""
-    path = home / "build.lock"
+    path = layout.build_lock_file(home)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

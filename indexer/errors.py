@@ -10,6 +10,10 @@ class ConfigError(ImgidxError):
     """Missing or invalid configuration (API key, weights file, option values)."""
 
 
+class MissingCredentials(ConfigError):
+    """The Flickr API key or secret is not set (the CLI adds how to index a folder instead)."""
+
+
 class EmulatedPrecision(ConfigError):
     """The index's precision runs only emulated (very slowly) on this CPU, and it was not asked for explicitly."""
 
@@ -33,6 +37,13 @@ class IndexUnavailable(StoreError):
 class VectorsLost(StoreError):
     """The vector file is shorter than the catalogue says (cut by a crash or by hand): repairing the store forgets
     the lost vectors, and a later build embeds those photos again."""
+
+
+class InvalidCollectionName(ConfigError):
+    """A build's photos would go to a collection whose name is not allowed (indexer/names.py says what is).
+    `nameable`: the source takes an explicit name for that collection instead (the query itself may stay)."""
+
+    nameable = False
 
 
 class LockedError(ImgidxError):

@@ -96,7 +96,7 @@ def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
     if dim is None:
         report.add("vector_bad_size", [pid for pid, _ in rows], "stored vectors but no model stamp (dimension)")
         return []
-    vf = vectorfile.VectorFile(store.home / layout.VECTORS_NAME, dim, dtype)
+    vf = vectorfile.VectorFile(layout.vectors_file(store.home), dim, dtype)
     on_disk, committed = vf.rows(), store.committed_slots()
     report.checked["vector_file"] = {"dtype": dtype, "rows": on_disk, "committed": committed}
     tail = vf.size() - committed * vf.row_bytes

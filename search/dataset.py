@@ -17,7 +17,7 @@ from imgidx.indexer.layout import local_file
 from imgidx.indexer.store import Store
 
 from .duplicates import DuplicateGroup, Duplicates, PhotoFacts, find_duplicates, keep_order
-from .export import ExportPhoto, ExportResult, export
+from .export import SHARD_SIZE, ExportPhoto, ExportResult, export
 from .pixels import verifier
 
 
@@ -131,9 +131,14 @@ def export_collections(
     include_flagged: bool = False,
     threshold: str | float = "auto",
     version: str = "",
+    embed: bool = True,
+    shard_size: int | None = None,
+    command: str = "",
 ) -> ExportResult:
     """Export the photos of `collections` (all when empty), flagged ones left out unless include_flagged; the
-    duplicate groups (computed here) keep every copy of a picture in one split."""
+    duplicate groups (computed here) keep every copy of a picture in one split. embed: parquet holds the image
+    bytes; shard_size: webdataset samples per shard at most; command: what made it, for the dataset card (by
+    default the Python call with these arguments)."""
     names = list(collections) or store.collection_names()
     photo_ids(store, names)  # unknown names: one error listing the known ones
     members = {c: store.vector_ids(c, include_flagged=include_flagged) for c in names}
@@ -157,7 +162,24 @@ def export_collections(
         "duplicates_threshold": threshold,
     }
     model = store.stamp.as_dict() if store.stamp else {}
-    return export(photos, out, format=format, split=split, seed=seed, model=model, filters=filters, version=version)
+    if not command:
+        args = {"format": format, "split": split, "seed": seed, "licenses": licenses}
+        args |= {"include_flagged": include_flagged, "threshold": threshold, "embed": embed, "shard_size": shard_size}
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        command = f"imgidx.open(HOME).export({str(out)!r}, {list(collections)!r}, {shown})"
+    return export(
+        photos,
+        out,
+        format=format,
+        split=split,
+        seed=seed,
+        model=model,
+        filters=filters,
+        version=version,
+        embed=embed,
+        shard_size=shard_size or SHARD_SIZE,
+        command=command,
+    )
 
 
 def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:

@@ -1,14 +1,22 @@
 """Write an image set the way a training job reads it: `imagefolder`, `parquet` or `webdataset`, always with
-DIR/ATTRIBUTION.csv and DIR/manifest.json.
+DIR/README.md (a dataset card), DIR/ATTRIBUTION.csv and DIR/manifest.json.
 
 Input is plain records (ExportPhoto: id, label, file path, metadata, vector, duplicate group), so this module
-knows nothing of the store. Layouts:
-  imagefolder  DIR/<split>/<label>/<id>.<ext>       Keras image_dataset_from_directory, torchvision ImageFolder,
-                                                    Hugging Face `imagefolder` (DIR/train, DIR/val, DIR/test)
-  parquet      DIR/data/<split>.parquet + DIR/images/<id>.<ext>; one row per photo and label with metadata,
-               split, label, the stored vector and `image` (the file's path relative to DIR)
-  webdataset   DIR/<split>/NNNNN.tar, ~1,000 samples each: KEY.jpg (or .png, ...), KEY.json, KEY.cls, as
-               img2dataset writes them; samples shuffled by the seed (shards are read in order)
+knows nothing of the store. Every layout loads in one call with the clients its users train with, classes,
+pixels and attribution included (README.md of the repository shows each call; tests/test_loaders.py makes them):
+  imagefolder  DIR/<split>/<label>/<id>.<ext> + DIR/<split>/metadata.parquet (file_name, label, attribution
+               columns): Keras image_dataset_from_directory and torchvision ImageFolder read the class folders,
+               Hugging Face `imagefolder` attaches the metadata to each image
+  parquet      DIR/data/<split>.parquet, the Hugging Face layout: `image` = {bytes, path} with the file's bytes,
+               `label` a class index, the features declared in the schema metadata; one row per photo and label
+               with its metadata and stored vector; row groups of ROW_GROUP rows (streaming reads a group at a
+               time). embed=False: `image` is the path of DIR/images/<id>.<ext> instead (smaller, not portable)
+  webdataset   DIR/<split>/NNNNN.tar: KEY.jpg (or .png, ...), KEY.json, KEY.cls (the ImageNet-webdataset
+               class index), samples shuffled by the seed over at least MIN_SHARDS shards per split (so every
+               DataLoader worker gets shards) of at most shard_size samples; every .json field always present
+               with one type (no nulls: "" / -1 / [])
+and DIR/README.md, a Hugging Face dataset card (search/cards.py): licences, task, per-split files and features in
+its YAML header, then counts, licences, model and the command for people.
 Files are hard-linked from the index where the file system allows it, else copied; never re-encoded.
 
 Re-running with the same arguments writes nothing: every output is compared with what is there first. Every file
@@ -47,16 +55,18 @@ from imgidx.indexer import atomic
 from imgidx.indexer.errors import ConfigError, ImgidxError
 from imgidx.indexer.licenses import LICENSES, license_name
 
-from . import csvcells
+from . import cards, csvcells
 from .splits import NAMES, assign_splits, parse_fractions, split_names
 
 FORMATS = ("imagefolder", "parquet", "webdataset")
 SHARD_SIZE = 1000
+MIN_SHARDS = 8  # per split (fewer only for fewer samples): DataLoader / datasets workers each take whole shards
+ROW_GROUP = 100  # parquet rows per row group: ~100 photos, what the Hub writes for image datasets
 MARKER = ".imgidx-export"  # JSON: the folders exports own here, and the webdataset shard fingerprints
 SPLITS = tuple(dict.fromkeys(name for names in NAMES.values() for name in names))
 # the top folders of DIR each format writes: the only names a marker may claim, the only folders pruned
 TOPS = {"imagefolder": SPLITS, "parquet": ("data", "images"), "webdataset": SPLITS}
-FILES = ("ATTRIBUTION.csv", "manifest.json")  # DIR's own files besides the marker
+FILES = ("ATTRIBUTION.csv", "manifest.json", "README.md")  # DIR's own files besides the marker
 NAME_MAX = 255  # bytes in one folder name on the usual file systems (ext4, XFS, btrfs, APFS)
 _SHARD = re.compile(f"(?:{'|'.join(SPLITS)})/[0-9]{{5,}}\\.tar")  # the shard names _webdataset writes
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -121,8 +131,11 @@ def export(
     version: str = "",
     shard_size: int = SHARD_SIZE,
     link: bool = True,
+    embed: bool = True,
+    command: str = "",
 ) -> ExportResult:
-    """Write `photos` to `out` in `format`; see the module docstring for the layouts and guarantees."""
+    """Write `photos` to `out` in `format`; see the module docstring for the layouts and guarantees.
+    embed: parquet holds the image bytes (else paths into DIR/images/). command: what made it, for the card."""
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}; received {format!r}")
     if shard_size < 1:
@@ -155,7 +168,11 @@ def export(
         "duplicate_groups_kept_in_one_split": len({p.group for p in photos if p.group is not None}),
         "photos_with_several_labels": sum(1 for n in Counter(p.id for p in photos).values() if n > 1),
         "attribution": "ATTRIBUTION.csv",
+        "card": "README.md",
+        "command": command,
     }
+    if format == "parquet":
+        manifest["images"] = "embedded" if embed else "images/"
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     manifest_path = out / "manifest.json"
     if os.path.lexists(manifest_path) and not _holds(manifest_path, manifest_bytes):
@@ -164,9 +181,10 @@ def export(
     if format == "imagefolder":
         planned = _imagefolder(writer, photos, splits, exts)
     elif format == "parquet":
-        planned = _parquet(writer, photos, splits, exts)
+        planned = _parquet(writer, photos, splits, exts, embed)
     else:
         planned = _webdataset(writer, photos, splits, exts, seed, shard_size, state)
+    writer.write_bytes(out / "README.md", _card(format, photos, planned, counts, manifest, embed).encode())
     writer.sync()  # every photo in place for good before ATTRIBUTION.csv and the manifest say so
     writer.write_bytes(out / "ATTRIBUTION.csv", _attribution(photos, planned))
     owned = sorted(set(state.get("owned", [])) | {f.split("/", 1)[0] for f in planned.values()})
@@ -178,38 +196,89 @@ def export(
 
 
 # ---- layouts ------------------------------------------------------------------------------------------------------
-def _imagefolder(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
+def _imagefolder(w: _Writer, photos, splits, exts) -> dict[tuple, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     planned, folders = {}, {label: safe_name(label) for label in {p.label for p in photos}}
+    labels = sorted(folders)
+    rows: dict[str, list[tuple[str, ExportPhoto]]] = {}
     for p, s in zip(photos, splits, strict=True):
-        rel = f"{s}/{folders[p.label]}/{p.id}{exts[p.id]}"
-        w.place_file(p.path, os.path.join(w.root, rel))
-        planned[(p.id, p.label)] = rel
+        name = f"{folders[p.label]}/{p.id}{exts[p.id]}"
+        w.place_file(p.path, os.path.join(w.root, s, name))
+        planned[(p.id, p.label)] = f"{s}/{name}"
+        rows.setdefault(s, []).append((name, p))
+    # Hugging Face imagefolder reads DIR/<split>/metadata.*: file_name (relative to that folder) becomes the image,
+    # the other columns come along. Parquet, not jsonl, because its schema carries the features: `label` a class
+    # label and every column its type, where a jsonl's types are guessed (and the card's features are not read
+    # for imagefolder). Keras and torchvision look only into the class folders.
+    features = imagefolder_features(labels)
+    for s, members in rows.items():
+        columns = {
+            "file_name": pa.array([name for name, _ in members], pa.string()),
+            "label": pa.array([labels.index(p.label) for _, p in members], pa.int64()),
+            "label_name": pa.array([p.label for _, p in members], pa.string()),
+            "id": pa.array([p.id for _, p in members], pa.int64()),
+            "split": pa.array([s] * len(members), pa.string()),
+            **_metadata_columns([p for _, p in members]),
+        }
+        file_features = [("file_name", ("string",)), *features[1:]]
+        table = pa.table(columns).replace_schema_metadata(cards.schema_metadata(file_features))
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        rel = f"{s}/metadata.parquet"
+        w.write_bytes(w.out / rel, buf.getvalue())
+        planned[("metadata", s)] = rel
     return planned
 
 
-def _parquet(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
+def imagefolder_features(labels: Sequence[str]) -> list[tuple[str, tuple]]:
+    """What datasets' imagefolder gives for this layout (metadata.parquet's columns, file_name as `image`)."""
+    return [
+        ("image", ("image",)),
+        ("label", ("label", tuple(labels))),
+        ("label_name", ("string",)),
+        ("id", ("int64",)),
+        ("split", ("string",)),
+        *metadata_features(),
+    ]
+
+
+def _parquet(w: _Writer, photos, splits, exts, embed: bool) -> dict[tuple, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     planned, images = {}, {}
-    for p in photos:
-        rel = f"images/{p.id}{exts[p.id]}"
-        if p.id not in images:
-            w.place_file(p.path, os.path.join(w.root, rel))
-            images[p.id] = rel
-        planned[(p.id, p.label)] = rel
+    if not embed:
+        for p in photos:
+            rel = f"images/{p.id}{exts[p.id]}"
+            if p.id not in images:
+                w.place_file(p.path, os.path.join(w.root, rel))
+                images[p.id] = rel
     dims = {len(p.vector) for p in photos if p.vector is not None}
     if len(dims) > 1:
         raise ConfigError(f"vectors of several sizes ({sorted(dims)}) cannot share one parquet column")
     dim = dims.pop() if dims else 0
     labels = sorted({p.label for p in photos})
+    features = parquet_features(labels, dim, embed)
     for name in dict.fromkeys(splits):
         rows = [p for p, s in zip(photos, splits, strict=True) if s == name]
+        rel = f"data/{name}.parquet"
+        if embed:  # the file's own bytes (never re-encoded) and its name, as datasets' Image feature stores them
+            image = pa.StructArray.from_arrays(
+                [
+                    pa.array([Path(p.path).read_bytes() for p in rows], pa.binary()),
+                    pa.array([f"{p.id}{exts[p.id]}" for p in rows], pa.string()),
+                ],
+                names=["bytes", "path"],
+            )
+        else:
+            image = pa.array([images[p.id] for p in rows], pa.string())
         columns = {
+            "image": image,
+            "label": pa.array([labels.index(p.label) for p in rows], pa.int64()),
+            "label_name": pa.array([p.label for p in rows], pa.string()),
             "id": pa.array([p.id for p in rows], pa.int64()),
-            "image": pa.array([images[p.id] for p in rows], pa.string()),
-            "label": pa.array([p.label for p in rows], pa.string()),
-            "label_id": pa.array([labels.index(p.label) for p in rows], pa.int32()),
             "split": pa.array([name] * len(rows), pa.string()),
             **_metadata_columns(rows),
         }
@@ -221,15 +290,24 @@ def _parquet(w: _Writer, photos, splits, exts) -> dict[tuple[int, str], str]:
                 ]
             )
             columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+        table = pa.table(columns).replace_schema_metadata(cards.schema_metadata(features))
         buf = io.BytesIO()
-        pq.write_table(pa.table(columns), buf, compression="zstd")
-        rel = f"data/{name}.parquet"
+        pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP)
         w.write_bytes(w.out / rel, buf.getvalue())
         planned[("parquet", name)] = rel
+        for p in rows:
+            planned[(p.id, p.label)] = images[p.id] if not embed else f"{rel}#{p.id}{exts[p.id]}"
     return planned
 
 
-def _webdataset(w: _Writer, photos, splits, exts, seed, shard_size, state) -> dict[tuple[int, str], str]:
+def shard_ranges(n: int, shard_size: int, min_shards: int = MIN_SHARDS) -> list[tuple[int, int]]:
+    """(start, end) of each shard of n samples: at least min_shards (fewer only when n is smaller), at most
+    shard_size samples each, sizes within one of each other."""
+    k = max(-(-n // shard_size), min(min_shards, n))
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def _webdataset(w: _Writer, photos, splits, exts, seed, shard_size, state) -> dict[tuple, str]:
     planned = {}
     labels = sorted({p.label for p in photos})
     fingerprints = dict(state.get("shards", {}))
@@ -237,8 +315,8 @@ def _webdataset(w: _Writer, photos, splits, exts, seed, shard_size, state) -> di
         rows = [p for p, s in zip(photos, splits, strict=True) if s == name]
         # shuffled by the seed: shards are read in order, and one label per shard would starve a training batch
         rows.sort(key=lambda p: hashlib.sha256(f"{seed}:{p.id}:{p.label}".encode()).digest())
-        for n, start in enumerate(range(0, len(rows), shard_size)):
-            chunk = rows[start : start + shard_size]
+        for n, (start, end) in enumerate(shard_ranges(len(rows), shard_size)):
+            chunk = rows[start:end]
             rel = f"{name}/{n:05d}.tar"
             samples = []
             for i, p in enumerate(chunk):
@@ -288,7 +366,11 @@ def _write_tar(f, samples, exts, labels) -> None:
                 tar.addfile(info, io.BytesIO(blob))
 
 
-# (column, arrow type name) of the per-photo metadata, in parquet and in each webdataset sample's .json
+# (column, type) of the per-photo metadata, in every layout (parquet columns, webdataset .json, imagefolder
+# metadata.parquet), always with a value of that type: "" for an unknown text, -1 for an unknown number or licence
+# or no duplicate group (a null, or an empty list, leaves readers that guess types from the first rows, as
+# datasets does for webdataset .json, with a null column that a later value breaks). Tags are one
+# string, space-separated as Flickr gives them, for the same reason.
 METADATA = (
     ("source", "string"),
     ("source_id", "string"),
@@ -303,37 +385,120 @@ METADATA = (
     ("sha256", "string"),
     ("date_upload", "string"),
     ("date_taken", "string"),
-    ("tags", "list<string>"),
+    ("tags", "string"),
     ("duplicate_group", "int64"),
 )
+_FEATURE = {"string": ("string",), "int32": ("int32",), "int64": ("int64",)}
 
 
 def metadata(p: ExportPhoto) -> dict:
     return {
-        "source": p.source,
-        "source_id": p.source_id,
-        "title": p.title,
-        "owner": p.owner_name or p.owner,
-        "license": p.license,
+        "source": p.source or "",
+        "source_id": p.source_id or "",
+        "title": p.title or "",
+        "owner": p.owner_name or p.owner or "",
+        "license": -1 if p.license is None else p.license,
         "license_name": license_name(p.license),
         "license_url": _license_url(p.license),
         "page_url": page_url(p),
-        "width": p.width,
-        "height": p.height,
-        "sha256": p.sha256,
-        "date_upload": p.date_upload,
-        "date_taken": p.date_taken,
-        "tags": list(p.tags),
-        "duplicate_group": p.group,
+        "width": -1 if p.width is None else p.width,
+        "height": -1 if p.height is None else p.height,
+        "sha256": p.sha256 or "",
+        "date_upload": p.date_upload or "",
+        "date_taken": p.date_taken or "",
+        "tags": " ".join(p.tags),
+        "duplicate_group": -1 if p.group is None else p.group,
     }
+
+
+def metadata_features() -> list[tuple[str, tuple]]:
+    return [(name, _FEATURE[t]) for name, t in METADATA]
+
+
+def parquet_features(labels: Sequence[str], dim: int, embed: bool = True) -> list[tuple[str, tuple]]:
+    """The columns of a parquet split, in order, as search/cards.py features."""
+    out = [
+        ("image", ("image",) if embed else ("string",)),
+        ("label", ("label", tuple(labels))),
+        ("label_name", ("string",)),
+        ("id", ("int64",)),
+        ("split", ("string",)),
+        *metadata_features(),
+    ]
+    return out + [("vector", ("vector", "float32", dim))] if dim else out
 
 
 def _metadata_columns(rows: Sequence[ExportPhoto]) -> dict:
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "list<string>": pa.list_(pa.string())}
+    types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64()}
     values = [metadata(p) for p in rows]
     return {name: pa.array([v[name] for v in values], types[t]) for name, t in METADATA}
+
+
+def _card(format: str, photos, planned: dict, counts: dict, manifest: dict, embed: bool) -> str:
+    """DIR/README.md for this layout: its per-split files, features and the calls that load it."""
+    labels = manifest["labels"]
+    names = [s for s in counts if any(counts[s].values())]
+    notes = []
+    if format == "parquet":
+        data_files = {s: [f"data/{s}.parquet"] for s in names}
+        dims = {len(p.vector) for p in photos if p.vector is not None}
+        features = parquet_features(labels, dims.pop() if dims else 0, embed)
+        load = (
+            'from datasets import load_dataset\nds = load_dataset("DIR")  # or load_dataset("parquet", '
+            'data_files={"train": "DIR/data/train.parquet", ...})\nds["train"][0]["image"]  # a PIL image; '
+            '"label" a ClassLabel, attribution in "title", "owner", "license_name", "page_url"\n\n'
+            'import pandas as pd\ndf = pd.read_parquet("DIR/data/train.parquet")  # image = {bytes, path}'
+        )
+        notes.append(
+            "Images are embedded in the parquet files (their bytes as downloaded): the export is as large as the "
+            "photos, and copies of it need nothing else."
+            if embed
+            else "Images are files in images/; the `image` column holds their paths relative to DIR."
+        )
+    elif format == "webdataset":
+        data_files = {s: [f"{s}/*.tar"] for s in names}
+        exts = sorted({planned[(p.id, p.label)].rsplit(".", 1)[1] for p in photos})
+        sample = [("key", ("string",)), ("id", ("int64",)), ("label", ("string",)), ("label_id", ("int64",))]
+        sample += [("split", ("string",)), *metadata_features()]
+        features = [
+            ("__key__", ("string",)),
+            ("__url__", ("string",)),  # what datasets' webdataset reader adds to every sample
+            *[(ext, ("image",)) for ext in exts],
+            ("json", ("struct", tuple(sorted(sample)))),
+            ("cls", ("label", tuple(labels))),
+        ]
+        load = (
+            'import webdataset as wds\nurls = sorted(glob.glob("DIR/train/*.tar"))\n'
+            'ds = wds.WebDataset(urls, shardshuffle=len(urls)).decode("pil").to_tuple("jpg;png", "cls", "json")\n'
+            "loader = torch.utils.data.DataLoader(ds.batched(32), batch_size=None, num_workers=2)\n\n"
+            'from datasets import load_dataset\nds = load_dataset("DIR")  # columns jpg, json (attribution), cls'
+        )
+        notes.append(
+            "Shards: `KEY.jpg` (or `.png`: files are never re-encoded) and `KEY.json` as img2dataset writes "
+            "them, `KEY.cls` the class index as in the ImageNet webdataset; at least "
+            f"{MIN_SHARDS} shards per split (fewer only for fewer photos), so every loader worker gets shards."
+        )
+    else:
+        data_files = {s: [f"{s}/**"] for s in names}
+        features = imagefolder_features(labels)
+        load = (
+            'from datasets import load_dataset\nds = load_dataset("imagefolder", data_dir="DIR")  '
+            "# image, label and the attribution columns of metadata.parquet\n\n"
+            'keras.utils.image_dataset_from_directory("DIR/train")\n'
+            'torchvision.datasets.ImageFolder("DIR/train")'
+        )
+    return cards.card(
+        format=format,
+        data_files=data_files,
+        features=None if format == "parquet" else features,
+        counts={s: counts[s] for s in names},
+        licenses=[p.license for p in photos],
+        manifest=manifest,
+        load=load,
+        notes=notes,
+    )
 
 
 def _attribution(photos: Sequence[ExportPhoto], planned: dict) -> bytes:
@@ -387,11 +552,13 @@ def _check(photos: Sequence[ExportPhoto]) -> None:
 
 
 def safe_name(label: str) -> str:
-    """A collection name as one path component: '/', '\\' and control characters become '_'; '', '.', '..' and
-    hidden names are escaped; a name over NAME_MAX bytes is cut and ends in '~' + 16 hex digits of its sha256
-    (still one folder per collection; the manifest and the metadata keep the full name)."""
+    """A collection name as one path component: '/', '\\' and control characters become '_'; '', '.', '..',
+    hidden names and the names of the metadata files Hugging Face's imagefolder reads are escaped; a name over
+    NAME_MAX bytes is cut and ends in '~' + 16 hex digits of its sha256 (still one folder per collection; the
+    manifest and the metadata keep the full name)."""
     name = "".join("_" if c in "/\\" or c < " " or c == "\x7f" else c for c in label).strip()
-    name = name if name not in ("", ".", "..") and not name.startswith(".") else "_" + name
+    taken = ("", ".", "..", "metadata.parquet", "metadata.jsonl", "metadata.csv")
+    name = name if name not in taken and not name.startswith(".") else "_" + name
     if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
         digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         cut = name.encode("utf-8", "surrogatepass")[: NAME_MAX - 1 - len(digest)].decode("utf-8", "ignore")

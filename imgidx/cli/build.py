@@ -12,6 +12,7 @@ from imgidx.indexer.config import Settings
 from imgidx.indexer.engines.ray_cluster import INSTALL, RayMissing, import_ray
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.sources.flickr import SIZE_LETTERS, SORTS
+from imgidx.results import BuildReport
 
 from . import console
 
@@ -164,6 +165,7 @@ def build(
     d = report.as_dict()
     if as_json:
         console.print_json(d)
+        _exit_if_all_failed(report)
         return
     for f in report.failures[:20]:
         console.err.print(
@@ -186,3 +188,16 @@ def build(
             ("index size", d["index"]["photos"]),
         ],
     )
+    _exit_if_all_failed(report)
+
+
+def _exit_if_all_failed(report: BuildReport) -> None:
+    """A run that tried photos and indexed none is a failure for scripts too (exit 1), with its summary."""
+    if report.all_failed:
+        console.err.print(
+            f"error: {report.summary}; see `imgidx info --failures`, fix the input and run the build again",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch, VectorsLost
+from imgidx.indexer.errors import (
+    ConfigError,
+    EmptyIndex,
+    ImgidxError,
+    InvalidCollectionName,
+    MissingCredentials,
+    NoIndexError,
+    StampMismatch,
+    VectorsLost,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -63,8 +72,12 @@ def hint(error: ImgidxError) -> str:
         return "; `imgidx build` makes one"
     if isinstance(error, EmptyIndex):
         return " with `imgidx build`"
+    if isinstance(error, MissingCredentials):
+        return " (`imgidx build --from-dir DIR` or `--from-urls FILE`)"
     if isinstance(error, VectorsLost):
         return " with `imgidx verify --repair`"
+    if isinstance(error, InvalidCollectionName) and error.nameable:
+        return " (with --as NAME; for a query, one query per build)"
     if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):
         return " (omit --layer/--weights to use the index's own)"
     return ""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from .. import atomic, layout
 
 EXPORTER_VERSION = 1  # bump when the graph this file writes changes: old cache files are then rebuilt
 OPSET = 17
@@ -145,7 +145,7 @@ def _activation(layer, x: str, node: Callable[..., str]) -> str:
 
 
 def cache_dir(home: Path) -> Path:
-    return Path(home) / "cache" / "onnx"
+    return layout.onnx_cache_folder(home)
 
 
 def cache_path(home: Path, *, model: str, layer: str, precision: str, fingerprint: str) -> Path:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from .. import ann
 from ..errors import IndexUnavailable, StoreError
-from ..layout import DB_NAME, INDEX_NAME
+from ..layout import DB_NAME, INDEX_NAME, index_file
 from ..records import Hit
 from .catalog import PHOTO_FIELDS, stamp_mismatch_message
 from .checks import Checks
@@ -39,7 +39,7 @@ class Store(Checks):
     def __init__(self, home: Path, *, readonly: bool = False, index_policy: ann.Policy = ann.DEFAULT):
         super().__init__(home, readonly=readonly)
         self.index_policy = index_policy  # which FAISS index kind for which size (indexer/ann.py)
-        self.index_path = self.home / INDEX_NAME
+        self.index_path = index_file(self.home)
         self.faiss = FaissIndex(self.index_path, index_policy)
 
     def __enter__(self) -> Store:

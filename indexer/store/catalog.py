@@ -55,7 +55,7 @@ class Catalog:
         self.home = Path(home)
         self.readonly = readonly
         self.timeout = timeout  # SQLite's busy timeout: how long a write waits for another writer (a build)
-        self.db_path = self.home / layout.DB_NAME
+        self.db_path = layout.db_file(self.home)
         if readonly and not self.db_path.exists():
             raise NoIndexError(f"no index in {self.home}; build one first (or set IMGIDX_HOME)")
         if not readonly:
@@ -311,7 +311,7 @@ class Catalog:
         dtype = self.vector_dtype
         vf = self._vector_file
         if vf is None or vf.dim != dim or vf.dtype != np.dtype(dtype):
-            vf = self._vector_file = VectorFile(self.home / layout.VECTORS_NAME, dim, dtype)
+            vf = self._vector_file = VectorFile(layout.vectors_file(self.home), dim, dtype)
         return vf
 
     def mark_indexed(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 
+from .. import layout
 from .catalog import Catalog
 
 _HAS_VECTOR = "EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id = photos.id)"
@@ -63,7 +64,7 @@ class Checks(Catalog):
             for pid in forget:
                 row = self.db.execute("SELECT path FROM photos WHERE id=?", (pid,)).fetchone()
                 if row and row[0]:
-                    (self.home / row[0]).unlink(missing_ok=True)
+                    layout.local_file(self.home, row[0]).unlink(missing_ok=True)
                 self.db.execute("UPDATE photos SET path=NULL WHERE id=?", (pid,))
             a = self.db.execute(
                 "UPDATE photos SET state='embedded', error=NULL WHERE state NOT IN ('embedded','indexed') "
