@@ -1,12 +1,15 @@
 """Duplicates quality (the `duplicates` part of `make quality`) on the 2,000 shared cat/dog photos, real conv weights.
 
-For 100 of the photos (50 cats, 50 dogs, seeded) it makes edited copies, the way reposts and re-uploads look:
-  jpeg40     re-encoded at JPEG quality 40
-  resize60   downscaled to 60 % per side
-  crop85     cropped to 85 % per side (off-centre) and resized back
-  watermark  a small semi-transparent text overlay in a corner
-  colour     saturation +30 %, brightness +8 %   (the issue's "colour tweak"; reported on its own line)
-  flip       horizontal mirror: counted as a *different* picture (see search/duplicates.py), reported separately
+For 100 of the photos (50 cats, 50 dogs, seeded) it makes edited copies, the way reposts and re-uploads look
+(the edits of issue 22's check, then two more stamps):
+  jpeg30      re-encoded at JPEG quality 30
+  half        downscaled to 50 % per side
+  crop80      cropped to 80 % per side (off-centre), kept at that size
+  brightness  brightness +25 %
+  textbox     an opaque box with text stamped in a corner (a repost site's credit line)
+  logo        a semi-transparent logo (a ring and a word) in a corner; reported on its own line
+  border      a 6 % white frame around the picture, resized back; reported on its own line
+  flip        horizontal mirror: counted as a *different* picture (see search/duplicates.py), reported separately
 Every file (originals and variants) is embedded once with block5_pool fp32 and cached in bench/out/embed-cache
 keyed by the sha256 of its bytes, so later runs embed nothing. Then `find_duplicates` runs at the default
 threshold and we report, for the `near` groups:
@@ -41,8 +44,8 @@ CACHE = embed_cache.CACHE / "vgg16-block5_pool-fp32"  # the same folder bench/em
 # Other benches keep the same layout (one .npy per file sha256, block5_pool fp32 of the shared weights); vectors
 # already there are read, not embedded again (IMGIDX_EMBED_CACHES: extra folders, ":"-separated).
 ALSO = [Path(p) for p in os.environ.get("IMGIDX_EMBED_CACHES", "").split(":") if p]
-EDITS = ("jpeg40", "resize60", "crop85", "watermark")  # the issue's variants: all must group with the original
-EXTRA = ("colour", "flip")
+EDITS = ("jpeg30", "half", "crop80", "brightness", "textbox")  # issue 22's variants: all must group with the original
+EXTRA = ("logo", "border", "flip")
 SAMPLE = 100
 SEED = 11
 
@@ -56,32 +59,49 @@ def _jpeg(img: Image.Image, quality: int = 90) -> bytes:
 def variant(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     img = Image.open(io.BytesIO(data)).convert("RGB")
     w, h = img.size
-    if kind == "jpeg40":
-        return _jpeg(img, 40)
-    if kind == "resize60":
-        return _jpeg(img.resize((round(w * 0.6), round(h * 0.6)), Image.Resampling.LANCZOS))
-    if kind == "crop85":
-        cw, ch = round(w * 0.85), round(h * 0.85)
+    if kind == "jpeg30":
+        return _jpeg(img, 30)
+    if kind == "half":
+        return _jpeg(img.resize((round(w * 0.5), round(h * 0.5)), Image.Resampling.LANCZOS))
+    if kind == "crop80":
+        cw, ch = round(w * 0.8), round(h * 0.8)
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        return _jpeg(img.crop((x, y, x + cw, y + ch)).resize((w, h), Image.Resampling.LANCZOS))
-    if kind == "watermark":
-        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-        draw = ImageDraw.Draw(layer)
-        size = max(10, h // 14)
-        font = ImageFont.load_default(size=size)
-        text = "© photo-site.example"
-        box = draw.textbbox((0, 0), text, font=font)
-        tw, th = box[2] - box[0], box[3] - box[1]
-        corner = int(rng.integers(0, 4))
-        x = 8 if corner % 2 == 0 else w - tw - 8
-        y = 8 if corner < 2 else h - th - 12
-        draw.text((x, y), text, font=font, fill=(255, 255, 255, 150), stroke_width=1, stroke_fill=(0, 0, 0, 110))
-        return _jpeg(Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB"))
-    if kind == "colour":
-        return _jpeg(ImageEnhance.Brightness(ImageEnhance.Color(img).enhance(1.3)).enhance(1.08))
+        return _jpeg(img.crop((x, y, x + cw, y + ch)))
+    if kind == "brightness":
+        return _jpeg(ImageEnhance.Brightness(img).enhance(1.25))
+    if kind in ("textbox", "logo"):
+        return _jpeg(stamp(img, kind, int(rng.integers(0, 4))))
+    if kind == "border":
+        pad = round(0.06 * max(w, h))
+        framed = Image.new("RGB", (w + 2 * pad, h + 2 * pad), (255, 255, 255))
+        framed.paste(img, (pad, pad))
+        return _jpeg(framed.resize((w, h), Image.Resampling.LANCZOS))
     if kind == "flip":
         return _jpeg(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
     raise ValueError(kind)
+
+
+def stamp(img: Image.Image, kind: str, corner: int) -> Image.Image:
+    """`textbox`: an opaque dark box with white text (~40 % of the width, ~9 % of the height) in a corner;
+    `logo`: a half-transparent ring and word (~1/5 of the width) in a corner."""
+    w, h = img.size
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    size = max(10, h // 16)
+    font = ImageFont.load_default(size=size)
+    text = "reposted by photo-site.example" if kind == "textbox" else "LOGO"
+    box = draw.textbbox((0, 0), text, font=font)
+    tw, th = box[2] - box[0], box[3] - box[1]
+    bw, bh = (tw + 2 * size // 2, th + size) if kind == "textbox" else (tw + th + size, th + size)
+    x = 6 if corner % 2 == 0 else w - bw - 6
+    y = 6 if corner < 2 else h - bh - 6
+    if kind == "textbox":
+        draw.rectangle((x, y, x + bw, y + bh), fill=(20, 20, 20, 255))
+        draw.text((x + size // 2, y + size // 2 - box[1]), text, font=font, fill=(255, 255, 255, 255))
+    else:
+        draw.ellipse((x, y, x + bh, y + bh), outline=(255, 255, 255, 170), width=max(2, size // 5))
+        draw.text((x + bh + size // 2, y + size // 2 - box[1]), text, font=font, fill=(255, 255, 255, 170))
+    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
 
 
 def dataset() -> tuple[list[bytes], list[str], np.ndarray, np.ndarray, list[str]]:
@@ -265,7 +285,7 @@ def evaluate(blobs, names, label, source, kinds, vectors) -> dict:
     kinds_arr = np.array(kinds)
     originals = np.flatnonzero(kinds_arr == "original")
     main = np.flatnonzero(np.isin(kinds_arr, ("original", *EDITS)))
-    with_colour = np.flatnonzero(np.isin(kinds_arr, ("original", *EDITS, "colour")))
+    with_stamps = np.flatnonzero(np.isin(kinds_arr, ("original", *EDITS, "logo", "border")))
     with_flip = np.flatnonzero(np.isin(kinds_arr, ("original", "flip")))
     report = {
         "photos": {
@@ -276,7 +296,7 @@ def evaluate(blobs, names, label, source, kinds, vectors) -> dict:
         "distances": distances(vectors, source, kinds, originals),
         "default": _score(main, vectors, source, kinds, label, facts, "auto", blobs),
         "vectors_only": _score(main, vectors, source, kinds, label, facts, "auto"),
-        "with_colour_tweak": _score(with_colour, vectors, source, kinds, label, facts, "auto", blobs),
+        "with_logo_and_border": _score(with_stamps, vectors, source, kinds, label, facts, "auto", blobs),
         "flips_only": _score(with_flip, vectors, source, kinds, label, facts, "auto", blobs),
     }
     # the same photos with the data-driven rule (as for weights without a calibrated cut)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imgidx import sources
+from imgidx._version import __version__
 from imgidx.index import Index, open
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import (
@@ -80,6 +81,7 @@ __all__ = [
     "StoreError",
     "TrainReport",
     "VerifyReport",
+    "__version__",
     "open",
     "sources",
 ]

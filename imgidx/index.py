@@ -24,7 +24,7 @@ from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
-from imgidx.indexer.layout import DB_NAME
+from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
 from imgidx.search.knn import describe, member_ids, nearest
@@ -90,7 +90,7 @@ class Index:
 
     # ---- store access -------------------------------------------------------------------------------------------
     def exists(self) -> bool:
-        return (self.home / DB_NAME).exists()
+        return db_file(self.home).exists()
 
     @contextmanager
     def _reading(self) -> Iterator[Store]:
@@ -434,17 +434,18 @@ class Index:
         licenses: Sequence[int] | None = None,
         include_flagged: bool = False,
         threshold: str | float = "auto",
+        embed: bool = True,
+        shard_size: int | None = None,
+        command: str = "",
     ) -> ExportResult:
-        """Write the collections as imagefolder, parquet or webdataset with ATTRIBUTION.csv and manifest.json
-        (search/export.py); duplicate groups never straddle splits, flagged photos stay out unless asked."""
-        from importlib.metadata import PackageNotFoundError, version
-
+        """Write the collections as imagefolder, parquet or webdataset with a dataset card (README.md),
+        ATTRIBUTION.csv and manifest.json (search/export.py); duplicate groups never straddle splits, flagged
+        photos stay out unless asked. embed=False: parquet keeps paths to DIR/images/ instead of the image bytes;
+        shard_size: webdataset samples per shard at most (default 1,000; at least 8 shards per split);
+        command: what made it, written into the card (default: this call)."""
+        from imgidx._version import __version__
         from imgidx.search import dataset
 
-        try:
-            ours = version("imgidx")
-        except PackageNotFoundError:
-            ours = ""
         with self._reading() as store:
             return dataset.export_collections(
                 store,
@@ -456,7 +457,10 @@ class Index:
                 licenses=licenses,
                 include_flagged=include_flagged,
                 threshold=threshold,
-                version=ours,
+                version=__version__,
+                embed=embed,
+                shard_size=shard_size,
+                command=command,
             )
 
     def audit(self, collections: Sequence[str], k: int = 10) -> AuditReport:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from imgidx.indexer import layout
 from imgidx.indexer.errors import InvalidArgument, NotFound, StoreError
 from imgidx.indexer.store import Store
 from imgidx.search.knn import describe, member_ids
@@ -85,7 +86,7 @@ def photo_file(store: Store, photo_id: int) -> Path:
         raise NotFound(f"photo {photo_id} has no local file (it was never downloaded)")
     # realpath, not abspath: a symlink inside the folder that points outside it must not be served
     base = Path(os.path.realpath(row["origin"] if row["source"] == "folder" else store.home))
-    path = Path(os.path.realpath(base / row["path"]))  # links resolved; an absolute row path replaces base
+    path = Path(os.path.realpath(layout.local_file(base, row["path"])))  # links resolved; an absolute path stays
     if base not in path.parents:
         raise NotFound(f"photo {photo_id}'s file is outside its folder; not served")
     if not path.is_file():

@@ -62,8 +62,7 @@ def replacing(target: Path, *, sync_file: bool = True, sync_dir: bool = True) ->
     try:
         yield tmp
         if sync_file:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -99,6 +98,13 @@ def write_bytes(target: Path, data: bytes) -> Path:
 
 def write_text(target: Path, text: str) -> Path:
     return write_bytes(target, text.encode("utf-8"))
+
+
+def fsync_file(path: str | Path) -> None:
+    """Make a file's bytes durable (for a writer that learns only after writing whether the bytes are new, such
+    as export's copy when a hard link is refused)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def fsync_dir(folder: Path) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import layout
 from .config import Settings
 from .embedders import (
     PRECISIONS,
@@ -90,9 +91,7 @@ def calibration_photos(store: Store, fetcher: Fetcher, n: int = CALIBRATION_PHOT
     from .pipeline import Job, Loader
 
     loader = Loader(store.home, fetcher)
-    rows = store.db.execute(  # the index's own photos, oldest first; failed ones cannot calibrate anything
-        "SELECT id, source, source_id, url, path FROM photos WHERE state != 'failed' ORDER BY id LIMIT ?", (2 * n,)
-    ).fetchall()
+    rows = store.calibration_rows(2 * n)  # the index's own photos, oldest first; failed ones calibrate nothing
     pixels = []
     for r in rows:
         got = loader(Job(r["id"], r["source"], r["source_id"], r["url"], r["path"]))
@@ -175,7 +174,7 @@ def make_fetcher(settings: Settings, workers: int) -> Fetcher:
 def build_lock(home: Path) -> Iterator[None]:
     """One build per data home: a second one is refused with a clear message instead of interleaving writes."""
     home.mkdir(parents=True, exist_ok=True)
-    path = home / "build.lock"
+    path = layout.build_lock_file(home)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -195,7 +194,7 @@ def build_lock(home: Path) -> Iterator[None]:
 
 def build_running(home: Path) -> bool:
     """Whether a build holds the lock of `home` right now (asked without waiting and without taking it)."""
-    path = home / "build.lock"
+    path = layout.build_lock_file(home)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -10,6 +10,10 @@ class ConfigError(ImgidxError):
     """Missing or invalid configuration (API key, weights file, option values)."""
 
 
+class MissingCredentials(ConfigError):
+    """The Flickr API key or secret is not set (the CLI adds how to index a folder instead)."""
+
+
 class EmulatedPrecision(ConfigError):
     """The index's precision runs only emulated (very slowly) on this CPU, and it was not asked for explicitly."""
 

@@ -4,6 +4,10 @@
     index/faiss.index                    the FAISS index (store/faiss_index.py)
     vectors.bin                          the exact vectors, one fixed-size row per slot (store/vectorfile.py)
     photos/<source>/<NN>/<stem>.<ext>    downloaded photos; NN = the stem's last two characters (100 per folder)
+    build.lock                           one build at a time (compose.build_lock)
+    classifiers/<name>.joblib            saved classifiers (search/classifier.py)
+    cache/onnx/                          the Keras model exported as ONNX, per weights (embedders/onnx_export.py)
+    demo-photos/                         the pictures `imgidx demo` generates
 
 A numeric source id (Flickr's) is its own file stem, as homes made by earlier versions have it. Any other id (a
 URL, a path, text from a remote list) is never used as a file name: its stem is `h` + 32 hex digits of its sha256,
@@ -24,7 +28,44 @@ DB_NAME = "imgidx.sqlite"
 INDEX_NAME = "index/faiss.index"
 VECTORS_NAME = "vectors.bin"
 PHOTOS = "photos"
+BUILD_LOCK = "build.lock"
+CLASSIFIERS = "classifiers"
+ONNX_CACHE = "cache/onnx"
+DEMO_PHOTOS = "demo-photos"
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def db_file(home: Path) -> Path:
+    return Path(home) / DB_NAME
+
+
+def index_file(home: Path) -> Path:
+    return Path(home) / INDEX_NAME
+
+
+def vectors_file(home: Path) -> Path:
+    return Path(home) / VECTORS_NAME
+
+
+def photos_folder(home: Path) -> Path:
+    """Where downloads are kept (photo_file says where each one goes)."""
+    return Path(home) / PHOTOS
+
+
+def build_lock_file(home: Path) -> Path:
+    return Path(home) / BUILD_LOCK
+
+
+def classifiers_folder(home: Path) -> Path:
+    return Path(home) / CLASSIFIERS
+
+
+def onnx_cache_folder(home: Path) -> Path:
+    return Path(home) / ONNX_CACHE
+
+
+def demo_photos_folder(home: Path) -> Path:
+    return Path(home) / DEMO_PHOTOS
 
 
 def file_stem(source_id: str) -> str:
@@ -38,7 +79,7 @@ def photo_folder(home: Path, source: str, source_id: str) -> Path:
     if not _SOURCE.match(source):
         raise ValueError(f"a source name must be short lowercase letters, digits, '-' or '_'; received {source!r}")
     stem = file_stem(source_id)
-    return Path(home) / PHOTOS / source / stem[-2:].rjust(2, "0")
+    return photos_folder(home) / source / stem[-2:].rjust(2, "0")
 
 
 def photo_file(home: Path, source: str, source_id: str, ext: str) -> Path:
@@ -78,7 +119,7 @@ def is_download(path: str) -> bool:
 
 def photo_files(home: Path) -> list[Path]:
     """Every photo file in the home's download area (temp files excluded)."""
-    root = Path(home) / PHOTOS
+    root = photos_folder(home)
     if not root.is_dir():
         return []
     return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
@@ -86,8 +127,8 @@ def photo_files(home: Path) -> list[Path]:
 
 def temp_files(home: Path) -> list[Path]:
     """Temp files of atomic writes in the home (index saves and downloads), finished or not."""
-    found = list((Path(home) / "index").glob(".*.tmp"))
-    root = Path(home) / PHOTOS
+    found = list(index_file(home).parent.glob(".*.tmp"))
+    root = photos_folder(home)
     if root.is_dir():
         found += [p for p in root.rglob(".*.tmp") if p.is_file()]
     return sorted(found)

@@ -98,7 +98,7 @@ class Loader:
             data, path, error, retryable = self._bytes(job)
         except OSError as e:
             if e.errno in DISK_FULL:  # every later photo would fail the same way: stop the run, keep what is done
-                raise write_error(self.home / "photos", e) from None
+                raise write_error(layout.photos_folder(self.home), e) from None
             return Loaded(job, error=f"cannot write the photo under {self.home} ({e.strerror or e})", retryable=True)
         if data is None:
             return Loaded(job, error=error, retryable=retryable)

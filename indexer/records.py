@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import numpy as np
-import numpy.typing as npt
-
 
 @dataclass(frozen=True)
 class Photo:
@@ -31,17 +28,6 @@ class Photo:
     height: int | None = None
     query: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """Bytes of one photo or the reason it could not be had (never raised)."""
-
-    photo_id: int
-    data: bytes | None
-    error: str | None = None
-    retryable: bool = False
-    final_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +57,3 @@ class Stamp:
 class Hit(NamedTuple):
     photo_id: int
     score: float
-
-
-Vectors = npt.NDArray[np.float32]

@@ -11,7 +11,6 @@ up), and while a build runs it is only a warning; a missing file with every vect
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,12 +70,9 @@ class Report:
 def verify(store: Store, *, build_running: bool = False) -> Report:
     """Check everything; never changes anything."""
     report = Report(str(store.home))
-    try:
-        quick = store.db.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as e:
-        quick = [(str(e),)]
-    if [r[0] for r in quick] != ["ok"]:
-        detail = "; ".join(str(r[0]) for r in quick[:3])
+    quick = store.quick_check()
+    if quick != ["ok"]:
+        detail = "; ".join(quick[:3])
         report.add("sqlite_corrupt", [0], f"SQLite integrity problem(s): {detail}", repairable=False)
         return report  # nothing below can be trusted; see SECURITY.md / README for recovery
     dim = store.stamp.dim if store.stamp else None
@@ -84,7 +80,7 @@ def verify(store: Store, *, build_running: bool = False) -> Report:
     _check_states(store, report)
     _check_index(store, vector_ids, dim, report, build_running)
     _check_files(store, report, build_running)
-    report.checked["photos"] = store.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    report.checked["photos"] = store.photo_count()
     report.checked["vectors"] = len(vector_ids)
     return report
 
@@ -96,11 +92,11 @@ def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
     if dtype not in vectorfile.DTYPES:
         report.add("vector_dtype", [dtype], f"unknown vector dtype in the store's meta (not {vectorfile.DTYPES})")
         return []
-    rows = store.db.execute("SELECT photo_id, slot FROM vectors ORDER BY slot").fetchall()
+    rows = store.vector_slots()
     if dim is None:
         report.add("vector_bad_size", [pid for pid, _ in rows], "stored vectors but no model stamp (dimension)")
         return []
-    vf = vectorfile.VectorFile(store.home / layout.VECTORS_NAME, dim, dtype)
+    vf = vectorfile.VectorFile(layout.vectors_file(store.home), dim, dtype)
     on_disk, committed = vf.rows(), store.committed_slots()
     report.checked["vector_file"] = {"dtype": dtype, "rows": on_disk, "committed": committed}
     tail = vf.size() - committed * vf.row_bytes
@@ -124,29 +120,19 @@ def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
         good += [pid for (pid, _), o in zip(present, ok, strict=True) if o]
     report.add("vector_missing", missing, f"stored vectors lie beyond the end of {vf.path.name} (it was cut short)")
     report.add("vector_not_unit", not_unit, "stored vectors are not finite unit vectors")
-    orphans = _ids(store, "SELECT v.photo_id FROM vectors v LEFT JOIN photos p ON p.id = v.photo_id WHERE p.id IS NULL")
+    orphans = store.check_ids("vector_without_photo")
     report.add("vector_without_photo", orphans, "vectors have no photo row (no metadata)")
     orphan_set = set(orphans)
     return sorted(i for i in good if i not in orphan_set)
 
 
 def _check_states(store: Store, report: Report) -> None:
-    q = "SELECT p.id FROM photos p LEFT JOIN vectors v ON v.photo_id = p.id WHERE "
-    report.add(
-        "photo_without_vector",
-        _ids(store, q + "p.state IN ('embedded','indexed') AND v.photo_id IS NULL"),
-        "photos are marked embedded/indexed but have no stored vector",
-    )
-    report.add(
-        "state_behind_vector",
-        _ids(store, q + "p.state NOT IN ('embedded','indexed') AND v.photo_id IS NOT NULL"),
-        "photos have a stored vector but are not marked embedded/indexed",
-    )
-    report.add(
-        "collection_without_photo",
-        _ids(store, "SELECT c.photo_id FROM collections c LEFT JOIN photos p ON p.id = c.photo_id WHERE p.id IS NULL"),
-        "collection rows point at no photo",
-    )
+    for kind, detail in (
+        ("photo_without_vector", "photos are marked embedded/indexed but have no stored vector"),
+        ("state_behind_vector", "photos have a stored vector but are not marked embedded/indexed"),
+        ("collection_without_photo", "collection rows point at no photo"),
+    ):
+        report.add(kind, store.check_ids(kind), detail)
 
 
 def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: Report, running: bool) -> None:
@@ -182,7 +168,7 @@ def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: R
     report.add("index_behind", behind, f"stored vectors are not in the index file yet ({note})", error=not running)
     if kind != "ivfpq":  # product-quantized codes are approximate by design: only their ids are checked
         report.add("index_vector_differs", _differing(store, index, stored), "index vectors differ from stored ones")
-    marked = set(_ids(store, "SELECT id FROM photos WHERE state='embedded'"))
+    marked = set(store.check_ids("state_embedded"))
     report.add(
         "state_behind_index",
         sorted(marked & in_file),
@@ -212,8 +198,7 @@ def _check_files(store: Store, report: Report, running: bool) -> None:
         error=not running,
     )
     missing, changed, source_missing, source_changed, known = [], [], [], [], set()
-    rows = store.db.execute("SELECT id, path, sha256 FROM photos WHERE path <> '' AND sha256 <> ''")
-    for pid, path, sha in rows:
+    for pid, path, sha in store.stored_files():
         full = layout.local_file(store.home, path)
         download = layout.is_download(path)
         known.add(full.resolve())
@@ -227,7 +212,7 @@ def _check_files(store: Store, report: Report, running: bool) -> None:
     report.add("file_changed", changed, "downloaded photos differ from the bytes that were embedded")
     report.add("source_missing", source_missing, "local photos are gone (their vectors still work)", error=False)
     report.add("source_changed", source_changed, "local photos changed since they were embedded", error=False)
-    failed = {layout.file_stem(r[0]) for r in store.db.execute("SELECT source_id FROM photos WHERE state='failed'")}
+    failed = {layout.file_stem(s) for s in store.failed_source_ids()}
     report.add(  # a failed photo's download is kept for a retry; others are a killed build's last downloads
         "file_without_photo",
         sorted(
@@ -249,53 +234,24 @@ def repair(store: Store, report: Report) -> list[str]:
     if "vector_file_tail" in kinds:  # under SQLite's write lock: no append is half done
         store.truncate_vectors()
         done.append("cut the uncommitted tail of the vector file")
-    with store.transaction():
-        for kind in ("vector_without_photo", "vector_bad_size", "vector_not_unit", "vector_missing"):
-            if kind in kinds:
-                _delete_vectors(store.db, kinds[kind].ids)
-                done.append(f"dropped {len(kinds[kind].ids)} unusable vectors ({kind}); the next build re-embeds")
-        if "collection_without_photo" in kinds:
-            store.db.execute("DELETE FROM collections WHERE photo_id NOT IN (SELECT id FROM photos)")
-            done.append("dropped collection rows without photos")
-        if "file_changed" in kinds:
-            _forget_files(store, kinds["file_changed"].ids)
-            done.append(f"removed {len(kinds['file_changed'].ids)} changed downloads")
-        n = _fix_states(store.db)
-        if n:
-            done.append(f"corrected the state of {n} photos")
+    unusable = ("vector_without_photo", "vector_bad_size", "vector_not_unit", "vector_missing")
+    drop = [i for kind in unusable if kind in kinds for i in kinds[kind].ids]
+    forget = kinds["file_changed"].ids if "file_changed" in kinds else []
+    n = store.repair_rows(drop_vectors=drop, drop_orphan_collections="collection_without_photo" in kinds, forget=forget)
+    for kind in unusable:
+        if kind in kinds:
+            done.append(f"dropped {len(kinds[kind].ids)} unusable vectors ({kind}); the next build re-embeds")
+    if "collection_without_photo" in kinds:
+        done.append("dropped collection rows without photos")
+    if forget:
+        done.append(f"removed {len(forget)} changed downloads")
+    if n:
+        done.append(f"corrected the state of {n} photos")
     if store.stamp is not None:  # the Store's own rebuild: the requested kind (and its policy) is kept
         store.rebuild_index()
         n, kind = int(store.index.ntotal), ann.kind_of(store.index)
         done.append(f"rebuilt {store.index_path.relative_to(store.home)} from {n} stored vectors ({kind})")
     return done
-
-
-def _fix_states(db: sqlite3.Connection) -> int:
-    has_vec = "EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id = photos.id)"
-    a = db.execute(
-        f"UPDATE photos SET state='embedded', error=NULL WHERE state NOT IN ('embedded','indexed') AND {has_vec}"
-    )
-    b = db.execute(
-        "UPDATE photos SET state=CASE WHEN path IS NULL THEN 'found' ELSE 'downloaded' END "
-        f"WHERE state IN ('embedded','indexed') AND NOT {has_vec}"
-    )
-    return a.rowcount + b.rowcount
-
-
-def _delete_vectors(db: sqlite3.Connection, ids: list[int]) -> None:
-    db.executemany("DELETE FROM vectors WHERE photo_id=?", [(i,) for i in ids])
-
-
-def _forget_files(store: Store, ids: list[int]) -> None:
-    for pid in ids:
-        row = store.db.execute("SELECT path FROM photos WHERE id=?", (pid,)).fetchone()
-        if row and row[0]:
-            (store.home / row[0]).unlink(missing_ok=True)
-        store.db.execute("UPDATE photos SET path=NULL WHERE id=?", (pid,))
-
-
-def _ids(store: Store, sql: str) -> list[int]:
-    return [r[0] for r in store.db.execute(sql)]
 
 
 def _sha256(path: Path) -> str | None:

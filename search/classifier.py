@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from imgidx.indexer import atomic
 from imgidx.indexer.errors import ClassifierError, InvalidArgument, NotFound, StampMismatch
+from imgidx.indexer.layout import classifiers_folder
 
 from .cleanup import check_vectors
 from .holdout import stratified_split
@@ -305,11 +306,11 @@ def classifier_path(home: str | os.PathLike[str], name: str) -> Path:
     """Classifiers live next to the index, named by the user; the name never becomes a path elsewhere."""
     if not isinstance(name, str) or not NAME_RE.match(name) or name.startswith("."):
         raise InvalidArgument(f"classifier names use letters, digits, '_', '-' and '.'; received {name!r}")
-    return Path(home) / "classifiers" / f"{name}.joblib"
+    return classifiers_folder(home) / f"{name}.joblib"
 
 
 def classifier_names(home: str | os.PathLike[str]) -> list[str]:
-    folder = Path(home) / "classifiers"
+    folder = classifiers_folder(home)
     names = sorted(p.stem for p in folder.glob("*.joblib")) if folder.is_dir() else []
     return [n for n in names if NAME_RE.match(n) and not n.startswith(".")]
 

@@ -8,7 +8,6 @@ so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from imgidx.indexer.layout import local_file
 from imgidx.indexer.store import Store
 
 from .duplicates import DuplicateGroup, Duplicates, PhotoFacts, find_duplicates, keep_order
-from .export import ExportPhoto, ExportResult, export
+from .export import SHARD_SIZE, ExportPhoto, ExportResult, export
 from .pixels import verifier
 
 
@@ -117,15 +116,7 @@ def _reason(g: DuplicateGroup) -> dict:
 
 def undo(store: Store, collections: Sequence[str] = ()) -> int:
     """Unflag the photos --apply flagged as duplicates (clean's own flags stay); returns memberships unflagged."""
-    sql = (
-        "UPDATE collections SET flagged=0, clean_info=NULL WHERE json_extract(clean_info, '$.duplicate_of') IS NOT NULL"
-    )
-    args: list = []
-    if collections:
-        sql += f" AND name IN ({','.join('?' * len(collections))})"
-        args = list(collections)
-    with store.transaction():
-        return store.db.execute(sql, args).rowcount
+    return store.clear_duplicate_flags(collections)
 
 
 def export_collections(
@@ -140,9 +131,14 @@ def export_collections(
     include_flagged: bool = False,
     threshold: str | float = "auto",
     version: str = "",
+    embed: bool = True,
+    shard_size: int | None = None,
+    command: str = "",
 ) -> ExportResult:
     """Export the photos of `collections` (all when empty), flagged ones left out unless include_flagged; the
-    duplicate groups (computed here) keep every copy of a picture in one split."""
+    duplicate groups (computed here) keep every copy of a picture in one split. embed: parquet holds the image
+    bytes; shard_size: webdataset samples per shard at most; command: what made it, for the dataset card (by
+    default the Python call with these arguments)."""
     names = list(collections) or store.collection_names()
     photo_ids(store, names)  # unknown names: one error listing the known ones
     members = {c: store.vector_ids(c, include_flagged=include_flagged) for c in names}
@@ -166,7 +162,24 @@ def export_collections(
         "duplicates_threshold": threshold,
     }
     model = store.stamp.as_dict() if store.stamp else {}
-    return export(photos, out, format=format, split=split, seed=seed, model=model, filters=filters, version=version)
+    if not command:
+        args = {"format": format, "split": split, "seed": seed, "licenses": licenses}
+        args |= {"include_flagged": include_flagged, "threshold": threshold, "embed": embed, "shard_size": shard_size}
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        command = f"imgidx.open(HOME).export({str(out)!r}, {list(collections)!r}, {shown})"
+    return export(
+        photos,
+        out,
+        format=format,
+        split=split,
+        seed=seed,
+        model=model,
+        filters=filters,
+        version=version,
+        embed=embed,
+        shard_size=shard_size or SHARD_SIZE,
+        command=command,
+    )
 
 
 def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
@@ -206,13 +219,13 @@ def _export_photo(home: Path, row, label: str, vector, group: int | None) -> Exp
 
 
 def flag_reasons(store: Store, ids: Sequence[int]) -> dict[int, list[dict]]:
-    """The duplicate flags of `ids` as stored (for reports): {photo id: [clean_info, ...]}."""
+    """The duplicate flags of `ids` that count (for reports): {photo id: [clean_info, ...]}; a person's keep on a
+    membership hides its automatic flag, as everywhere else."""
     out: dict[int, list[dict]] = {}
-    for pid in ids:
-        for (info,) in store.db.execute("SELECT clean_info FROM collections WHERE photo_id=? AND flagged=1", (pid,)):
-            data = json.loads(info or "{}")
-            if "duplicate_of" in data:
-                out.setdefault(pid, []).append(data)
+    for pid, infos in store.flag_infos(ids).items():
+        dups = [data for data in infos if "duplicate_of" in data]
+        if dups:
+            out[pid] = dups
     return out
 
 

@@ -14,7 +14,11 @@ Pure functions over the stored unit vectors and a few facts per photo; no store,
 - Horizontal flips count as different pictures: a mirrored photo is a different training sample (it is the
   cheapest augmentation there is, and a trainer that wants it adds it itself), and mirrored text or faces are not
   the same picture to a person. Average-pooled VGG features barely change under a flip (0.02-0.04 cosine
-  distance on block5_pool), so with a verifier every candidate pair is confirmed on the pixels, which do change.
+  distance on block5_pool), so with the pixel check a pair under the cut is asked only that: is it a mirror image?
+- With the pixel check (search/pixels.py), a pair under the cut is the same picture whatever else the pixels say
+  (a stamped text box, logo or border moves the vectors by 0.0001-0.015 but can pull the pixel correlation under
+  its cut); pairs between the cut and VERIFY_FACTOR x the cut (crops, look-alikes) are grouped only when their
+  pixels align.
 - Keep policy per group: the largest original (pixels, then bytes), then the most permissive licence
   (indexer/licenses.py PERMISSIVENESS), then the earliest upload, then the lowest id.
 """
@@ -100,8 +104,10 @@ class Duplicates:
     search: str  # "flat" | "ivf:NLIST/NPROBE" | "none"
     nn_median: float | None = None  # median nearest-neighbour distance (what the data-driven rule scales)
     verified_up_to: float | None = None  # with a verifier: pairs up to here were grouped only if it agreed
-    verified_pairs: int = 0  # pairs the verifier was asked about
+    verified_pairs: int = 0  # pairs between the cut and verified_up_to the verifier was asked about
     confirmed_pairs: int = 0  # ... and confirmed
+    mirror_checked_pairs: int = 0  # pairs under the cut asked whether they are mirror images
+    mirrored_pairs: int = 0  # ... and kept apart as such
     _by_id: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     def group_of(self, photo_id: int) -> int | None:
@@ -126,6 +132,8 @@ class Duplicates:
             "verified_up_to": None if self.verified_up_to is None else round(self.verified_up_to, 6),
             "verified_pairs": self.verified_pairs,
             "confirmed_pairs": self.confirmed_pairs,
+            "mirror_checked_pairs": self.mirror_checked_pairs,
+            "mirrored_pairs": self.mirrored_pairs,
             "duplicates": len(self.dropped),
         }
 
@@ -146,7 +154,9 @@ def find_duplicates(
     threshold: a cosine distance, or "auto": the calibrated cut for `model` ((model, layer), ImageNet weights),
     else NN_FRACTION x the median nearest-neighbour distance of these vectors. search: "auto" | "flat" | "ivf".
     verify(pairs) -> bool per pair (rows of (i, j) positions), optional: a second opinion (search/pixels.py);
-    with it, every pair up to VERIFY_FACTOR x the threshold is grouped only when it agrees (exact bytes always)."""
+    with it, pairs between the threshold and VERIFY_FACTOR x the threshold are grouped only when it agrees. Pairs
+    under the threshold are grouped whatever it says, except those its `mirrored(pairs)` (where it has one, as
+    pixels.PixelCheck does) calls mirror images. Exact bytes or pixels always group."""
     n = len(facts)
     if vectors.shape[0] != n:
         raise ConfigError(f"{vectors.shape[0]} vectors for {n} photos")
@@ -165,12 +175,19 @@ def find_duplicates(
         rule = f"{NN_FRACTION} x median nearest-neighbour distance"
     pairs, dists = _dedupe_pairs(pairs, dists)
     upto = min(2.0, cut * VERIFY_FACTOR) if verify else None
-    # with a verifier every candidate pair needs its agreement, under the cut too: pooled features barely see a
-    # mirror image (flips sit at 0.02-0.04 on block5_pool), the pixels do
-    sure = dists <= cut if verify is None else np.zeros(len(dists), dtype=bool)
-    asked = confirmed = 0
+    sure = dists <= cut
+    asked = confirmed = mirror_asked = mirrored = 0
+    mirror_check = getattr(verify, "mirrored", None)
+    if mirror_check is not None:
+        # pooled features barely see a mirror image (flips sit at 0.02-0.04 on block5_pool), the pixels do
+        under = np.flatnonzero(sure)
+        mirror_asked = len(under)
+        if mirror_asked:
+            flip = np.asarray(mirror_check(pairs[under]), dtype=bool)
+            mirrored = int(flip.sum())
+            sure[under[flip]] = False
     if verify is not None:
-        band = np.flatnonzero(dists <= upto)
+        band = np.flatnonzero((dists > cut) & (dists <= upto))
         asked = len(band)
         if asked:
             ok = np.asarray(verify(pairs[band]), dtype=bool)
@@ -188,7 +205,7 @@ def find_duplicates(
         colls = sorted({c for m in members for c in facts[m].collections})
         out.append(DuplicateGroup(kind, ids[0], ids, _max_distance(vectors, ordered), tuple(colls)))
     out.sort(key=lambda g: (g.kind != "exact", -len(g.ids), g.keep))
-    return Duplicates(tuple(out), float(cut), rule, n, how, nn_median, upto, asked, confirmed)
+    return Duplicates(tuple(out), float(cut), rule, n, how, nn_median, upto, asked, confirmed, mirror_asked, mirrored)
 
 
 def median(x: npt.NDArray[np.float32]) -> float:

@@ -598,17 +598,18 @@ def _other_collections(
 
 
 def _saved_classifier(store: Any, collection: str, names: set[str]) -> Any:
-    from pathlib import Path
+    """The index's saved classifier that knows `collection` (else one that knows another of `names`), loaded by
+    classifier.Classifiers, the one loader; None when there is none."""
+    from imgidx.indexer.errors import ClassifierError, NotFound, StampMismatch
 
-    from .classifier import LinearClassifier, StampMismatch
+    from .classifier import Classifiers, classifier_names
 
     stamp = store.stamp.as_dict() if store.stamp else {}
-    fallback = None
-    for path in sorted((Path(store.home) / "classifiers").glob("[!.]*.joblib")):
+    loader, fallback = Classifiers(store.home), None
+    for name in classifier_names(store.home):
         try:
-            model = LinearClassifier.load(path)
-            model.check_stamp(stamp)
-        except (StampMismatch, ValueError, OSError, KeyError, EOFError):
+            model = loader.get(name, stamp)
+        except (StampMismatch, ClassifierError, NotFound):
             continue  # made on other vectors, or unreadable: not used (`imgidx classify` reports why)
         if collection in model.classes:
             return model

@@ -7,6 +7,12 @@ picture, not *where*. Pixels keep where: a copy aligns with its original at some
 normalised cross-correlation near 1, a different photo of the same scene does not. NCC is invariant to
 brightness/contrast changes, survives JPEG artefacts and small overlays, and a mirror image does not align
 (flips count as different pictures, as search/duplicates.py says).
+
+Two questions, asked of different pairs (search/duplicates.py):
+- `same`, for pairs between the vector cut and 3x it: do the pictures align? (crops, look-alikes)
+- `mirrored`, for pairs under the cut, which are the same picture by their vectors whatever the pixels say (a
+  stamped text box or logo can pull the NCC under SAME while the vectors barely move): does the one align
+  clearly better with the other mirrored than as it is? Only then are they kept apart.
 """
 
 from __future__ import annotations
@@ -80,35 +86,62 @@ def _resize(a: npt.NDArray[np.float32], side: int) -> npt.NDArray[np.float32]:
     return np.asarray(img, dtype=np.float32)
 
 
+# A mirror image aligns with the flipped thumbnail at ~1 and as it is far lower; a stamped or cropped copy the
+# other way round. A near-symmetric picture scores about the same both ways: that pair stays grouped (its mirror
+# is hardly another picture), hence the margin.
+MIRROR_MARGIN = 0.05
 CACHED_THUMBS = 20_000  # kept at once by a verifier: 80 MB as uint8, whatever the index size
 
 
-def verifier(load: Callable[[int], bytes | None], same: float = SAME, cache: int = CACHED_THUMBS):
-    """verify(pairs) for find_duplicates: pairs (m, 2) of row indices -> (m,) bool, True when the two pictures
-    align. load(row) gives a row's file bytes (None: unavailable, the pair is not confirmed). Files are read and
-    thumbnailed only for rows in a pair that needs the second opinion, pairs in row order, and at most `cache`
-    thumbnails are held (oldest dropped first), so memory stays bounded on any index."""
-    thumbs: dict[int, npt.NDArray[np.uint8] | None] = {}
+class PixelCheck:
+    """The pixel check of find_duplicates: `check(pairs)` (= `same`) and `check.mirrored(pairs)`, pairs (m, 2) of
+    row indices -> (m,) bool. load(row) gives a row's file bytes (None: unavailable: such a pair is neither the
+    same nor a mirror). Files are read and thumbnailed only for rows in a pair asked about, pairs in row order,
+    and at most `cache` thumbnails are held (oldest dropped first), so memory stays bounded on any index."""
 
-    def thumb(row: int) -> npt.NDArray[np.float32] | None:
-        if row not in thumbs:
-            data = load(row)
+    def __init__(self, load: Callable[[int], bytes | None], same: float = SAME, cache: int = CACHED_THUMBS):
+        self.load, self.same_cut, self.cache = load, same, cache
+        self.thumbs: dict[int, npt.NDArray[np.uint8] | None] = {}
+
+    def thumb(self, row: int) -> npt.NDArray[np.float32] | None:
+        if row not in self.thumbs:
+            data = self.load(row)
             try:
                 t = None if data is None else thumbnail(data)
             except Exception:  # noqa: BLE001 - a second opinion: an undecodable file just gives none
                 t = None
-            if len(thumbs) >= cache:
-                del thumbs[next(iter(thumbs))]
-            thumbs[row] = None if t is None else t.astype(np.uint8)  # BOX-resized L pixels: exact in uint8
-        t = thumbs[row]
+            if len(self.thumbs) >= self.cache:
+                del self.thumbs[next(iter(self.thumbs))]
+            self.thumbs[row] = None if t is None else t.astype(np.uint8)  # BOX-resized L pixels: exact in uint8
+        t = self.thumbs[row]
         return None if t is None else t.astype(np.float32)
 
-    def verify(pairs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    def _each(self, pairs: npt.NDArray[np.int64], decide) -> npt.NDArray[np.bool_]:
         out = np.zeros(len(pairs), dtype=bool)
         for k in np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else []:
             i, j = pairs[k]
-            a, b = thumb(int(i)), thumb(int(j))
-            out[k] = a is not None and b is not None and similarity(a, b) >= same
+            a, b = self.thumb(int(i)), self.thumb(int(j))
+            out[k] = a is not None and b is not None and decide(a, b)
         return out
 
-    return verify
+    def __call__(self, pairs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        return self.same(pairs)
+
+    def same(self, pairs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """True where the two pictures align (NCC >= the SAME cut)."""
+        return self._each(pairs, lambda a, b: similarity(a, b) >= self.same_cut)
+
+    def mirrored(self, pairs: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """True where one picture is the other's mirror image: it aligns with the flipped thumbnail at SAME or
+        more, and by MIRROR_MARGIN better than as it is."""
+
+        def mirror(a, b) -> bool:
+            flipped = similarity(a, b[:, ::-1].copy())
+            return flipped >= self.same_cut and flipped >= similarity(a, b) + MIRROR_MARGIN
+
+        return self._each(pairs, mirror)
+
+
+def verifier(load: Callable[[int], bytes | None], same: float = SAME, cache: int = CACHED_THUMBS) -> PixelCheck:
+    """The pixel check for find_duplicates(verify=...): see PixelCheck."""
+    return PixelCheck(load, same, cache)

@@ -145,6 +145,7 @@ def test_audit_train_and_classify(world, tmp_path):
     stored = idx.classify("shapes", collection="rings", apply=True)
     assert len(stored) == PER_FAMILY and all(p.id is not None for p in stored)
     assert [p.id for p in idx.classify("shapes", ids=[2, 1])] == [2, 1]
+    assert idx.clean("rings").classifier_label == "rings"  # clean finds the saved classifier (classifier's loader)
 
 
 def test_verify_repair_and_reindex(world):

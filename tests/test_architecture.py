@@ -5,7 +5,12 @@ module-level import graph has no cycle. Imports under `if TYPE_CHECKING:` are an
 from __future__ import annotations
 
 import ast
+import fnmatch
+import functools
+import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (("imgidx.indexer", "indexer"), ("imgidx.search", "search"), ("imgidx", "imgidx"))
@@ -23,6 +28,7 @@ def modules() -> dict[str, Path]:
     return found
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     graph = {}
@@ -81,3 +87,314 @@ def test_the_import_graph_has_no_cycle():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+# ---- rules that read the code: each scan also proves on a sample that it finds what it forbids -----------------
+
+LIBRARY = ("imgidx", "indexer", "search")  # the folders of the installed package (tests and bench are not)
+
+
+@functools.cache
+def parsed() -> dict[str, ast.Module]:
+    """Every .py of the package by its path in the repository (parsed once for all the scans)."""
+    return {
+        path.relative_to(ROOT).as_posix(): ast.parse(path.read_text(), str(path))
+        for folder in LIBRARY
+        for path in sorted((ROOT / folder).rglob("*.py"))
+    }
+
+
+def sources(*, outside: tuple[str, ...] = ()) -> dict[str, ast.Module]:
+    """parsed(), except the files under `outside` (paths or folders)."""
+    return {
+        rel: tree
+        for rel, tree in parsed().items()
+        if not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outside)
+    }
+
+
+def strings(tree: ast.AST, *, code: bool = False) -> list[tuple[int, str]]:
+    """Every string literal (f-string parts too), with its line; code=True: not docstrings (prose about the rule
+    may name what the code may not use)."""
+    prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)} if code else set()
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in prose
+    ]
+
+
+SQL_CALLS = {"execute", "executemany", "executescript"}
+SQL_TEXT = re.compile(
+    r"\bSELECT\b[\s\S]+\bFROM\b|\bINSERT\s+(?:OR\s+[A-Z]+\s+)?INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
+    r"|\bPRAGMA\s+\w+|\b(?:CREATE|DROP|ALTER)\s+(?:TABLE|INDEX|VIEW|TRIGGER)\b|\bBEGIN\s+(?:IMMEDIATE|EXCLUSIVE)\b"
+    r"|\bVACUUM\b|\bWHERE\s+\w+\s*(?:=|IN|IS)\s"
+)
+
+
+def sql_found(trees: dict[str, ast.Module]) -> list[str]:
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS:
+                found.append(f"{rel}:{node.lineno}: .{node.func.attr}()")
+        found += [f"{rel}:{line}: {text[:60]!r}" for line, text in strings(tree) if SQL_TEXT.search(text)]
+    return found
+
+
+def test_sql_runs_only_in_the_store():
+    """ARCHITECTURE.md: only `indexer/store/` talks to SQLite: no execute call, no SQL text anywhere else."""
+    assert sql_found(sources(outside=("indexer/store",))) == []
+    in_store = sql_found({k: v for k, v in sources().items() if k.startswith("indexer/store/")})
+    assert len(in_store) > 50  # the scan sees the store's own statements
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "store.db.execute('x')",
+        "db.executemany(q, rows)",
+        "c.executescript(s)",
+        "q = 'SELECT id FROM photos'",
+        "q = f'UPDATE photos SET path=NULL WHERE id={i}'",
+        "q = 'DELETE FROM vectors'",
+        "q = 'INSERT OR REPLACE INTO meta VALUES (?, ?)'",
+        "q = 'PRAGMA data_version'",
+        "q = 'SELECT c.photo_id ' 'FROM collections c'",
+    ],
+)
+def test_the_sql_scan_finds_sql(code):
+    assert sql_found({"x.py": ast.parse(code)}) != []
+
+
+def test_the_sql_scan_leaves_prose_alone():
+    prose = "'select the photos from a folder', 'update the index', 'delete it from disk', 'Where is it?'"
+    assert sql_found({"x.py": ast.parse(prose)}) == []
+
+
+ATOMIC_HOMES = ("indexer/atomic.py", "indexer/store/vectorfile.py")  # the atomic write; the append-only vectors
+ATOMIC_NAMES = {"replace", "rename", "renames", "fsync", "fdatasync", "mkstemp", "NamedTemporaryFile"}
+
+
+def atomic_primitives(trees: dict[str, ast.Module]) -> list[str]:
+    """Calls, attribute reads and imports of os.replace/rename/fsync, tempfile.mkstemp/NamedTemporaryFile (and
+    Path.replace/rename: the same rename). str.replace is told apart by its two arguments being strings."""
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("os", "tempfile", "shutil"):
+                found += [f"{rel}:{node.lineno}: import {a.name}" for a in node.names if a.name in ATOMIC_NAMES]
+            if not (isinstance(node, ast.Attribute) and node.attr in ATOMIC_NAMES):
+                continue
+            base = ast.unparse(node.value)
+            if base in ("os", "tempfile"):
+                found.append(f"{rel}:{node.lineno}: {base}.{node.attr}")
+            elif node.attr in ("replace", "rename") and not _str_replace(tree, node):
+                found.append(f"{rel}:{node.lineno}: {base}.{node.attr}()")
+    return found
+
+
+def _str_replace(tree: ast.AST, attr: ast.Attribute) -> bool:
+    """`text.replace("a", "b")`: a string edit, not a rename (a Path's replace/rename takes one argument)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.func is attr:
+            return len(node.args) >= 2
+    return True  # not called: a method reference such as `str.replace`
+
+
+def test_atomic_write_primitives_live_only_in_atomic_py():
+    """ARCHITECTURE.md: `indexer/atomic.py` is every atomic file write (the vector file appends on its own)."""
+    assert atomic_primitives(sources(outside=ATOMIC_HOMES)) == []
+    assert len(atomic_primitives({k: v for k, v in sources().items() if k in ATOMIC_HOMES})) >= 3
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "os.replace(a, b)",
+        "os.rename(a, b)",
+        "os.fsync(f.fileno())",
+        "fd, tmp = tempfile.mkstemp(dir=d)",
+        "tempfile.NamedTemporaryFile(dir=d)",
+        "from os import fsync",
+        "from tempfile import mkstemp",
+        "tmp.replace(target)",
+        "Path(tmp).rename(target)",
+    ],
+)
+def test_the_atomic_scan_finds_primitives(code):
+    assert atomic_primitives({"x.py": ast.parse(code)}) != []
+
+
+def test_the_atomic_scan_leaves_string_edits_alone():
+    assert atomic_primitives({"x.py": ast.parse("name.replace('-', '_')\ns = x.replace(old, new)")}) == []
+
+
+# ---- packaging: one version, and a wheel that holds the whole tree ----------------------------------------------
+
+FOLDER_PACKAGE = {"imgidx": "imgidx", "indexer": "imgidx.indexer", "search": "imgidx.search"}  # pyproject's map
+
+
+def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib: Python 3.11+")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_the_version_is_written_once_and_is_the_installed_one():
+    from importlib.metadata import version
+
+    import imgidx
+    from imgidx import _version
+
+    project = pyproject()
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "imgidx._version.__version__"}
+    assert imgidx.__version__ == _version.__version__ == version("imgidx")
+    elsewhere = [
+        f"{rel}:{node.lineno}"
+        for rel, tree in sources(outside=("imgidx/_version.py",)).items()
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Assign) and "__version__" in [ast.unparse(t) for t in node.targets])
+        or (isinstance(node, ast.Call) and ast.unparse(node).replace("'", '"').endswith('version("imgidx")'))
+    ]
+    assert elsewhere == []
+
+
+def package_folders() -> dict[Path, str]:
+    """Every folder of the tree that holds Python modules -> its package name."""
+    return {
+        py.parent: ".".join((package, *py.parent.relative_to(ROOT / folder).parts))
+        for folder, package in FOLDER_PACKAGE.items()
+        for py in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in py.parts
+    }
+
+
+def test_the_package_list_is_the_folder_tree():
+    """A new sub-folder missing from pyproject's list would pass every test (they import the checkout) and be
+    missing from the wheel; every file that is not Python must be package data."""
+    setup = pyproject()["tool"]["setuptools"]
+    assert sorted(setup["packages"]) == sorted(package_folders().values())
+    assert {k: v for k, v in setup["package-dir"].items()} == {v: k for k, v in FOLDER_PACKAGE.items()}
+    data, folders = setup["package-data"], package_folders()
+    unpackaged = []
+    for folder in FOLDER_PACKAGE:
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            home = max((f for f in folders if path.is_relative_to(f)), key=lambda f: len(f.parts))
+            rel = path.relative_to(home).as_posix()
+            if not any(fnmatch.fnmatch(rel, p) for p in data.get(folders[home], [])):
+                unpackaged.append(str(path.relative_to(ROOT)))
+    assert unpackaged == []
+
+
+@pytest.mark.long
+def test_the_wheel_holds_every_module_and_the_page(tmp_path):
+    """The wheel built from the tracked files (pip, as a user's install builds it) lists every module of the tree."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    assert "pyproject.toml" in files
+    src = tmp_path / "src"
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "bench/")):
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(src), "-w", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = (tmp_path / "out").glob("imgidx-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    want = {
+        "/".join((*FOLDER_PACKAGE[folder].split("."), *py.relative_to(ROOT / folder).parts))
+        for folder in FOLDER_PACKAGE
+        for py in (ROOT / folder).rglob("*")
+        if py.is_file() and "__pycache__" not in py.parts
+    }
+    assert want - names == set()
+
+
+# ---- one home layout: every path under a data home comes from indexer/layout.py ---------------------------------
+
+HOME = re.compile(r"(?:Path\()?(?:\w+\.)?home\)?")  # home, store.home, self.home, Path(home) (not keras_home)
+HOME_NAMES = ("imgidx.sqlite", "faiss.index", "vectors.bin", "build.lock", "cache/onnx", "demo-photos")
+
+
+def home_paths(trees: dict[str, ast.Module]) -> list[str]:
+    """`home / x`, os.path.join(home, ...), home.joinpath(...) and the layout's own file names."""
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and HOME.fullmatch(ast.unparse(node.left)):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                call = ast.unparse(node.func)
+                if (call == "os.path.join" and node.args and HOME.fullmatch(ast.unparse(node.args[0]))) or (
+                    node.func.attr == "joinpath" and HOME.fullmatch(ast.unparse(node.func.value))
+                ):
+                    found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+        found += [
+            f"{rel}:{line}: {text!r}" for line, text in strings(tree, code=True) if any(n in text for n in HOME_NAMES)
+        ]
+    return found
+
+
+def test_home_paths_come_from_layout():
+    """ARCHITECTURE.md: `indexer/layout.py` says where every file of a data home lives."""
+    assert home_paths(sources(outside=("indexer/layout.py",))) == []
+    assert len(home_paths({"indexer/layout.py": parsed()["indexer/layout.py"]})) >= 5
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'settings.home / "demo-photos"',
+        'Path(store.home) / "classifiers"',
+        "self.home / name",
+        'os.path.join(home, "x")',
+        'home.joinpath("x")',
+        'p = "build.lock"',
+    ],
+)
+def test_the_home_scan_finds_paths(code):
+    assert home_paths({"x.py": ast.parse(code)}) != []
+
+
+def test_the_home_scan_leaves_other_folders_alone():
+    code = 'keras_home / "models"\nlayout.photos_folder(home) / "x"\nhome_page / "x"\n"""a build.lock"""'
+    assert home_paths({"x.py": ast.parse(code)}) == []
+
+
+# ---- library messages speak the library's words ------------------------------------------------------------------
+
+FACE_FILES = ("imgidx/cli", "imgidx/service", "imgidx/__main__.py")
+FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+EXTRA = re.compile(r"imgidx\[([\w,-]+)\]")
+
+
+def cli_words(trees: dict[str, ast.Module], extras: set[str]) -> list[str]:
+    """Strings of the code (not docstrings) that name a command-line flag, or an extra pyproject does not offer."""
+    found = []
+    for rel, tree in trees.items():
+        for line, text in strings(tree, code=True):
+            found += [f"{rel}:{line}: {flag}" for flag in FLAG.findall(text)]
+            found += [
+                f"{rel}:{line}: imgidx[{x}]" for m in EXTRA.findall(text) for x in m.split(",") if x not in extras
+            ]
+    return found
+
+
+def test_library_messages_name_no_cli_flag_and_only_real_extras():
+    """ARCHITECTURE.md: library messages never name CLI flags (the faces translate: cli/console.py adds the hints);
+    an install hint names an extra that exists."""
+    extras = set(pyproject()["project"]["optional-dependencies"])
+    assert cli_words(sources(outside=FACE_FILES), extras) == []
+    code = 'a = f"use --layer {x}"\nb = "pip install \'imgidx[parquet]\'"'
+    assert sorted(cli_words({"x.py": ast.parse(code)}, extras)) == ["x.py:1: --layer", "x.py:2: imgidx[parquet]"]
+    assert cli_words({"x.py": ast.parse('"""--layer in a docstring"""\nc = "a -- b, x--y, imgidx[ray]"')}, extras) == []

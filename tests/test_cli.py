@@ -155,5 +155,5 @@ def test_demo_builds_and_searches_offline(tmp_path, monkeypatch):
     assert (
         "random weights" in r.stderr and "only the plumbing" in r.stderr and "indexing 9 generated photos" in r.stderr
     )
-    assert "could not be downloaded" in r.stderr and "or pass --weights PATH" in r.stderr  # the reason, printed whole
+    assert "could not be downloaded" in r.stderr and "give that file's path as the weights" in r.stderr  # printed whole
     assert r.stdout.count("nearest to") == 3 and "new_rings.jpg" in r.stdout

@@ -91,8 +91,10 @@ def test_groups_exact_and_verified_near_across_collections(home):
         assert exact.kind == "exact" and names(store, [exact.keep]) == ["c1copy.jpg"]  # CC0 beats CC BY
         assert near.kind == "near" and near.collections == ("cat", "dog") and near.spans_collections
         assert names(store, [near.keep]) == ["c0.jpg"]  # same pixel count; the crop's file is smaller
-        # asked: the byte copies, the crop, d3 vs d2 (refused); confirmed: the copies and the crop
-        assert result.verified_pairs >= 3 and result.confirmed_pairs == 2
+        # under the cut the byte copies (asked only whether they are mirror images: no); between the cut and 3x
+        # the cut the pixels decide: the crop (confirmed) and d3 vs d2 (refused)
+        assert result.mirror_checked_pairs >= 1 and result.mirrored_pairs == 0
+        assert result.verified_pairs >= 2 and result.confirmed_pairs == 1
         without = dataset.duplicates(store, pixel_check=False)
         assert [len(g.ids) for g in without.groups] == [2]  # only the exact pair under the vector cut
         only_dog = dataset.duplicates(store, ["dog"])
@@ -174,3 +176,26 @@ def test_index_api(home, tmp_path):
     assert sum(exported.counts["train"].values()) == 9
     assert idx.undo_duplicates() == 2
     assert sum(idx.export(tmp_path / "out", format="parquet", split="1").counts["train"].values()) == 11
+
+
+def test_a_persons_keep_beats_a_duplicate_flag_in_export_and_reports(home, tmp_path):
+    """A reviewed "keep" outranks duplicates' automatic flag, before and after a second --apply: export takes the
+    photo back, the flag reports leave it out, and undo leaves the person's decision alone."""
+    import imgidx
+
+    idx = imgidx.open(home)
+    result = idx.duplicates(apply=True)
+    assert len(result.dropped) == 2
+    kept, other = sorted(result.dropped)
+    with Store(home, readonly=True) as store:
+        (collection,) = store.collections_of([kept])[kept]
+    idx.review(collection, kept, "keep", source="duplicates")
+    for _ in range(2):  # a second --apply sets the automatic flag again: the keep still counts
+        exported = idx.export(tmp_path / "out", format="parquet", split="1")
+        assert sum(exported.counts["train"].values()) == 10  # 11 memberships, only `other` left out
+        with Store(home, readonly=True) as store:
+            assert kept in store.vector_ids(collection, include_flagged=False)
+            assert set(dataset.flag_reasons(store, [kept, other])) == {other}
+        idx.duplicates(apply=True)
+    assert idx.undo_duplicates() == 2  # the automatic flags go; the review stays
+    assert [r.photo_id for r in idx.reviews(collection)] == [kept]

@@ -369,4 +369,58 @@ def test_a_mirror_image_under_the_cut_is_kept_apart_by_the_pixel_check():
     v = np.stack([base[0], nudge(base[0], 0.02, 5), base[1]])
     assert [g.ids for g in find_duplicates(v, facts(3), threshold=0.05).groups] == [(100, 101)]
     checked = find_duplicates(v, facts(3), threshold=0.05, verify=verifier(lambda row: files[row]))
-    assert checked.groups == () and checked.verified_pairs == 1
+    assert checked.groups == () and checked.mirror_checked_pairs == 1 and checked.mirrored_pairs == 1
+
+
+def stamped(img: Image.Image) -> dict[str, bytes]:
+    """What repost sites add: an opaque text box, a logo, a frame (issue 22: such copies sit 0.0001-0.015 from the
+    original on block5_pool, and the text box can pull the pixel correlation under SAME)."""
+    w, h = img.size
+    box = img.copy()
+    draw = ImageDraw.Draw(box)
+    draw.rectangle((0, h * 55 // 100, w * 3 // 4, h), fill=(15, 15, 15))
+    draw.text((10, h * 60 // 100), "reposted by photo-site.example", fill=(255, 255, 255))
+    logo = img.convert("RGBA")
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).ellipse((w - 90, h - 90, w - 10, h - 10), outline=(255, 255, 255, 200), width=8)
+    logo = Image.alpha_composite(logo, layer).convert("RGB")
+    framed = Image.new("RGB", (w + 40, h + 40), (255, 255, 255))
+    framed.paste(img, (20, 20))
+    return {"textbox": jpeg(box), "logo": jpeg(logo), "border": jpeg(framed.resize((w, h)))}
+
+
+def test_stamped_copies_under_the_cut_group_whatever_the_pixels_say_and_crops_by_the_pixels():
+    """Under the cut the vectors decide (only a mirror image is kept apart); between the cut and 3x the cut the
+    pixels do: crops join, a look-alike does not."""
+    original = texture(40)
+    w, h = original.size
+    marks = stamped(original)
+    crops = {
+        "crop80": jpeg(original.crop((w // 10, 0, w // 10 + w * 8 // 10, h * 8 // 10))),
+        "crop85": edits(original)["crop85"],
+    }
+    files = [jpeg(original), *marks.values(), *crops.values(), jpeg(texture(41)), jpeg(texture(42))]
+    base = scene(3, seed=12)
+    v = np.stack(
+        [
+            base[0],
+            nudge(base[0], 0.002, 1),  # textbox
+            nudge(base[0], 0.01, 2),  # logo
+            nudge(base[0], 0.015, 3),  # border
+            nudge(base[0], 0.09, 4),  # crop80
+            nudge(base[0], 0.12, 5),  # crop85
+            nudge(base[0], 0.08, 6),  # another picture of the same kind: similar vector, other pixels
+            base[1],
+        ]
+    )
+    thumbs = [thumbnail(f) for f in files]
+    # the stamp this test is about: the pixel comparison alone would reject it
+    assert similarity(thumbs[0], thumbs[1]) < SAME
+    assert all(similarity(thumbs[0], thumbs[i]) >= SAME for i in (4, 5))  # the crops align
+    assert similarity(thumbs[0], thumbs[6]) < SAME
+    checked = find_duplicates(v, facts(8), threshold=0.05, verify=verifier(lambda row: files[row]))
+    assert [sorted(g.ids) for g in checked.groups] == [[100, 101, 102, 103, 104, 105]]
+    assert checked.mirror_checked_pairs >= 3 and checked.mirrored_pairs == 0
+    assert checked.confirmed_pairs >= 2 and checked.verified_pairs > checked.confirmed_pairs
+    vectors_only = find_duplicates(v, facts(8), threshold=0.05)
+    assert [sorted(g.ids) for g in vectors_only.groups] == [[100, 101, 102, 103]]  # no crop without the pixels

@@ -107,7 +107,12 @@ def test_imagefolder_walk(tmp_path):
     photos = make_photos(tmp_path / "src")
     out = tmp_path / "out"
     result = export(photos, out, format="imagefolder", split="0.8,0.1,0.1", seed=3, model={"layer": "x"}, version="9")
-    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
+    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out and p.name != "metadata.parquet"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("metadata.parquet")) == [
+        "test/metadata.parquet",
+        "train/metadata.parquet",
+        "val/metadata.parquet",
+    ]
     assert len(files) == len(photos) == 61
     rows = []
     by_name = {(p.id, p.label): p for p in photos}
@@ -164,7 +169,8 @@ def test_a_link_at_a_taken_name_replaces_what_is_there(tmp_path):
 
 
 def _prune_by_rglob(out: Path, owned, planned) -> int:
-    """The earlier _prune (a Path and a stat per file): what the scandir walk must match."""
+    """The earlier _prune (a Path and a stat per file), with links removed as links (never followed, the target
+    never touched): what the scandir walk must match."""
     keep = {rel.split("#", 1)[0] for rel in planned}
     removed = 0
     for top in owned:
@@ -173,7 +179,11 @@ def _prune_by_rglob(out: Path, owned, planned) -> int:
             continue
         for path in sorted(root.rglob("*"), reverse=True):
             rel = path.relative_to(out).as_posix()
-            if path.is_file() and rel not in keep and not is_temp(path):
+            if path.is_symlink():
+                if rel not in keep:
+                    path.unlink()
+                    removed += 1
+            elif path.is_file() and rel not in keep and not is_temp(path):
                 path.unlink()
                 removed += 1
             elif path.is_dir() and not any(path.iterdir()):
@@ -214,6 +224,8 @@ def test_prune_removes_what_the_rglob_walk_removed(tmp_path, seed):
     assert _prune(trees[1], owned, planned) == old > 0
     listing = [sorted(p.relative_to(t).as_posix() for p in t.rglob("*")) for t in trees]
     assert listing[0] == listing[1]
+    for t in trees:  # the links went, what they pointed at stayed
+        assert (t / "elsewhere/f.jpg").read_bytes() == b"y" and not [p for p in t.rglob("*") if p.is_symlink()]
 
 
 def _extension_by_pillow(path: Path) -> str:
@@ -315,20 +327,32 @@ def test_parquet_with_pandas_and_pyarrow(tmp_path):
     assert sorted(p.name for p in (out / "data").iterdir()) == ["test.parquet", "train.parquet"]
     df = pd.concat([pd.read_parquet(out / "data" / f"{s}.parquet") for s in ("train", "test")])
     assert len(df) == 61 and df["id"].nunique() == 60
-    assert set(df["split"]) == {"train", "test"} and set(df["label"]) == {"cat", "dog", "bird"}
+    assert set(df["split"]) == {"train", "test"} and set(df["label_name"]) == {"cat", "dog", "bird"}
+    assert set(zip(df["label"], df["label_name"], strict=True)) == {(0, "bird"), (1, "cat"), (2, "dog")}
     assert_no_leak(photos, split_of_rows(zip(df["id"], df["split"], strict=True)))
     by_key = {(p.id, p.label): p for p in photos}
     for row in df.itertuples():
-        p = by_key[(row.id, row.label)]
-        assert (out / row.image).read_bytes() == p.path.read_bytes()
+        p = by_key[(row.id, row.label_name)]
+        assert row.image["bytes"] == p.path.read_bytes() and row.image["path"] == f"{p.id}{p.path.suffix}"
         np.testing.assert_array_equal(np.asarray(row.vector, np.float32), p.vector)
-        assert row.license == p.license and row.sha256 == p.sha256
+        assert row.license == p.license and row.sha256 == p.sha256 and row.tags == " ".join(p.tags)
     table = pq.read_table(out / "data" / "train.parquet")
     assert str(table.schema.field("vector").type) == "fixed_size_list<element: float>[8]"
+    features = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image"] == {"_type": "Image"} and features["label"]["names"] == ["bird", "cat", "dog"]
+    assert list(features) == table.schema.names  # every column declared, in order
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["filters"] == {"license": [4, 9]} and set(manifest["counts"]) == {"train", "test"}
-    assert len(attribution(out)) == 61
-    assert len(list((out / "images").iterdir())) == 60  # one file per photo, whatever its labels
+    assert manifest["images"] == "embedded" and not (out / "images").exists()
+    att = attribution(out)
+    assert len(att) == 61 and all(r["file"].split("#")[0] in ("data/train.parquet", "data/test.parquet") for r in att)
+    # --no-embed: today's small layout, one file per photo whatever its labels, paths relative to DIR
+    export(photos, out, format="parquet", split="0.7,0.3", seed=1, embed=False)
+    assert len(list((out / "images").iterdir())) == 60
+    df = pd.read_parquet(out / "data" / "train.parquet")
+    assert all(
+        (out / row.image).read_bytes() == by_key[(row.id, row.label_name)].path.read_bytes() for row in df.itertuples()
+    )
 
 
 # ---- webdataset ----------------------------------------------------------------------------------------------------
@@ -431,18 +455,24 @@ def test_other_arguments_replace_the_old_export_without_leftovers(tmp_path):
     out = tmp_path / "out"
     export(photos, out, seed=1)
     export(photos[:30], out, seed=2, split="0.5,0.5")
-    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
+    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out and p.name != "metadata.parquet"]
     assert len(files) == 30 and {f.relative_to(out).parts[0] for f in files} == {"train", "test"}
     assert not (out / "val").exists()
-    export(photos, out, format="parquet")
+    export(photos, out, format="webdataset", shard_size=8)  # the same top folders: replaced, no leftovers
+    files = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
+    assert files and all(f.suffix == ".tar" for f in files)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MARKER, "ATTRIBUTION.csv", "manifest.json", "data", "images"]
+        [MARKER, "ATTRIBUTION.csv", "README.md", "manifest.json", "train", "val", "test"]
     )
     fresh = tmp_path / "fresh"
-    export(photos, fresh, format="parquet")
+    export(photos, fresh, format="webdataset", shard_size=8)
     mine, theirs = contents(out), contents(fresh)
     del mine[MARKER], theirs[MARKER]  # the marker remembers every folder exports made here
     assert mine == theirs
+    before = tree(out)  # parquet's folders are not the splits': another format's export is not replaced
+    with pytest.raises(ExportError, match="another format"):
+        export(photos, out, format="parquet")
+    assert tree(out) == before
 
 
 class Interrupted(BaseException):
@@ -540,5 +570,8 @@ def test_odd_collection_names_stay_inside_the_folder(tmp_path):
     ]
     export(odd, tmp_path / "out", split="1")
     names = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
-    assert names == ["_.", "_.._up", "a_b", "x"]
+    assert names == ["_.", "_.._up", "a_b", "metadata.parquet", "x"]
+    clash = [ExportPhoto(**{**photos[0].__dict__, "label": "metadata.parquet"})]
+    export(clash, tmp_path / "clash", split="1")  # a collection named like the metadata file gets another folder
+    assert sorted(p.name for p in (tmp_path / "clash" / "train").iterdir()) == ["_metadata.parquet", "metadata.parquet"]
     assert not (tmp_path / "up").exists()

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from imgidx.indexer.errors import ConfigError, ImgidxError
+from imgidx.indexer.errors import ConfigError, ImgidxError, MissingCredentials
 from imgidx.indexer.sources import Source
 from imgidx.indexer.sources.flickr import FlickrClient, FlickrQuery, FlickrSource, choose_url
 from imgidx.indexer.sources.folder import FolderSource
@@ -93,14 +93,17 @@ def test_persistent_failure_is_a_clear_error_without_the_secret(fresh_fake_flick
     assert fake.api_secret not in str(e.value)
 
 
-def test_missing_key_names_the_variables():
-    with pytest.raises(ConfigError, match="FLICKR_API_KEY and FLICKR_API_SECRET"):
+def test_missing_key_names_the_variables_and_the_cli_adds_its_other_sources():
+    from imgidx.cli.console import hint
+
+    with pytest.raises(MissingCredentials, match="FLICKR_API_KEY and FLICKR_API_SECRET") as e:
         FlickrClient(None, None, "http://127.0.0.1:9/")
+    assert "--" not in str(e.value) and "--from-dir" in hint(e.value)
 
 
 @pytest.mark.parametrize(("field", "value"), [("count", 0), ("sort", "newest"), ("size", "x")])
 def test_bad_query_options_are_refused(field, value):
-    with pytest.raises(ConfigError, match=f"--{field}"):
+    with pytest.raises(ConfigError, match=f"^{field} "):
         FlickrQuery("cat", **{field: value})
 
 
@@ -123,7 +126,7 @@ def test_flickr_source_takes_its_queries_at_construction(fake_flickr):
 def test_flickr_source_options_are_checked_before_any_call():
     with pytest.raises(ConfigError, match="single query"):
         FlickrSource(["cat", "dog"], as_name="pets")
-    with pytest.raises(ConfigError, match="--count"):
+    with pytest.raises(ConfigError, match="count"):
         FlickrSource("cat", count=0)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from imgidx.index import Index
-from imgidx.indexer import ann
+from imgidx.indexer import ann, layout
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ConfigError, ImgidxError
 
@@ -205,7 +205,7 @@ def demo(
     from imgidx.search.demo import generate
 
     settings: Settings = ctx.obj
-    root = settings.home / "demo-photos"
+    root = layout.demo_photos_folder(settings.home)
     queries = generate(root, per_family)
     weights = ["--weights", "imagenet", "--layer", "block5_pool"]
     try:

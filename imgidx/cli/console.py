@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from imgidx.indexer.errors import ConfigError, EmptyIndex, ImgidxError, NoIndexError, StampMismatch, VectorsLost
+from imgidx.indexer.errors import (
+    ConfigError,
+    EmptyIndex,
+    ImgidxError,
+    MissingCredentials,
+    NoIndexError,
+    StampMismatch,
+    VectorsLost,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -63,6 +71,8 @@ def hint(error: ImgidxError) -> str:
         return "; `imgidx build` makes one"
     if isinstance(error, EmptyIndex):
         return " with `imgidx build`"
+    if isinstance(error, MissingCredentials):
+        return " (`imgidx build --from-dir DIR` or `--from-urls FILE`)"
     if isinstance(error, VectorsLost):
         return " with `imgidx verify --repair`"
     if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -33,9 +34,21 @@ def export(
     threshold: Annotated[
         str, typer.Option(help="Duplicate cut that keeps copies in one split ('auto' or a cosine distance).")
     ] = "auto",
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed/--no-embed",
+            help="parquet: image bytes inside the files (default), or --no-embed: paths to DIR/images/ (huge exports).",
+        ),
+    ] = True,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(help="webdataset: samples per shard at most (default 1000; at least 8 shards per split)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Write the photos as imagefolder, parquet or webdataset, always with ATTRIBUTION.csv and manifest.json.
+    """Write the photos as imagefolder, parquet or webdataset, always with a dataset card (README.md),
+    ATTRIBUTION.csv and manifest.json; each loads in one call (Hugging Face datasets, webdataset, Keras, torchvision).
 
     Two copies of one picture (duplicate groups) never land in different splits; flagged photos are left out
     unless --include-flagged. Files are hard-linked or copied, never re-encoded. Rerunning with the same
@@ -51,6 +64,9 @@ def export(
         licenses=licenses,
         include_flagged=include_flagged,
         threshold=console.parse_threshold(threshold, "a cosine distance such as 0.05"),
+        embed=embed,
+        shard_size=shard_size,
+        command=_command(out, collections, format, split, seed, license, include_flagged, threshold, embed, shard_size),
     )
     if as_json:
         console.print_json(result.as_dict())
@@ -60,3 +76,14 @@ def export(
         ["split", "label", "photos"],
         [(s, label, n) for s, labels in result.counts.items() for label, n in labels.items()],
     )
+
+
+def _command(out, collections, format, split, seed, license, include_flagged, threshold, embed, shard_size) -> str:  # noqa: A002
+    """The command line for the dataset card, every choice spelled out (the defaults too)."""
+    words = ["imgidx", "export", str(out), *(collections or []), "--format", format, "--split", split]
+    words += ["--seed", str(seed), "--threshold", threshold]
+    words += ["--license", license] if license else []
+    words += ["--include-flagged"] if include_flagged else []
+    words += ["--no-embed"] if format == "parquet" and not embed else []
+    words += ["--shard-size", str(shard_size)] if format == "webdataset" and shard_size else []
+    return shlex.join(words)

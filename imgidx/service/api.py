@@ -8,7 +8,6 @@ The OpenAPI schema is at /openapi.json; the interactive /docs page is off becaus
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from imgidx import ops
+from imgidx._version import __version__
 from imgidx.indexer.errors import ClassifierError, ImgidxError, InvalidArgument, NotFound, StampMismatch
 
 from .batcher import Busy
@@ -71,7 +71,7 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
 
     app = FastAPI(
         title="imgidx",
-        version=_version(),
+        version=__version__,
         summary="Nearest photos, clean rankings and classifier predictions from an imgidx index.",
         lifespan=lifespan,
         docs_url=None,
@@ -361,10 +361,3 @@ def _bool(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
-
-
-def _version() -> str:
-    try:
-        return version("imgidx")
-    except PackageNotFoundError:
-        return "0"

@@ -29,8 +29,9 @@ from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ImageError, ImgidxError, StoreError
 from imgidx.indexer.flow import cores
 from imgidx.indexer.images import FORMATS_TEXT, prepare
+from imgidx.indexer.layout import index_file
 from imgidx.indexer.records import Stamp
-from imgidx.indexer.store import INDEX_NAME, Store
+from imgidx.indexer.store import Store
 from imgidx.indexer.store.faiss_index import holds_committed
 
 from .batcher import MicroBatcher
@@ -141,9 +142,9 @@ class StoreThread:
 
     def _current_signature(self, store: Store) -> tuple:
         """Changes when another connection commits (a build beside us) or the FAISS file is replaced."""
-        version = store.db.execute("PRAGMA data_version").fetchone()[0]
+        version = store.data_version()
         try:
-            mtime = os.stat(store.home / INDEX_NAME).st_mtime_ns
+            mtime = os.stat(index_file(store.home)).st_mtime_ns
         except OSError:
             mtime = 0
         return (version, mtime)
@@ -165,10 +166,10 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
-        from imgidx.indexer.layout import DB_NAME
+        from imgidx.indexer.layout import db_file
         from imgidx.indexer.store.catalog import Catalog
 
-        if not (self.home / DB_NAME).exists():  # never create a store from the service
+        if not db_file(self.home).exists():  # never create a store from the service
             raise Unavailable(f"no index in {self.home} yet; build it with `imgidx build`")
         catalog = Catalog(self.home, timeout=self.busy_s)
         try:

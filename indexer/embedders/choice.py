@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
+
 RUNTIME_CHOICES = ("auto", "keras", "onnx")
 TIMED_BATCHES = 2
 MEASURE_ROWS = 16  # rows per timed batch: enough to be in the kernels' steady state, cheap on 2 cores
@@ -77,13 +79,11 @@ def read_cache(home: Path) -> dict:
 
 
 def write_cache(home: Path, key: str, entry: dict) -> None:
-    from .onnx_export import _atomic
-
     data = read_cache(home)
     data[key] = entry
     path = cache_file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def measure(candidates: dict[str, Callable[[np.ndarray], object]], rows: int, *, batches: int = TIMED_BATCHES) -> dict:

@@ -16,21 +16,20 @@ fewer lines than its workarounds.
 
 Cache: `$IMGIDX_HOME/cache/onnx/<model>-<layer>-<precision>-<weights fingerprint>-x<EXPORTER_VERSION>.onnx`
 with a JSON sidecar holding the fingerprint, layer, precision, exporter version and the sha256 of the .onnx
-bytes. Both are written atomically (temp file + rename); a file is used only when its sidecar matches what is
-asked for and the bytes hash to what the sidecar says, else it is rebuilt.
+bytes. Both are written through indexer/atomic.py (temp file + fsync + rename); a file is used only when its
+sidecar matches what is asked for and the bytes hash to what the sidecar says, else it is rebuilt.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from .. import atomic, layout
 
 EXPORTER_VERSION = 1  # bump when the graph this file writes changes: old cache files are then rebuilt
 OPSET = 17
@@ -146,7 +145,7 @@ def _activation(layer, x: str, node: Callable[..., str]) -> str:
 
 
 def cache_dir(home: Path) -> Path:
-    return Path(home) / "cache" / "onnx"
+    return layout.onnx_cache_folder(home)
 
 
 def cache_path(home: Path, *, model: str, layer: str, precision: str, fingerprint: str) -> Path:
@@ -184,9 +183,9 @@ def write(path: Path, data: bytes, meta: dict) -> None:
     """The model bytes, then the sidecar, each atomically: a reader sees a whole old pair or a whole new one
     (a new model beside an old sidecar fails the sha256 check and is rebuilt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, data)
+    atomic.write_bytes(path, data)
     side = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    _atomic(_sidecar(path), json.dumps(side, indent=1, sort_keys=True).encode())
+    atomic.write_text(_sidecar(path), json.dumps(side, indent=1, sort_keys=True))
 
 
 def get_or_build(path: Path, meta: dict, build: Callable[[], bytes]) -> Path:
@@ -207,20 +206,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes 0600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

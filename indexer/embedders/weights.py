@@ -59,12 +59,14 @@ def resolve(
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise ConfigError(f"weights file {path} does not exist; pass --weights imagenet|random|PATH")
+            raise ConfigError(
+                f"weights file {path} does not exist; give weights imagenet, random[:SEED] or a file's path"
+            )
     has_top = file_has_top(path, model)
     if layer in model.NEEDS_TOP and not has_top:
         raise ConfigError(
             f"weights file {path} has no fc1/fc2 layers (a convolutional-only 'notop' file); "
-            "use --layer block5_pool with it, or a full VGG16 weights file for fc2"
+            "use layer block5_pool with it, or a full VGG16 weights file for fc2"
         )
     sha = file_sha256(path, cache_dir / "weights-sha256.json" if cache_dir else None)
     return WeightsSpec("file", path=path, has_top=has_top, fingerprint=f"sha256:{sha}")
@@ -83,7 +85,7 @@ def _imagenet_file(layer: str, keras_home: Path, weights_url: str, model: Module
         raise ConfigError(
             f"ImageNet weights {name} are not in {models} and could not be downloaded ({_first_line(e)}). "
             f"Download {weights_url}{name} on a machine with internet and copy it to {models / name}, "
-            "or pass --weights PATH"
+            "or give that file's path as the weights"
         ) from None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingCredentials
 from ..licenses import parse_license_ids
 from ..records import Photo
 from .flickr_api import CallBudget, FlickrApi
@@ -55,11 +55,11 @@ class FlickrQuery:
 
     def __post_init__(self):
         if self.count <= 0:
-            raise ConfigError(f"--count must be > 0; received {self.count}")
+            raise ConfigError(f"count (photos per query) must be > 0; received {self.count}")
         if self.sort not in SORTS:
-            raise ConfigError(f"--sort must be one of {', '.join(SORTS)}; received {self.sort!r}")
+            raise ConfigError(f"sort must be one of {', '.join(SORTS)}; received {self.sort!r}")
         if self.size not in SIZE_LETTERS:
-            raise ConfigError(f"--size must be one of {' '.join(SIZE_LETTERS)}; received {self.size!r}")
+            raise ConfigError(f"size must be one of {' '.join(SIZE_LETTERS)}; received {self.size!r}")
 
 
 class FlickrSource:
@@ -134,9 +134,9 @@ class FlickrClient:
         sleep: Callable[[float], None] = time.sleep,
     ):
         if not key or not secret:
-            raise ConfigError(
+            raise MissingCredentials(
                 "no Flickr API key: set FLICKR_API_KEY and FLICKR_API_SECRET (get a key at "
-                "https://www.flickr.com/services/apps/create), or index a folder with --from-dir"
+                "https://www.flickr.com/services/apps/create), or index a folder or a URL list instead"
             )
         budget = budget or CallBudget(sleep=sleep)
         self.api = FlickrApi(
@@ -160,7 +160,7 @@ class FlickrClient:
     def calls(self) -> int:
         return self.api.calls
 
-    def search(self, q: FlickrQuery, on_page: Callable[[int, int], None] | None = None) -> Iterator[Photo]:
+    def search(self, q: FlickrQuery) -> Iterator[Photo]:
         """Yield up to q.count distinct photos (fewer when Flickr has fewer or the 4,000 cap is reached)."""
         want = min(q.count, REACHABLE_MAX)
         if q.count > REACHABLE_MAX:
@@ -182,8 +182,6 @@ class FlickrClient:
                 yield photo_from_flickr(raw, q)
                 if len(seen) >= want:
                     return
-            if on_page:
-                on_page(page, len(seen))
             if not photos or page >= pages or new == 0:
                 return
             page += 1

@@ -90,7 +90,7 @@ def _parquet_rows(path: Path, url_column: str) -> Iterator[dict]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ConfigError("reading Parquet URL lists needs pyarrow: pip install 'imgidx[parquet]'") from None
+        raise ConfigError("reading Parquet URL lists needs pyarrow: pip install pyarrow") from None
     try:
         table = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file

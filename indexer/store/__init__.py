@@ -21,9 +21,10 @@ import numpy.typing as npt
 
 from .. import ann
 from ..errors import IndexUnavailable, StoreError
-from ..layout import DB_NAME, INDEX_NAME
+from ..layout import DB_NAME, INDEX_NAME, index_file
 from ..records import Hit
-from .catalog import PHOTO_FIELDS, Catalog, stamp_mismatch_message
+from .catalog import PHOTO_FIELDS, stamp_mismatch_message
+from .checks import Checks
 from .faiss_index import FaissIndex
 
 EXACT_ALLOWED = 20_000  # a restricted search over at most this many photos reads their stored vectors instead
@@ -31,13 +32,14 @@ EXACT_ALLOWED = 20_000  # a restricted search over at most this many photos read
 __all__ = ["DB_NAME", "INDEX_NAME", "PHOTO_FIELDS", "Store", "stamp_mismatch_message"]
 
 
-class Store(Catalog):
-    """Catalogue methods (catalog.py) plus the index: add_vectors, index, search, save_index, rebuild_index."""
+class Store(Checks):
+    """Catalogue methods (catalog.py; verify's queries: checks.py) plus the index: add_vectors, index, search,
+    save_index, rebuild_index."""
 
     def __init__(self, home: Path, *, readonly: bool = False, index_policy: ann.Policy = ann.DEFAULT):
         super().__init__(home, readonly=readonly)
         self.index_policy = index_policy  # which FAISS index kind for which size (indexer/ann.py)
-        self.index_path = self.home / INDEX_NAME
+        self.index_path = index_file(self.home)
         self.faiss = FaissIndex(self.index_path, index_policy)
 
     def __enter__(self) -> Store:

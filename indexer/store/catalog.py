@@ -55,7 +55,7 @@ class Catalog:
         self.home = Path(home)
         self.readonly = readonly
         self.timeout = timeout  # SQLite's busy timeout: how long a write waits for another writer (a build)
-        self.db_path = self.home / layout.DB_NAME
+        self.db_path = layout.db_file(self.home)
         if readonly and not self.db_path.exists():
             raise NoIndexError(f"no index in {self.home}; build one first (or set IMGIDX_HOME)")
         if not readonly:
@@ -311,7 +311,7 @@ class Catalog:
         dtype = self.vector_dtype
         vf = self._vector_file
         if vf is None or vf.dim != dim or vf.dtype != np.dtype(dtype):
-            vf = self._vector_file = VectorFile(self.home / layout.VECTORS_NAME, dim, dtype)
+            vf = self._vector_file = VectorFile(layout.vectors_file(self.home), dim, dtype)
         return vf
 
     def mark_indexed(self) -> None:
@@ -381,6 +381,31 @@ class Catalog:
                 "UPDATE collections SET flagged=?, clean_info=? WHERE name=? AND photo_id=?",
                 [(int(pid in flagged), json.dumps(data), collection, pid) for pid, data in info.items()],
             )
+
+    def flag_infos(self, ids: Sequence[int]) -> dict[int, list[dict]]:
+        """The stored clean_info of each membership of `ids` whose effective flag is set (a person's keep hides
+        the automatic flag): {photo id: [clean_info, ...]}, by collection name."""
+        out: dict[int, list[dict]] = {}
+        for chunk in chunks(list(dict.fromkeys(ids)), 900):
+            marks = ",".join("?" * len(chunk))
+            q = (
+                f"SELECT c.photo_id, c.clean_info FROM collections c WHERE c.photo_id IN ({marks}) "
+                f"AND {EFFECTIVE_FLAG} = 1 ORDER BY c.photo_id, c.name"
+            )
+            for pid, info in self.db.execute(q, chunk):
+                out.setdefault(pid, []).append(json.loads(info or "{}"))
+        return out
+
+    def clear_duplicate_flags(self, collections: Sequence[str] = ()) -> int:
+        """Remove the automatic flags duplicates --apply set (clean's stay; reviews stay): memberships unflagged."""
+        sql = (
+            "UPDATE collections SET flagged=0, clean_info=NULL "
+            "WHERE json_extract(clean_info, '$.duplicate_of') IS NOT NULL"
+        )
+        if collections:
+            sql += f" AND name IN ({','.join('?' * len(collections))})"
+        with self.transaction():
+            return self.db.execute(sql, list(collections)).rowcount
 
     def clear_flags(self, collection: str) -> int:
         with self.transaction():
@@ -491,9 +516,15 @@ class Catalog:
             (limit,),
         ).fetchall()
 
-    def find_by_source_id(self, source_id: str) -> int | None:
-        row = self.db.execute("SELECT id FROM photos WHERE source_id=? ORDER BY id LIMIT 1", (source_id,)).fetchone()
-        return row[0] if row else None
+    def calibration_rows(self, limit: int) -> list[sqlite3.Row]:
+        """The first `limit` photos by id that did not fail (id, source, source_id, url, path): int8 calibration."""
+        return self.db.execute(
+            "SELECT id, source, source_id, url, path FROM photos WHERE state != 'failed' ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (SQLite's data_version): a reader's cue to look again."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
 
 
 def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:

@@ -217,13 +217,3 @@ def _free_bytes(path: Path) -> int | None:
 def stale_temp_files(home: Path) -> list[Path]:
     """Temp files a killed writer left behind (index saves and downloads); safe to delete under the build lock."""
     return layout.temp_files(home)
-
-
-def index_ids(index) -> npt.NDArray[np.int64]:
-    """Ids held by an index of any kind imgidx builds (flat, IVF, HNSW; see ann.py)."""
-    return ann.ids_of(index)
-
-
-def vectors_of(index, chunk: int = 4096):
-    """(ids, vectors) of every entry of `index` (any kind), chunk by chunk."""
-    return ann.iter_vectors(index, chunk)

@@ -39,13 +39,13 @@ CREATE TABLE IF NOT EXISTS collections (
     name TEXT NOT NULL,
     photo_id INTEGER NOT NULL REFERENCES photos (id),
     query TEXT NOT NULL DEFAULT '', rank INTEGER, added_at REAL NOT NULL,
-    -- set by `clean --apply` on the membership: a dog flagged in "maybe_cat" is fine in "dog"
+    -- set by clean (apply) on the membership: a dog flagged in "maybe_cat" is fine in "dog"
     flagged INTEGER NOT NULL DEFAULT 0, clean_info TEXT,
     PRIMARY KEY (name, photo_id)
 );
 CREATE INDEX IF NOT EXISTS collections_photo ON collections (photo_id);
 
--- `classify --apply`: one label per photo and classifier
+-- classify (apply): one label per photo and classifier
 CREATE TABLE IF NOT EXISTS predictions (
     photo_id INTEGER NOT NULL REFERENCES photos (id),
     model TEXT NOT NULL, label TEXT NOT NULL, probability REAL NOT NULL, created_at REAL NOT NULL,
