@@ -60,6 +60,7 @@ clean:  ## remove caches (keeps .venv and data/)
 quality: install  ## clean/classify/audit quality on the real photos in ../shared (writes bench/out/quality.json)
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.duplicates  # duplicates: 100 photos x 4 edits among the 2,000 (bench/out/duplicates.json)
+	$(BIN)/python -m bench.precision_gate  # each precision this CPU offers vs fp32 on outcomes (bench/out/precision_gate.json)
 
 bench-load: install  ## load test of `imgidx serve`: 50 clients for 15 s on loopback (p50/p99, req/s, errors)
 	$(BIN)/python -m bench.load --clients 50 --duration 15 --json bench/out/load.json

@@ -3,6 +3,7 @@ CLI prints with --json; the HTTP service derives its answers from the same recor
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,6 +286,7 @@ class BuildReport:
     failures: tuple[Failure, ...]  # photos skipped in this build, with the reason
     seconds: float
     index: dict[str, Any] = field(default_factory=dict)  # the index's counts after the build (see IndexInfo)
+    notes: tuple[str, ...] = ()  # said once per build: e.g. an int8 index extended on a CPU without VNNI
 
     @property
     def skipped(self) -> int:
@@ -293,6 +295,21 @@ class BuildReport:
     @property
     def photos_per_second(self) -> float | None:
         return round((self.embedded + self.reused) / self.seconds, 2) if self.seconds else None
+
+    @property
+    def all_failed(self) -> bool:
+        """Photos were tried and every one failed: nothing was added (a run to look at, not a success)."""
+        return bool(self.failures) and self.embedded + self.reused == 0
+
+    @property
+    def summary(self) -> str:
+        """One line for a run in which every photo failed ("" otherwise): how many, and the commonest reasons."""
+        if not self.all_failed:
+            return ""
+        reasons = Counter(_reason_kind(f.reason) for f in self.failures).most_common(3)
+        shown = "; ".join(f"{n} x {why}" for why, n in reasons)
+        n = len(self.failures)
+        return f"nothing was indexed: all {n} photo{'s' if n != 1 else ''} tried failed ({shown})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -306,7 +323,9 @@ class BuildReport:
             "failures": [{"id": f.id, "source_id": f.source_id, "reason": f.reason} for f in self.failures],
             "seconds": round(self.seconds, 2),
             "photos_per_second": self.photos_per_second,
+            "all_failed": self.all_failed,
             "index": self.index,
+            "notes": list(self.notes),
         }
 
 
@@ -322,6 +341,7 @@ class IndexInfo:
     states: dict[str, int]
     failures: int
     failed: tuple[dict[str, Any], ...]  # the failed photos (id, source, source_id, error, retryable, attempts)
+    calibration: dict[str, Any] | None = None  # int8: photos, pixels_sha256, when, seconds of its calibration
 
     def as_dict(self, *, failures: bool = False) -> dict[str, Any]:
         d = {
@@ -333,6 +353,7 @@ class IndexInfo:
             "index": self.index,
             "states": self.states,
             "failures": self.failures,
+            "int8_calibration": self.calibration,
         }
         if failures:
             d["failed"] = [dict(f) for f in self.failed]
@@ -348,3 +369,9 @@ class ReindexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"before": self.before, "after": self.after, "recall_at_10": self.recall_at_10, "seconds": self.seconds}
+
+
+def _reason_kind(reason: str) -> str:
+    """A failure reason without its details in brackets, so that alike failures count together."""
+    kind = reason.split(" (", 1)[0].strip()
+    return kind if len(kind) <= 60 else kind[:57] + "..."

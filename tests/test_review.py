@@ -142,6 +142,9 @@ def test_reviews_over_http_and_the_cross_site_guard(served_index, home):
         assert post(c, body, origin="null").status_code == 403
         assert post(c, body, **{"sec-fetch-site": "cross-site"}).status_code == 403
         assert post(c, body, **{"sec-fetch-site": "same-site"}).status_code == 403
+        # two Origin headers, the first one ours: neither is trusted
+        twice = c.post("/reviews", json=body, headers=[("origin", own), ("origin", "http://evil.example")])
+        assert twice.status_code == 403 and "more than one Origin" in twice.json()["detail"]
         # a plain HTML form (no CORS preflight) cannot send JSON: refused
         form = c.post("/reviews", data={k: str(v) for k, v in body.items()})
         assert form.status_code == 415
@@ -226,3 +229,22 @@ def test_the_cross_site_rule(headers, refused):
     from imgidx.service.guard import cross_site
 
     assert bool(cross_site(Headers({"host": "127.0.0.1:8000", **headers}))) is refused
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [("origin", "http://127.0.0.1:8000"), ("origin", "http://evil.example")],
+        [("origin", "http://127.0.0.1:8000"), ("origin", "http://127.0.0.1:8000")],
+        [("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")],
+        [("origin", "http://127.0.0.1:8000"), ("host", "evil.example")],
+    ],
+)
+def test_a_repeated_origin_header_is_refused(raw):
+    """Which copy a proxy or a framework reads differs: a request that says two things is not same-origin."""
+    from starlette.datastructures import Headers
+
+    from imgidx.service.guard import cross_site
+
+    headers = Headers(raw=[(b"host", b"127.0.0.1:8000")] + [(k.encode(), v.encode()) for k, v in raw])
+    assert cross_site(headers).startswith("more than one ")
