@@ -8,6 +8,7 @@ from the index's own stamp, and kept for later calls.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from imgidx import ops
 from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
-from imgidx.indexer.embedders import extend_precision
+from imgidx.indexer.embedders import extend_precision, slow_precision
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
@@ -183,8 +184,11 @@ class Index:
             else:
                 weights = (weights_source if stamp is not None else None) or self.settings.weights
         layer = layer or (stamp.layer if stamp else "fc2")
+        notes: list[str] = []
         if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
-            precision = extend_precision(stamp.precision, precision)
+            precision = extend_precision(stamp.precision, precision, flags=self.settings.cpu_flags)
+            if (slow := slow_precision(precision, flags=self.settings.cpu_flags)) is not None:
+                notes.append(slow)
         from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher
 
         fetcher = make_fetcher(self.settings, workers)
@@ -196,6 +200,7 @@ class Index:
             precision=precision,
             batch_size=batch_size,
             runtime=runtime,
+            flags=self.settings.cpu_flags,
             calibration=lambda: calibration_photos(opened[0], fetcher),
         )
         with build_lock(self.home), Store(self.home) as store:
@@ -250,6 +255,9 @@ class Index:
                     decode_workers=decode_workers,
                     on_progress=advance,
                 )
+            calibration = getattr(embedder, "calibration_record", lambda: None)()
+            if calibration is not None:  # int8: what calibrated the model this index's vectors come from (`info`)
+                store.set_meta("int8_calibration", json.dumps(calibration, sort_keys=True))
             counts = store.counts()
         self._embedders.clear()  # a new index may have a new stamp
         return BuildReport(
@@ -262,6 +270,7 @@ class Index:
             failures=tuple(Failure(i, s, r) for i, s, r in report.skipped),
             seconds=report.seconds,
             index=counts,
+            notes=tuple(notes),
         )
 
     def _peek(self) -> tuple[Stamp | None, str | None, str | None]:
@@ -333,6 +342,7 @@ class Index:
                 states=counts["states"],
                 failures=counts["failures"],
                 failed=tuple(dict(r) for r in store.failures()),
+                calibration=_json_or_none(store.meta("int8_calibration")),
             )
 
     # ---- clean and audit ----------------------------------------------------------------------------------------
@@ -627,3 +637,11 @@ def _weights_for_workers(embedder) -> str:
     """The weights as another process resolves them to the same stamp: random:SEED, or the file's absolute path."""
     spec = embedder.weights
     return spec.fingerprint if spec.kind == "random" else str(Path(spec.path).resolve())
+
+
+def _json_or_none(text: str | None) -> dict | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

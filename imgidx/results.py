@@ -337,6 +337,7 @@ class BuildReport:
     failures: tuple[Failure, ...]  # photos skipped in this build, with the reason
     seconds: float
     index: dict[str, Any] = field(default_factory=dict)  # the index's counts after the build (see IndexInfo)
+    notes: tuple[str, ...] = ()  # said once per build: e.g. an int8 index extended on a CPU without VNNI
 
     @property
     def skipped(self) -> int:
@@ -375,6 +376,7 @@ class BuildReport:
             "photos_per_second": self.photos_per_second,
             "all_failed": self.all_failed,
             "index": self.index,
+            "notes": list(self.notes),
         }
 
 
@@ -390,6 +392,7 @@ class IndexInfo:
     states: dict[str, int]
     failures: int
     failed: tuple[dict[str, Any], ...]  # the failed photos (id, source, source_id, error, retryable, attempts)
+    calibration: dict[str, Any] | None = None  # int8: photos, pixels_sha256, when, seconds of its calibration
 
     def as_dict(self, *, failures: bool = False) -> dict[str, Any]:
         d = {
@@ -401,6 +404,7 @@ class IndexInfo:
             "index": self.index,
             "states": self.states,
             "failures": self.failures,
+            "int8_calibration": self.calibration,
         }
         if failures:
             d["failed"] = [dict(f) for f in self.failed]

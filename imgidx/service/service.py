@@ -61,7 +61,9 @@ class Unavailable(ServiceError):
 class ServeOptions:
     max_batch: int = 32  # images per model call
     max_wait_s: float = 0.005  # how long a lone upload waits for company
-    max_queue: int = 1024  # uploads waiting for the model before we answer 503
+    # uploads waiting for the model before we answer 503: below the connection limit (server.MAX_CONNECTIONS),
+    # or the queue could never fill and a flood would get the connection limit's 503, without Retry-After
+    max_queue: int = 512
     refresh_s: float = 2.0  # how often to look for a build's new commits
     max_k: int = 1000
 
