@@ -41,10 +41,12 @@ from imgidx.results import (
     Failure,
     IndexInfo,
     Neighbour,
+    NextPhoto,
     PhotoInfo,
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -72,6 +74,7 @@ __all__ = [
     "InvalidArgument",
     "LockedError",
     "Neighbour",
+    "NextPhoto",
     "NoIndexError",
     "NotFound",
     "Photo",
@@ -79,6 +82,7 @@ __all__ = [
     "Prediction",
     "ReindexReport",
     "Review",
+    "ReviewQueue",
     "Settings",
     "Stamp",
     "StampMismatch",

@@ -3,6 +3,7 @@ CLI prints with --json; the HTTP service derives its answers from the same recor
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,8 @@ class CleanRow:
     score: float = 0.0  # strongest evidence that it does not belong; > 1 where flagged by the default cut
     margin: float | None = None  # nearest other collection's centre − own side's; None without rivals
     neighbours_elsewhere: int = 0  # of its 10 nearest photos, those in rival collections
+    reviewed: str | None = None  # a person's decision on it ("flag" | "keep"), which `flagged` follows
+    p_flag: float | None = None  # P(flag) re-judged with the collection's reviews; None where none were used
 
     @property
     def id(self) -> int:
@@ -127,6 +130,8 @@ class CleanRow:
             "score": self.score,
             "margin": self.margin,
             "neighbours_elsewhere": self.neighbours_elsewhere,
+            "reviewed": self.reviewed,
+            "p_flag": self.p_flag,
             "title": p.title,
             "page_url": p.page_url,
             "path": p.path,
@@ -145,6 +150,7 @@ class CleanReport:
     allies: tuple[str, ...] = ()  # other collections of the same kind of photo
     rivals: tuple[str, ...] = ()  # other collections its photos are compared against
     classifier_label: str | None = None  # the saved classifier's class taken as this collection's
+    reviews: int = 0  # the collection's reviewed photos that taught this ranking (0: the cut alone)
 
     @property
     def flagged(self) -> tuple[CleanRow, ...]:
@@ -160,8 +166,54 @@ class CleanReport:
             "allies": list(self.allies),
             "rivals": list(self.rivals),
             "classifier_label": self.classifier_label,
+            "reviews": self.reviews,
             "applied": self.applied,
             "photos": [r.as_dict() for r in self.rows],
+        }
+
+
+@dataclass(frozen=True)
+class NextPhoto:
+    """A photo to review next: its decision now is the least certain (imgidx.search.reviewed)."""
+
+    photo: Neighbour  # attribution (score 0.0)
+    flagged: bool  # the decision it has now
+    p_flag: float  # P(flag) now (reviews included)
+    reason: str  # why it is asked, and what the cut says of it
+
+    @property
+    def id(self) -> int:
+        return self.photo.id
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.photo
+        return {
+            "id": p.id,
+            "source_id": p.source_id,
+            "title": p.title,
+            "reason": self.reason,
+            "flagged": self.flagged,
+            "p_flag": self.p_flag,
+            "page_url": p.page_url,
+            "path": p.path,
+        }
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """`review COLLECTION --next N`: the photos whose decisions would teach the cut most, most useful first."""
+
+    collection: str
+    strategy: str  # how they were chosen, in words
+    reviewed: int  # photos of the collection reviewed so far
+    photos: tuple[NextPhoto, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "strategy": self.strategy,
+            "reviewed": self.reviewed,
+            "photos": [p.as_dict() for p in self.photos],
         }
 
 
@@ -285,6 +337,7 @@ class BuildReport:
     failures: tuple[Failure, ...]  # photos skipped in this build, with the reason
     seconds: float
     index: dict[str, Any] = field(default_factory=dict)  # the index's counts after the build (see IndexInfo)
+    notes: tuple[str, ...] = ()  # said once per build: e.g. an int8 index extended on a CPU without VNNI
 
     @property
     def skipped(self) -> int:
@@ -293,6 +346,21 @@ class BuildReport:
     @property
     def photos_per_second(self) -> float | None:
         return round((self.embedded + self.reused) / self.seconds, 2) if self.seconds else None
+
+    @property
+    def all_failed(self) -> bool:
+        """Photos were tried and every one failed: nothing was added (a run to look at, not a success)."""
+        return bool(self.failures) and self.embedded + self.reused == 0
+
+    @property
+    def summary(self) -> str:
+        """One line for a run in which every photo failed ("" otherwise): how many, and the commonest reasons."""
+        if not self.all_failed:
+            return ""
+        reasons = Counter(_reason_kind(f.reason) for f in self.failures).most_common(3)
+        shown = "; ".join(f"{n} x {why}" for why, n in reasons)
+        n = len(self.failures)
+        return f"nothing was indexed: all {n} photo{'s' if n != 1 else ''} tried failed ({shown})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -306,7 +374,9 @@ class BuildReport:
             "failures": [{"id": f.id, "source_id": f.source_id, "reason": f.reason} for f in self.failures],
             "seconds": round(self.seconds, 2),
             "photos_per_second": self.photos_per_second,
+            "all_failed": self.all_failed,
             "index": self.index,
+            "notes": list(self.notes),
         }
 
 
@@ -322,6 +392,7 @@ class IndexInfo:
     states: dict[str, int]
     failures: int
     failed: tuple[dict[str, Any], ...]  # the failed photos (id, source, source_id, error, retryable, attempts)
+    calibration: dict[str, Any] | None = None  # int8: photos, pixels_sha256, when, seconds of its calibration
 
     def as_dict(self, *, failures: bool = False) -> dict[str, Any]:
         d = {
@@ -333,6 +404,7 @@ class IndexInfo:
             "index": self.index,
             "states": self.states,
             "failures": self.failures,
+            "int8_calibration": self.calibration,
         }
         if failures:
             d["failed"] = [dict(f) for f in self.failed]
@@ -348,3 +420,9 @@ class ReindexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"before": self.before, "after": self.after, "recall_at_10": self.recall_at_10, "seconds": self.seconds}
+
+
+def _reason_kind(reason: str) -> str:
+    """A failure reason without its details in brackets, so that alike failures count together."""
+    kind = reason.split(" (", 1)[0].strip()
+    return kind if len(kind) <= 60 else kind[:57] + "..."

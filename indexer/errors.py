@@ -39,6 +39,13 @@ class VectorsLost(StoreError):
     the lost vectors, and a later build embeds those photos again."""
 
 
+class InvalidCollectionName(ConfigError):
+    """A build's photos would go to a collection whose name is not allowed (indexer/names.py says what is).
+    `nameable`: the source takes an explicit name for that collection instead (the query itself may stay)."""
+
+    nameable = False
+
+
 class LockedError(ImgidxError):
     """Another build holds the data home."""
 

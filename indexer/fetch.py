@@ -11,9 +11,9 @@ was checked (no second lookup that DNS rebinding could answer differently); ever
 the same way. User names and passwords in photo URLs are dropped, and no Authorization header is ever sent.
 
 Failures say what may change: `retryable` ones (timeouts, 5xx, 429) are retried at once with backoff;
-`transient` ones (403/404/410 and other 4xx, refused addresses) are not retried in this run, but a later
-`--retry-failed` run tries them again. Neither flag: the photo is known dead (Flickr's placeholder) or the bytes are
-not an image.
+`transient` ones (403/404/410 and other 4xx) are not retried in this run, but a later `--retry-failed` run tries
+them again. Neither flag: the photo is known dead (Flickr's placeholder), the bytes are not an image, or the
+address is refused as private (it stays private: asking again would only knock on the same inward door).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Download:
     error: str | None = None
     retryable: bool = False  # worth retrying now, with backoff (network, 5xx, 429)
     final_url: str = ""
-    transient: bool = False  # not now, but a later run may succeed (403/404/410, a refused address)
+    transient: bool = False  # not now, but a later run may succeed (403/404/410)
 
     @property
     def retry_later(self) -> bool:
@@ -237,8 +237,8 @@ class Fetcher:
                 if declared is not None and declared > self.max_bytes:
                     return Download(None, f"too large ({declared} bytes; limit {self.max_bytes})", False, final), None
                 return self._read_body(r, start, declared), None
-        except BlockedAddress as e:  # a setting can change this: a later run may try again
-            return Download(None, str(e), transient=True), None
+        except BlockedAddress as e:  # final: the address stays private, so --retry-failed must not knock again
+            return Download(None, str(e)), None
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as e:
             return Download(None, f"refused URL ({type(e).__name__})"), None
         except requests.TooManyRedirects:

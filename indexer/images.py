@@ -13,6 +13,7 @@ import contextlib
 import io
 import math
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -30,16 +31,40 @@ MAX_DECODED_BYTES = 256 * 2**20
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 FORMATS_TEXT = "JPEG, PNG, GIF, BMP, TIFF or WebP"  # for messages
 _HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_BYTE_ORDERS = {"I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
 MIN_SIDE = 32  # below this there is nothing for a 224-px CNN to see
 DRAFT_MARGIN = 2  # JPEG draft decoding stops at DRAFT_MARGIN x the target size (see the module docstring)
 _SRGB = ImageCms.createProfile("sRGB")
 
 
 def prepare(data: bytes, size: int = TARGET_SIZE, *, max_pixels: int = MAX_PIXELS, draft: bool = True) -> npt.NDArray:
-    """Decode, fix orientation and colours, centre-crop to a square, resize to `size`. Raises ImageError."""
-    img = decode(data, size if draft else None, max_pixels=max_pixels)
-    img = to_rgb(img, keep_grey=True)  # grey stays one band until it is small: 1 byte a pixel, not 4
-    return np.asarray(center_square(img, size).convert("RGB"), dtype=np.uint8)
+    """Decode, fix orientation and colours, centre-crop to a square, resize to `size`. Total: any bytes give a
+    writable (size, size, 3) uint8 array or ImageError with a one-line reason, never another exception."""
+    with total("cannot be decoded"):
+        return pixels(decode(data, size if draft else None, max_pixels=max_pixels), size)
+
+
+def pixels(img: Image.Image, size: int = TARGET_SIZE) -> npt.NDArray:
+    """A decoded image of any Pillow mode -> writable (size, size, 3) uint8, or ImageError (total, like prepare)."""
+    with total("cannot be converted"):
+        img = to_rgb(img, keep_grey=True)  # grey stays one band until it is small: 1 byte a pixel, not 4
+        # np.array, not asarray: a view of Pillow's buffer is read-only, and callers may scale in place
+        return np.array(center_square(img, size).convert("RGB"), dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def total(what: str) -> Iterator[None]:
+    """Whatever Pillow or numpy raise on one image (a mode they cannot convert, a read-only buffer, a broken frame
+    table, memory) becomes that image's ImageError: one odd photo is skipped, it never stops a build, a search or
+    a request. Bugs stay visible in the reason: the exception's type and first words."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("too large to decode in the memory available") from None
+    except Exception as e:  # noqa: BLE001 - the one place every decoding failure is turned into a reason
+        raise ImageError(f"{what} ({type(e).__name__}: {_short(e)})") from None
 
 
 def decode(
@@ -92,6 +117,9 @@ def to_rgb(img: Image.Image, *, keep_grey: bool = False) -> Image.Image:
         ImageOps.exif_transpose(img, in_place=True)  # in place: no full-size copy when nothing turns
     if keep_grey and img.mode == "L":
         return img
+    if img.mode == "La":  # premultiplied grey + alpha: Pillow converts it to nothing but through RGBa
+        grey, alpha = img.split()
+        img = Image.merge("RGBa", (grey, grey, grey, alpha))
     if img.mode == "P" and "transparency" in img.info or img.mode in ("PA", "LA", "RGBa", "La"):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
@@ -137,6 +165,10 @@ def pixel_bytes(mode: str) -> int:
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
     """16/32-bit integer or float grey -> 8-bit, a band of rows at a time in float32: the only full-size copy
     made is the 8-bit result (a whole-image float64 array cost 8 bytes a pixel, twice)."""
+    if img.mode in _BYTE_ORDERS:  # Pillow computes nothing on these: the same samples as plain "I;16" first
+        w, h = img.size
+        samples = np.frombuffer(img.tobytes(), dtype=_BYTE_ORDERS[img.mode]).reshape(h, w)
+        img = Image.frombuffer("I;16", (w, h), samples.astype("<u2").tobytes(), "raw", "I;16", 0, 1)
     lo, hi = (float(v) for v in img.getextrema())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo, hi = 0.0, 1.0
@@ -149,15 +181,17 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     out = np.empty((h, w), dtype=np.uint8)
     step = max(1, 2**22 // max(1, w * 4))  # about 4 MiB of float32 per band
     for top in range(0, h, step):
-        band = np.asarray(img.crop((0, top, w, min(h, top + step))), dtype=np.float32)
+        # a copy (np.array): asarray of an "F" image is a read-only view of Pillow's own buffer
+        band = np.array(img.crop((0, top, w, min(h, top + step))), dtype=np.float32)
         if lo:
             band -= np.float32(lo)
         band *= scale
+        np.nan_to_num(band, copy=False, nan=0.0, posinf=255.0, neginf=0.0)  # NaN samples: black, not garbage
         np.clip(band, 0, 255, out=band)
         out[top : top + len(band)] = band
     return Image.fromarray(out, "L")
 
 
 def _short(e: Exception) -> str:
-    msg = str(e).strip() or type(e).__name__
+    msg = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the library put in it
     return msg if len(msg) <= 80 else msg[:77] + "..."

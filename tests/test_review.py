@@ -142,6 +142,9 @@ def test_reviews_over_http_and_the_cross_site_guard(served_index, home):
         assert post(c, body, origin="null").status_code == 403
         assert post(c, body, **{"sec-fetch-site": "cross-site"}).status_code == 403
         assert post(c, body, **{"sec-fetch-site": "same-site"}).status_code == 403
+        # two Origin headers, the first one ours: neither is trusted
+        twice = c.post("/reviews", json=body, headers=[("origin", own), ("origin", "http://evil.example")])
+        assert twice.status_code == 403 and "more than one Origin" in twice.json()["detail"]
         # a plain HTML form (no CORS preflight) cannot send JSON: refused
         form = c.post("/reviews", data={k: str(v) for k, v in body.items()})
         assert form.status_code == 415
@@ -156,6 +159,19 @@ def test_reviews_over_http_and_the_cross_site_guard(served_index, home):
         undone = c.post("/reviews/undo", json={"collection": "rings", "id": pid})
         assert undone.status_code == 200 and undone.json()["review"] is None
         assert c.get("/collections/rings/reviews").json()["reviews"] == []
+        # the review queue, and the clean ranking re-judged with the decisions (issue 20)
+        queue = c.get("/collections/rings/next", params={"n": 3}).json()
+        assert queue["reviewed"] == 0 and len(queue["photos"]) == 3
+        assert {"id", "source_id", "title", "reason", "p_flag", "flagged"} <= set(queue["photos"][0])
+        first = queue["photos"][0]["id"]
+        assert post(c, {"collection": "rings", "id": first, "decision": "flag"}).status_code == 200
+        assert first not in [p["id"] for p in c.get("/collections/rings/next").json()["photos"]]
+        clean = c.get("/collections/rings/clean").json()
+        item = next(i for i in clean["items"] if i["id"] == first)
+        assert clean["reviews"] == 1 and item["outlier"] and item["reviewed"] == "flag"
+        assert item["reason"] == "flagged by anonymous" and all(i["p_flag"] is not None for i in clean["items"])
+        assert c.get("/collections/rings/next", params={"n": 0}).status_code == 422
+        assert c.get("/collections/nope/next").status_code == 404
         assert c.get("/collections/stripes/duplicates").status_code == 200
         audit = c.get("/collections/stripes/audit")
         assert audit.status_code == 200 and audit.json()["against"] == ["rings"]
@@ -226,3 +242,22 @@ def test_the_cross_site_rule(headers, refused):
     from imgidx.service.guard import cross_site
 
     assert bool(cross_site(Headers({"host": "127.0.0.1:8000", **headers}))) is refused
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [("origin", "http://127.0.0.1:8000"), ("origin", "http://evil.example")],
+        [("origin", "http://127.0.0.1:8000"), ("origin", "http://127.0.0.1:8000")],
+        [("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")],
+        [("origin", "http://127.0.0.1:8000"), ("host", "evil.example")],
+    ],
+)
+def test_a_repeated_origin_header_is_refused(raw):
+    """Which copy a proxy or a framework reads differs: a request that says two things is not same-origin."""
+    from starlette.datastructures import Headers
+
+    from imgidx.service.guard import cross_site
+
+    headers = Headers(raw=[(b"host", b"127.0.0.1:8000")] + [(k.encode(), v.encode()) for k, v in raw])
+    assert cross_site(headers).startswith("more than one ")

@@ -103,7 +103,7 @@ def test_inward_urls_are_refused_by_default(internal):
     for url in urls:
         got = quick().fetch(url)
         assert got.data is None and got.error.startswith("refused address"), (url, got)
-        assert got.transient and not got.retryable and "IMGIDX_ALLOW_PRIVATE_HOSTS=1" in got.error
+        assert not got.retry_later and "IMGIDX_ALLOW_PRIVATE_HOSTS=1" in got.error  # final: stored not retryable
     assert Internal.seen == []  # not one request reached the internal host
 
 
@@ -145,3 +145,30 @@ def test_userinfo_and_netrc_credentials_never_leave(internal, monkeypatch, tmp_p
         assert allowed.fetch(url).data == png(), url
     assert quick().fetch(f"http://user:pw@cdn.example:{port}/d.png").data == png()
     assert len(Internal.seen) == 6 and all(auth is None for _, auth in Internal.seen), Internal.seen
+
+
+@pytest.mark.slow
+def test_a_refused_address_is_a_final_failure_that_retry_failed_leaves_alone(internal, tmp_path):
+    """An address refused as private stays private: stored as not retryable, so --retry-failed never asks again."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from imgidx.cli.app import app
+
+    port = internal
+    urls = tmp_path / "list.csv"
+    urls.write_text(f"url,id\nhttp://cdn.example:{port}/a.png,public\nhttp://127.0.0.1:{port}/b.png,inward\n")
+    model = ["--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4"]
+    runner = CliRunner()
+    first = runner.invoke(app, ["build", "--from-urls", str(urls), *model, "--json"])
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout)["embedded"] == 1
+    [failed] = json.loads(runner.invoke(app, ["info", "--failures", "--json"]).stdout)["failed"]
+    assert failed["source_id"] == "inward" and failed["error"].startswith("refused address 127.0.0.1")
+    assert failed["retryable"] in (0, False)
+    seen = len(Internal.seen)
+    again = runner.invoke(app, ["build", "--from-urls", str(urls), *model, "--retry-failed", "--json"])
+    report = json.loads(again.stdout)
+    assert again.exit_code == 0 and report["failed_before"] == 1 and report["skipped"] == 0, again.stderr
+    assert len(Internal.seen) == seen  # nothing asked of anyone

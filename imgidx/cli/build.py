@@ -12,6 +12,7 @@ from imgidx.indexer.config import Settings
 from imgidx.indexer.engines.ray_cluster import INSTALL, RayMissing, import_ray
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.sources.flickr import SIZE_LETTERS, SORTS
+from imgidx.results import BuildReport
 
 from . import console
 
@@ -58,7 +59,8 @@ def build(
         str | None,
         typer.Option(
             help="Model compute precision: fp32|bf16|fp16|int8 (int8: ONNX Runtime). Default: the index's own; "
-            "for a new index bf16 on CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+            "for a new index the fastest that keeps quality on this CPU: bf16 with AMX-BF16, int8 with VNNI, bf16 "
+            "with AVX512_BF16, else fp32 (README 'Precision by CPU kind'; recorded in the stamp)."
         ),
     ] = None,
     runtime: Annotated[
@@ -162,8 +164,11 @@ def build(
             ray_address=ray_address,
         )
     d = report.as_dict()
+    for note in report.notes:  # stderr, so that --json stays one document
+        console.err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         console.print_json(d)
+        _exit_if_all_failed(report)
         return
     for f in report.failures[:20]:
         console.err.print(
@@ -186,3 +191,16 @@ def build(
             ("index size", d["index"]["photos"]),
         ],
     )
+    _exit_if_all_failed(report)
+
+
+def _exit_if_all_failed(report: BuildReport) -> None:
+    """A run that tried photos and indexed none is a failure for scripts too (exit 1), with its summary."""
+    if report.all_failed:
+        console.err.print(
+            f"error: {report.summary}; see `imgidx info --failures`, fix the input and run the build again",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)

@@ -17,6 +17,7 @@ from imgidx.indexer.errors import (
     ConfigError,
     EmptyIndex,
     ImgidxError,
+    InvalidCollectionName,
     MissingCredentials,
     NoIndexError,
     StampMismatch,
@@ -75,6 +76,8 @@ def hint(error: ImgidxError) -> str:
         return " (`imgidx build --from-dir DIR` or `--from-urls FILE`)"
     if isinstance(error, VectorsLost):
         return " with `imgidx verify --repair`"
+    if isinstance(error, InvalidCollectionName) and error.nameable:
+        return " (with --as NAME; for a query, one query per build)"
     if isinstance(error, StampMismatch) and not str(error).startswith("classifier"):
         return " (omit --layer/--weights to use the index's own)"
     return ""

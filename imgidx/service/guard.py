@@ -191,6 +191,10 @@ class CrossSiteGuard:
 
 def cross_site(headers: Headers) -> str:
     """Why a request is not from this server's own origin ("" when it is, or when no browser says otherwise)."""
+    for name in ("origin", "sec-fetch-site", "host"):
+        # two copies: which one a proxy or framework reads is anyone's guess, so neither is trusted
+        if len(headers.getlist(name)) > 1:
+            return f"more than one {name.title()} header"
     site = headers.get("sec-fetch-site")
     if site is not None and site.lower() not in ("same-origin", "none"):
         return f"Sec-Fetch-Site is {site[:40]!r}"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imgidx.indexer.images import FORMATS
+from imgidx.indexer.errors import ImageError
+from imgidx.indexer.images import FORMATS, to_rgb, total
 
 MIN_SIZE, MAX_SIZE = 16, 1024
 MEDIA_TYPES = {
@@ -46,14 +47,14 @@ def make_thumbnail(path: Path, size: int) -> bytes:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster for big photos
             img = ImageOps.exif_transpose(img)
             img.thumbnail((size, size), Image.Resampling.LANCZOS)
-            if img.mode in ("RGBA", "LA", "PA", "P"):
-                img = img.convert("RGBA")
-                canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(canvas, img)
+            with total("cannot be converted"):  # any mode as the index saw it (16-bit, float, CMYK, ...)
+                img = to_rgb(img)
             buf = io.BytesIO()
-            img.convert("RGB").save(buf, "JPEG", quality=85)
+            img.save(buf, "JPEG", quality=85)
             return buf.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except ImageError as e:
+        raise ThumbnailError(f"{path.name} cannot be made into a thumbnail ({e.reason})") from None
+    except Exception as e:  # noqa: BLE001 - one odd file is a refused thumbnail, never a 500
         raise ThumbnailError(f"{path.name} cannot be made into a thumbnail ({type(e).__name__})") from None
 
 

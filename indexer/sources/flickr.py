@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from .. import names
 from ..config import Settings
 from ..errors import ConfigError, MissingCredentials
 from ..licenses import parse_license_ids
@@ -98,6 +99,10 @@ class FlickrSource:
                 raise ConfigError(str(e)) from None
         else:
             licenses = tuple(license or ())
+        if as_name:
+            names.check(as_name, "the collection name given")
+        for t in texts if not as_name else ():  # a query may be any text; the collection it names may not
+            names.check(t, f"query {t[:60]!r}", todo="search with it, but give its collection a name", nameable=True)
         self.queries = [
             FlickrQuery(t, count=count, sort=sort, licenses=licenses, size=size, collection=as_name or t) for t in texts
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import names
 from ..errors import ConfigError
 from ..records import Photo
 
@@ -26,11 +27,18 @@ class FolderSource:
 
     def photos(self) -> Iterator[Photo]:
         found = False
+        checked: set[str] = set()
         for path in sorted(self.root.rglob("*")):
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file() or path.name.startswith("."):
                 continue
             rel = path.relative_to(self.root)
             collection = rel.parts[0] if len(rel.parts) > 1 else self.collection
+            if collection not in checked:  # before any photo is stored: rename the folder, lose nothing
+                if len(rel.parts) > 1:
+                    where, todo = f"sub-folder {rel.parts[0]!r} of {self.root}", "rename the sub-folder"
+                else:
+                    where, todo = f"the files directly in {self.root}", "give their collection a name"
+                checked.add(names.check(collection, where, todo=todo, nameable=len(rel.parts) == 1))
             yield Photo(
                 source=NAME,
                 source_id=rel.as_posix(),

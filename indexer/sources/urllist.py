@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import names
 from ..errors import ConfigError
 from ..records import Photo
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 NAME = "urls"
 ID_COLUMNS = ("id", "key")
 TEXT_COLUMNS = ("title", "owner", "page_url", "caption", "collection")
+FIX_COLLECTION = "correct the collection column (an empty cell puts the row in the list's collection)"
 
 
 class UrlListSource:
@@ -40,8 +42,11 @@ class UrlListSource:
 
     def photos(self) -> Iterator[Photo]:
         seen: set[str] = set()
+        checked: set[str] = set()
         for n, row in enumerate(self._rows(), start=2):  # row 1 is the header of a CSV
             photo = self._photo(row)
+            if photo is not None and photo.collection not in checked:  # before any photo is stored
+                checked.add(names.check(photo.collection, f"{self.path}, row {n}", todo=FIX_COLLECTION))
             if photo is None:
                 log.warning("%s: row %d has no http(s) URL in column %r; skipped", self.path, n, self.url_column)
                 continue
