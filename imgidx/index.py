@@ -42,6 +42,7 @@ from .results import (
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -356,6 +357,7 @@ class Index:
         apply: bool = False,
         method: str = "auto",
         classifier: str | None = "auto",
+        use_reviews: bool = True,
     ) -> CleanReport:
         """Rank a collection from typical to outlier and flag the outliers (seed 003 §9.6's loop, and more).
 
@@ -363,9 +365,11 @@ class Index:
         distance to another collection's robust centroid. apply=True stores the flags: flagged photos then
         leave similar(collection=...), training and the clean counts (undo_clean removes them).
         method "auto" also uses the index's other collections and a saved classifier ("auto", a name or None),
-        and each row says why it is flagged; "centroid" is the seed's loop alone."""
+        and each row says why it is flagged; "centroid" is the seed's loop alone.
+        The collection's reviews are labels (use_reviews=False: the cut alone): a reviewed photo keeps its
+        decision, and the others are re-judged with what the decisions teach (search/reviewed.py)."""
         options = dict(iterations=iterations, drop=drop, threshold=threshold, against=against)
-        options.update(method=method, classifier=classifier)
+        options.update(method=method, classifier=classifier, use_reviews=use_reviews)
         if apply:
             with self._writing() as store:
                 report = ops.clean_report(store, collection, **options)
@@ -395,6 +399,34 @@ class Index:
         leave it alone. source: the view it was made in ("clean" | "duplicates" | "audit")."""
         with self._writing() as store:
             return ops.review(store, collection, _photo_id(photo_id), decision, reviewer=reviewer, source=source)
+
+    def review_photos(
+        self,
+        collection: str,
+        photo_ids: Sequence[int],
+        decision: str,
+        *,
+        reviewer: str = "anonymous",
+        source: str = "clean",
+    ) -> list[Review]:
+        """review() on several photos at once: all are checked before any decision is stored."""
+        with self._writing() as store:
+            ids = [_photo_id(p) for p in photo_ids]
+            return ops.review_photos(store, collection, ids, decision, reviewer=reviewer, source=source)
+
+    def undo_reviews(self, collection: str, photo_ids: Sequence[int]) -> list[Review | None]:
+        """undo_review() on several photos at once; the decisions that count now."""
+        with self._writing() as store:
+            return ops.undo_reviews(store, collection, [_photo_id(p) for p in photo_ids])
+
+    def review_next(
+        self, collection: str, n: int = 10, *, method: str = "auto", classifier: str | None = "auto"
+    ) -> ReviewQueue:
+        """The n unreviewed photos of `collection` whose decisions would teach the clean cut most: the least
+        certain ones, spread over the collection (search/reviewed.py)."""
+        with self._reading() as store:
+            evidence = ops.clean_evidence(store, collection, method=method, classifier=classifier)
+            return ops.review_queue(store, evidence, n)
 
     def undo_review(self, collection: str, photo_id: int) -> Review | None:
         """Withdraw the newest decision on a photo; returns the decision that counts now (None: the automatic one)."""

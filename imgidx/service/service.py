@@ -80,6 +80,7 @@ class StoreThread:
     def __init__(self, home: Path, refresh_s: float, on_open: Callable[[Store], None]):
         self.home, self.refresh_s, self.on_open = home, refresh_s, on_open
         self.generation = 0  # bumped at every (re)open: cache keys include it
+        self.vectors_generation = 0  # bumped when the store is opened anew (not for a metadata-only commit)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="imgidx-store")
         self._store: Store | None = None
         self._signature: tuple = ()
@@ -135,6 +136,7 @@ class StoreThread:
         old, self._store = self._store, fresh
         self._signature = self._current_signature(fresh)
         self.generation += 1
+        self.vectors_generation += 1
         if old is not None:
             old.close()
             logger.info("reopened the index in %s (it changed on disk)", self.home)
