@@ -1,9 +1,9 @@
 """The service's promises over real HTTP (SECURITY.md, README "imgidx serve"), on a server in this process so that
 the test can see its model queue: a folder photo that is a symlink to a file outside its folder is not served,
 uploads beyond the 512 waiting for the model are answered 503 with Retry-After, and a review waits 5 s for a
-build's write transaction, then answers 503. The server is the one `imgidx
-serve` runs (`uvicorn_config`: the same protocol and limits), bound to a free loopback port; the connection limit
-is checked here too, where no other test's connection is open."""
+build's write transaction, then answers 503. The server is the one `imgidx serve` runs (`uvicorn_config`: the
+same protocol and limits), bound to a free loopback port; the connection limit is checked here too, where no
+other test's connection is open."""
 
 from __future__ import annotations
 
