@@ -68,7 +68,7 @@ def mem_available() -> int:
 
 
 def machine() -> dict:
-    from imgidx.indexer.embedders import cpu_flags
+    from imgidx.indexer.embedders import cpu_flags, cpu_kind
     from imgidx.indexer.flow import cores
 
     flags = cpu_flags()
@@ -80,6 +80,7 @@ def machine() -> dict:
         "cores": cores(),
         "cpu": next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?"),
         "amx_bf16": "amx_bf16" in flags,
+        "cpu_kind": cpu_kind(flags),
         "python": platform.python_version(),
         "load_average_1m_at_start": load,
         "memory_available_gb": round(mem_available() / 2**30, 1),

@@ -27,9 +27,8 @@ def _embedder(batch_size: int | None = None):
 
     device = accelerator()
     spec = resolve("random:0", "fc2", Path("/nonexistent"), "")  # same FLOPs as the ImageNet weights
-    emb = Embedder(
-        "fc2", spec, precision=default_precision(device), batch_size=batch_size or default_batch_size(device)
-    )
+    precision = default_precision(device, runtime="keras")  # the Keras runtime's own default (no int8 there)
+    emb = Embedder("fc2", spec, precision=precision, batch_size=batch_size or default_batch_size(device))
     return emb.load(), device
 
 
@@ -88,16 +87,21 @@ def run(opts: Options) -> tuple[dict, str]:
     x = np.stack([prepare(f.read_bytes()) for f in files[:bs]])
     gflops = runtimes.sgemm_gflops()
     limit = gflops / runtimes.GFLOP_PER_IMAGE
+    from imgidx.indexer.embedders.onnx_runtime import CALIBRATION_PHOTOS
+
     embs, variants = runtimes.measure(
-        x, rounds=2 if opts.quick else 3, min_seconds=5 if opts.quick else 12, calibration=32 if opts.quick else 300
+        x, rounds=2 if opts.quick else 3, min_seconds=5 if opts.quick else 12, calibration=CALIBRATION_PHOTOS
     )
+    verdicts = gate_verdicts()
+    for name, v in variants.items():
+        v["gate"] = verdicts.get(name.split()[1], "not run here (make quality)")
     best = max(variants, key=lambda k: variants[k]["median"])
     best_fp32 = max((k for k in variants if k.endswith("fp32")), key=lambda k: variants[k]["median"])
     for v in variants.values():
         v["of_sgemm_limit"] = round(v["median"] / limit, 3)
     today = variants["keras fp32"]["median"]
     emb = embs[best]
-    default = _default_variant(bs, OUT / f"runtimes-home-cal{32 if opts.quick else 300}")
+    default = _default_variant(bs, OUT / f"runtimes-home-cal{CALIBRATION_PHOTOS}")
     embs_all = {k: embs[k] for k in dict.fromkeys(("keras fp32", default))}  # today's build and the default one
     for name in [k for k in embs if k not in (best, "keras fp32", default)]:
         del embs[name]
@@ -150,6 +154,9 @@ def run(opts: Options) -> tuple[dict, str]:
         },
         "goal": 0.95 if device == "gpu" else 0.85,
         "builds_vs_today": builds,
+        "default_build_vs_best_bare": round(
+            statistics.median(builds["photos_per_second"][default]) / variants[best]["median"], 2
+        ),
         "skipped_photos": reports[-1]["skipped"],
         "reused_photos": reports[-1]["reused"],
     }
@@ -161,28 +168,49 @@ def run(opts: Options) -> tuple[dict, str]:
             " ".join(f"{r:.2f}" for r in v["img_per_s"]),
             f"{v['of_sgemm_limit']:.2f}",
             " ".join(f"{c:.2f}" for c in v["others"]),
+            v["gate"],
         )
         for name, v in variants.items()
     ]
-    rows.append((f"sgemm limit ({gflops:.0f} GFLOP/s / {runtimes.GFLOP_PER_IMAGE})", f"{limit:.2f}", "1", ""))
+    rows.append((f"sgemm limit ({gflops:.0f} GFLOP/s / {runtimes.GFLOP_PER_IMAGE})", f"{limit:.2f}", "1", "", ""))
     bare_others, pipe_others = others[:1] + others[2::2], others[1::2]
-    rows += [(f"{best}: bare, again", f"{b:.2f}", "", f"{c:.2f}") for b, c in zip(bares, bare_others, strict=True)]
+    rows += [(f"{best}: bare, again", f"{b:.2f}", "", f"{c:.2f}", "") for b, c in zip(bares, bare_others, strict=True)]
     rows += [
-        (f"{best}: full build pipeline from disk", f"{p:.2f}", "", f"{c:.2f}")
+        (f"{best}: full build pipeline from disk", f"{p:.2f}", "", f"{c:.2f}", "")
         for p, c in zip(pipes, pipe_others, strict=True)
     ]
-    rows.append(("ratio pipeline / bare (median)", f"{result['ratio']:.3f} (goal >= {result['goal']})", "", ""))
-    rows.append(("pipeline / keras fp32 bare", f"{result['pipeline_vs_keras_fp32_bare']:.2f}x", "", ""))
-    rows.append(("model busy in the pipeline", " ".join(f"{b:.3f}" for b in result["model_busy"]), "", ""))
+    rows.append(("ratio pipeline / bare (median)", f"{result['ratio']:.3f} (goal >= {result['goal']})", "", "", ""))
+    rows.append(("pipeline / keras fp32 bare", f"{result['pipeline_vs_keras_fp32_bare']:.2f}x", "", "", ""))
+    rows.append(("model busy in the pipeline", " ".join(f"{b:.3f}" for b in result["model_busy"]), "", "", ""))
     for name, b in builds["photos_per_second"].items():
         label = "today's build (keras fp32)" if name == "keras fp32" else f"default build ({name})"
-        rows.append((f"{label}, {builds['photos']} photos", " ".join(f"{r:.2f}" for r in b), "", ""))
-    rows.append(("default build / today's build (median)", f"{builds['ratio']:.2f}x", "", ""))
+        rows.append((f"{label}, {builds['photos']} photos", " ".join(f"{r:.2f}" for r in b), "", "", ""))
+    rows.append(("default build / today's build (median)", f"{builds['ratio']:.2f}x", "", "", ""))
+    rows.append((f"default build / best bare ({best})", f"{result['default_build_vs_best_bare']:.2f}x", "", "", ""))
     title = (
         f"1. model: runtimes x precisions vs the sgemm limit, then the pipeline with the fastest: {device}, fc2, "
         f"batch {bs}, {len(files)} photos"
     )
-    return result, table(title, ["what", "img/s", "of limit", "cores used by other processes"], rows)
+    header = ["what", "img/s", "of limit", "cores used by other processes", "quality gate (vs fp32)"]
+    return result, table(title, header, rows)
+
+
+def gate_verdicts() -> dict[str, str]:
+    """precision -> the quality gate's verdict on this machine (bench/precision_gate.py's last report), for the
+    int8 recipe in use and bf16; fp32 is the reference."""
+    import json
+
+    verdicts = {"fp32": "reference"}
+    try:
+        report = json.loads((OUT / "precision_gate.json").read_text())
+    except (OSError, ValueError):
+        return verdicts
+    for name, v in report.get("variants", {}).items():
+        precision, kind = name.split(" ", 1)
+        if kind in ("default", "keras"):
+            worst = v.get("worst_delta")
+            verdicts[precision] = f"{'pass' if v.get('passes') else 'FAIL'} (worst outcome delta {worst})"
+    return verdicts
 
 
 def _default_variant(batch_size: int, home: Path) -> str:

@@ -1,7 +1,8 @@
 """`make bench` / `python -m bench.run [--only PART ...] [--quick]`: print a table per part and write
 bench/results.json (generated: git-ignored). Parts run in the order given; each can run alone.
 
-  model      bare model img/s vs the full build pipeline from photos on disk (ratio)
+  model      every runtime x precision (bare, with the quality gate's verdict) and the build pipeline
+  build      `imgidx build --from-dir` of 64 and 320 photos in fresh homes: the default build vs bare Keras fp32
   prep       image preparation img/s: ours vs the seeds' recipes, 1 core vs all cores
   download   photos/s from a local server adding 50 ms per photo vs the concurrency bound
   search     latency p50/p99, recall@10, memory per vector, per index kind at 10k / 100k / 1M
@@ -22,14 +23,15 @@ import traceback
 
 from .common import ROOT, Options, Skip, machine
 
-PARTS = ("model", "prep", "download", "search", "coldstart", "precision", "draft", "scale")
+PARTS = ("model", "build", "prep", "download", "search", "coldstart", "precision", "draft", "scale")
 
 
 def _part(name: str):
-    from . import coldstart, download, model, precision, prep, scale, search
+    from . import build_rate, coldstart, download, model, precision, prep, scale, search
 
     return {
         "model": model.run,
+        "build": build_rate.run_part,
         "prep": prep.run,
         "download": download.run,
         "search": search.run,

@@ -41,10 +41,12 @@ from imgidx.results import (
     Failure,
     IndexInfo,
     Neighbour,
+    NextPhoto,
     PhotoInfo,
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -68,6 +70,7 @@ __all__ = [
     "InvalidArgument",
     "LockedError",
     "Neighbour",
+    "NextPhoto",
     "NoIndexError",
     "NotFound",
     "Photo",
@@ -75,6 +78,7 @@ __all__ = [
     "Prediction",
     "ReindexReport",
     "Review",
+    "ReviewQueue",
     "Settings",
     "Stamp",
     "StampMismatch",

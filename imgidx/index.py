@@ -8,6 +8,7 @@ from the index's own stamp, and kept for later calls.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from imgidx import ops
 from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
-from imgidx.indexer.embedders import extend_precision
+from imgidx.indexer.embedders import extend_precision, slow_precision
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
@@ -41,6 +42,7 @@ from .results import (
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -182,8 +184,11 @@ class Index:
             else:
                 weights = (weights_source if stamp is not None else None) or self.settings.weights
         layer = layer or (stamp.layer if stamp else "fc2")
+        notes: list[str] = []
         if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
-            precision = extend_precision(stamp.precision, precision)
+            precision = extend_precision(stamp.precision, precision, flags=self.settings.cpu_flags)
+            if (slow := slow_precision(precision, flags=self.settings.cpu_flags)) is not None:
+                notes.append(slow)
         from imgidx.indexer.compose import build_lock, calibration_photos, make_embedder, make_fetcher
 
         fetcher = make_fetcher(self.settings, workers)
@@ -195,6 +200,7 @@ class Index:
             precision=precision,
             batch_size=batch_size,
             runtime=runtime,
+            flags=self.settings.cpu_flags,
             calibration=lambda: calibration_photos(opened[0], fetcher),
         )
         with build_lock(self.home), Store(self.home) as store:
@@ -249,6 +255,9 @@ class Index:
                     decode_workers=decode_workers,
                     on_progress=advance,
                 )
+            calibration = getattr(embedder, "calibration_record", lambda: None)()
+            if calibration is not None:  # int8: what calibrated the model this index's vectors come from (`info`)
+                store.set_meta("int8_calibration", json.dumps(calibration, sort_keys=True))
             counts = store.counts()
         self._embedders.clear()  # a new index may have a new stamp
         return BuildReport(
@@ -261,6 +270,7 @@ class Index:
             failures=tuple(Failure(i, s, r) for i, s, r in report.skipped),
             seconds=report.seconds,
             index=counts,
+            notes=tuple(notes),
         )
 
     def _peek(self) -> tuple[Stamp | None, str | None, str | None]:
@@ -332,6 +342,7 @@ class Index:
                 states=counts["states"],
                 failures=counts["failures"],
                 failed=tuple(dict(r) for r in store.failures()),
+                calibration=_json_or_none(store.meta("int8_calibration")),
             )
 
     # ---- clean and audit ----------------------------------------------------------------------------------------
@@ -346,6 +357,7 @@ class Index:
         apply: bool = False,
         method: str = "auto",
         classifier: str | None = "auto",
+        use_reviews: bool = True,
     ) -> CleanReport:
         """Rank a collection from typical to outlier and flag the outliers (seed 003 §9.6's loop, and more).
 
@@ -353,9 +365,11 @@ class Index:
         distance to another collection's robust centroid. apply=True stores the flags: flagged photos then
         leave similar(collection=...), training and the clean counts (undo_clean removes them).
         method "auto" also uses the index's other collections and a saved classifier ("auto", a name or None),
-        and each row says why it is flagged; "centroid" is the seed's loop alone."""
+        and each row says why it is flagged; "centroid" is the seed's loop alone.
+        The collection's reviews are labels (use_reviews=False: the cut alone): a reviewed photo keeps its
+        decision, and the others are re-judged with what the decisions teach (search/reviewed.py)."""
         options = dict(iterations=iterations, drop=drop, threshold=threshold, against=against)
-        options.update(method=method, classifier=classifier)
+        options.update(method=method, classifier=classifier, use_reviews=use_reviews)
         if apply:
             with self._writing() as store:
                 report = ops.clean_report(store, collection, **options)
@@ -385,6 +399,34 @@ class Index:
         leave it alone. source: the view it was made in ("clean" | "duplicates" | "audit")."""
         with self._writing() as store:
             return ops.review(store, collection, _photo_id(photo_id), decision, reviewer=reviewer, source=source)
+
+    def review_photos(
+        self,
+        collection: str,
+        photo_ids: Sequence[int],
+        decision: str,
+        *,
+        reviewer: str = "anonymous",
+        source: str = "clean",
+    ) -> list[Review]:
+        """review() on several photos at once: all are checked before any decision is stored."""
+        with self._writing() as store:
+            ids = [_photo_id(p) for p in photo_ids]
+            return ops.review_photos(store, collection, ids, decision, reviewer=reviewer, source=source)
+
+    def undo_reviews(self, collection: str, photo_ids: Sequence[int]) -> list[Review | None]:
+        """undo_review() on several photos at once; the decisions that count now."""
+        with self._writing() as store:
+            return ops.undo_reviews(store, collection, [_photo_id(p) for p in photo_ids])
+
+    def review_next(
+        self, collection: str, n: int = 10, *, method: str = "auto", classifier: str | None = "auto"
+    ) -> ReviewQueue:
+        """The n unreviewed photos of `collection` whose decisions would teach the clean cut most: the least
+        certain ones, spread over the collection (search/reviewed.py)."""
+        with self._reading() as store:
+            evidence = ops.clean_evidence(store, collection, method=method, classifier=classifier)
+            return ops.review_queue(store, evidence, n)
 
     def undo_review(self, collection: str, photo_id: int) -> Review | None:
         """Withdraw the newest decision on a photo; returns the decision that counts now (None: the automatic one)."""
@@ -595,3 +637,11 @@ def _weights_for_workers(embedder) -> str:
     """The weights as another process resolves them to the same stamp: random:SEED, or the file's absolute path."""
     spec = embedder.weights
     return spec.fingerprint if spec.kind == "random" else str(Path(spec.path).resolve())
+
+
+def _json_or_none(text: str | None) -> dict | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

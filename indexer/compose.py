@@ -48,7 +48,8 @@ def make_embedder(
 ) -> Embedder:
     """precision/batch_size None: chosen for the device the model will run on (see embedders.default_precision).
     runtime None: settings.runtime (auto: measured once per machine, embedders/choice.py). flags: the CPU's
-    feature flags (None: this CPU's). calibration: photos for an int8 quantization, called only if one is made."""
+    feature flags (None: settings.cpu_flags, else this CPU's). calibration: photos for an int8 quantization,
+    called only if one is made."""
     if precision is not None and precision not in PRECISIONS:
         raise InvalidArgument(f"precision must be one of {'|'.join(PRECISIONS)}; received {precision!r}")
     if batch_size is not None and batch_size <= 0:
@@ -56,6 +57,7 @@ def make_embedder(
     explicit, runtime = runtime is not None, runtime or settings.runtime
     if runtime not in RUNTIME_CHOICES:
         raise InvalidArgument(f"runtime must be one of {'|'.join(RUNTIME_CHOICES)}; received {runtime!r}")
+    flags = settings.cpu_flags if flags is None else flags
     mod = model_module(model)
     spec = resolve(weights, layer, settings.keras_home, settings.weights_url, settings.cache_dir, model=mod)
     device = accelerator() if precision is None or batch_size is None else "cpu"
@@ -71,7 +73,8 @@ def make_embedder(
 
     def build(rt: str) -> Embedder:
         if rt not in built:
-            extra = {"home": settings.home, "calibration": calibration} if rt == "onnx" else {}
+            extra = {"home": settings.home, "calibration": calibration, "shared": settings.cache_dir}
+            extra = extra if rt == "onnx" else {}
             built[rt] = make(model, layer, spec, precision=precision, batch_size=batch_size, runtime=rt, **extra)
         return built[rt]
 
@@ -117,6 +120,7 @@ def embedder_for_index(
     must agree with the stamp. An int8 index whose quantized model is not cached here is calibrated again on its
     own first photos (files on disk; `fetcher` for photos that must be downloaded)."""
     stamp = store.stamp
+    flags = settings.cpu_flags if flags is None else flags
     if stamp is None:
         raise EmptyIndex(f"the index in {store.home} is empty; build it first")
     layer = layer or stamp.layer

@@ -53,6 +53,9 @@ class Settings:
     # e.g. for a photo host on the local network, or the tests' local fake Flickr
     allow_private_hosts: bool = False
     runtime: str = "auto"  # keras | onnx | auto (the faster here, measured once per machine: embedders/choice.py)
+    # the CPU feature flags the precision rules read (None: /proc/cpuinfo's); IMGIDX_CPU_FLAGS, space- or
+    # comma-separated, makes a machine decide as another CPU kind would (tests force each kind's path this way)
+    cpu_flags: frozenset[str] | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -70,6 +73,7 @@ class Settings:
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",
             allow_private_hosts=_flag(env, "IMGIDX_ALLOW_PRIVATE_HOSTS"),
             runtime=env.get("IMGIDX_RUNTIME") or "auto",
+            cpu_flags=_flags_list(env.get("IMGIDX_CPU_FLAGS")),
             **numbers,
         )
 
@@ -98,3 +102,7 @@ def _flag(env, var: str) -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{var} must be 1 or 0; received {env[var]!r}")
+
+
+def _flags_list(value: str | None) -> frozenset[str] | None:
+    return frozenset(value.replace(",", " ").split()) if value and value.strip() else None

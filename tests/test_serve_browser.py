@@ -202,3 +202,41 @@ def test_two_photos_are_reviewed_with_the_keyboard_and_the_store_keeps_the_decis
         assert rows == [(int(cards[0]), "flag", "erin", "clean"), (int(cards[1]), "keep", "erin", "clean")]
         assert int(cards[0]) not in store.vector_ids("rings", include_flagged=False)
         assert len(store.reviews("rings", history=True)) == 2  # the undone keep is gone
+
+
+def test_the_review_next_queue_is_decided_with_the_same_keys_and_refills(browser, served_index, tmp_path):
+    import shutil
+
+    import httpx
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    from imgidx.indexer.store import Store
+    from imgidx.service.server import spawned
+
+    home = tmp_path / "home"
+    shutil.copytree(served_index.home, home)
+    with spawned(home, env=served_index.env) as server:
+        open_page(browser, server.url)
+        browser.execute_script("localStorage.setItem('imgidx-reviewer', 'finn')")
+        open_page(browser, server.url)
+        browser.find_element("css selector", "nav button[data-tab=collections]").click()
+        Select(browser.find_element("id", "review-view")).select_by_value("next")
+        browser.find_element("css selector", "#collection-list button[data-name=rings]").click()
+        wait_for(browser, lambda d: len(loaded_thumbnails(d, "ranking")) == 7, "7 photos to review next")
+        expected = httpx.get(f"{server.url}collections/rings/next", params={"n": 12}).json()
+        cards = [c.get_attribute("data-id") for c in browser.find_elements("css selector", "#ranking .card")]
+        assert cards == [str(p["id"]) for p in expected["photos"]]  # the queue's order: most useful first
+        assert "to review next" in browser.find_element("id", "clean-message").text
+        keys = ActionChains(browser)
+        for key, decided in (("a", 1), ("r", 2), ("u", 1), ("r", 2)):
+            keys.send_keys(key).perform()
+            wait_for(browser, lambda d, n=decided: len(d.find_elements("css selector", DECIDED)) == n, f"{decided}")
+        for decided in range(3, 7):  # the rest of the queue but one
+            keys.send_keys("r").perform()
+            wait_for(browser, lambda d, n=decided: len(d.find_elements("css selector", DECIDED)) == n, f"{decided}")
+        keys.send_keys("r").perform()  # the last one: the queue refills, and nothing is left to review
+        wait_for(browser, lambda d: "every photo is reviewed" in d.find_element("id", "review-message").text, "end")
+    with Store(home, readonly=True) as store:
+        rows = [(r["photo_id"], r["decision"], r["reviewer"]) for r in store.reviews("rings")]
+    assert rows[:2] == [(int(cards[0]), "flag", "finn"), (int(cards[1]), "keep", "finn")] and len(rows) == 7

@@ -21,6 +21,7 @@ from .build import build
 from .clean import audit, clean
 from .duplicates import duplicates
 from .export import export
+from .review import review
 from .serve import serve
 from .train import classify, train
 from .vision import activations, labels
@@ -55,6 +56,7 @@ for command in (clean, audit, train, classify, activations, labels):
 app.command()(serve)
 app.command()(duplicates)
 app.command()(export)
+app.command()(review)
 
 
 @app.command()
@@ -135,6 +137,7 @@ def info(
             ("photos (with vectors)", report["photos"]),
             ("model", result.stamp_text or "none yet"),
             ("index", _describe_index(report["index"])),
+            *([("int8 calibration", _describe_calibration(c))] if (c := report["int8_calibration"]) else []),
             ("failures", report["failures"]),
         ],
     )
@@ -166,6 +169,13 @@ def verify(
     _print_verify(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _describe_calibration(c: dict) -> str:
+    return (
+        f"{c.get('photos')} photos (pixels sha256 {c.get('pixels_sha256')}), {c.get('when')}, "
+        f"{c.get('seconds')} s; reused from the user cache by later builds"
+    )
 
 
 def _print_verify(report, as_json: bool) -> None:

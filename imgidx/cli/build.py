@@ -59,7 +59,8 @@ def build(
         str | None,
         typer.Option(
             help="Model compute precision: fp32|bf16|fp16|int8 (int8: ONNX Runtime). Default: the index's own; "
-            "for a new index bf16 on CPUs with AMX-BF16, else fp32 (recorded in the stamp)."
+            "for a new index the fastest that keeps quality on this CPU: bf16 with AMX-BF16, int8 with VNNI, bf16 "
+            "with AVX512_BF16, else fp32 (README 'Precision by CPU kind'; recorded in the stamp)."
         ),
     ] = None,
     runtime: Annotated[
@@ -167,6 +168,8 @@ def build(
             ray_address=ray_address,
         )
     d = report.as_dict()
+    for note in report.notes:  # stderr, so that --json stays one document
+        console.err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         console.print_json(d)
         _exit_if_all_failed(report)

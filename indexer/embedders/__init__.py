@@ -119,41 +119,76 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-# Layers whose int8 vectors were measured to keep cosine >= 0.99 to fp32 and every quality number within 0.005
-# (README "Performance": real ImageNet weights, shared photos). fc2 has no real weights to measure with here.
-INT8_DEFAULT_LAYERS: frozenset[str] = frozenset()
+# Flags that make a precision run in hardware, by precision (any one suffices). bf16: AMX-BF16 tiles, or AVX512_BF16
+# (Zen 4, Cooper Lake; TensorFlow runs it through oneDNN at ~2x fp32). Without one, TensorFlow runs bf16 through slow
+# reference kernels (bf16 fc2 on the 2-core AVX2 EPYC: minutes per batch of 64, against seconds in fp32).
+NATIVE_FLAGS: dict[str, tuple[str, ...]] = {"bf16": ("amx_bf16", "avx512_bf16")}
+# int8 dot products in one instruction (u8*s8 summed into int32): ONNX Runtime's int8 kernels at full speed. Without
+# them (AVX2 only) int8 still runs, through vpmaddubsw's saturating 16-bit pair sums, and slower.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# Whether int8 keeps every outcome within 0.005 of fp32 on a CPU with only AVX2, where its kernels differ from the
+# VNNI ones: it does (bench/precision_gate.py on AMD EPYC Zen 3, 400 photos: worst outcome delta 0.0015; README
+# "Precision by CPU kind").
+INT8_PASSES_ON_AVX2 = True
+
+
+def _flags(flags: frozenset[str] | None) -> frozenset[str]:
+    return cpu_flags() if flags is None else flags
+
+
+def vnni(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU runs int8 dot products in hardware (VNNI or AMX-INT8)."""
+    return any(f in _flags(flags) for f in VNNI_FLAGS)
+
+
+def cpu_kind(flags: frozenset[str] | None = None) -> str:
+    """amx | vnni | bf16 | avx2 | other: the CPU kinds the default precision is decided by (README "Precision by CPU
+    kind"), each named by the fastest thing it has: AMX-BF16, VNNI, AVX512_BF16 without VNNI, AVX2 alone."""
+    f = _flags(flags)
+    if "amx_bf16" in f:
+        return "amx"
+    if vnni(f):
+        return "vnni"
+    if native("bf16", flags=f):
+        return "bf16"
+    return "avx2" if "avx2" in f else "other"
 
 
 def default_precision(
     device: str = "cpu", flags: frozenset[str] | None = None, *, layer: str | None = None, runtime: str = "auto"
 ) -> str:
-    """bf16 on CPUs with AMX-BF16 (~10x fp32 on 2 cores here, cosine to fp32 >= 0.9999: README); on other CPUs
-    int8 (ONNX Runtime) for the layers in INT8_DEFAULT_LAYERS unless the Keras runtime is asked for; else fp32.
+    """The fastest precision that keeps every outcome within 0.005 of fp32 on this CPU kind (the gate:
+    bench/precision_gate.py; README "Precision by CPU kind"):
+      AMX-BF16 -> bf16 (~10x fp32 on 2 cores);  VNNI (avx512_vnni, avx_vnni) -> int8 on ONNX Runtime (~3.75x);
+      AVX512_BF16 without VNNI -> bf16;  AVX2 only -> int8 where INT8_PASSES_ON_AVX2, else fp32 (runtime auto then
+      picks ONNX Runtime where it is faster). A Keras runtime asked for has no int8: bf16 where native, else fp32.
+    `layer` is accepted for callers that name it; every layer gets its CPU kind's precision.
 
     On a GPU fp32 stays the default: the model is no longer the bottleneck there (decoding is), so lower
     precision would buy little build speed for a small loss of exactness; pass --precision bf16 to choose it."""
     if device != "cpu":
         return "fp32"
-    if "amx_bf16" in (cpu_flags() if flags is None else flags):
+    f = _flags(flags)
+    kind = cpu_kind(f)
+    if kind in ("amx", "bf16"):
         return "bf16"
-    return "int8" if layer in INT8_DEFAULT_LAYERS and runtime != "keras" else "fp32"
-
-
-# Precisions some CPUs only emulate: without the flag, TensorFlow runs them through slow reference kernels (bf16
-# fc2 on the 2-core AVX2 EPYC: minutes per batch of 64, against seconds in fp32).
-NATIVE_FLAG = {"bf16": "amx_bf16"}
+    int8 = kind == "vnni" or (kind == "avx2" and INT8_PASSES_ON_AVX2)
+    if int8 and runtime != "keras":
+        return "int8"
+    return "bf16" if native("bf16", device, f) else "fp32"
 
 
 def native(precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> bool:
     """Whether this CPU runs `precision` in hardware (always true on a GPU and for fp32/int8)."""
-    flag = NATIVE_FLAG.get(precision)
-    return device != "cpu" or flag is None or flag in (cpu_flags() if flags is None else flags)
+    need = NATIVE_FLAGS.get(precision)
+    return device != "cpu" or need is None or any(f in _flags(flags) for f in need)
 
 
 def query_precision(index_precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> str:
     """The precision to embed a query for an index built at `index_precision`: the same where this CPU runs it
     natively, else fp32 (a bf16 index queried on an AVX2 CPU: cosine of fp32 to bf16 vectors >= 0.9999, README
-    "Performance"; fp32 is the reference both approximate, so nearest neighbours stay nearest)."""
+    "Performance"; fp32 is the reference both approximate, so nearest neighbours stay nearest). int8 runs on every
+    x86 CPU (slower without VNNI), so an int8 index is queried in int8 everywhere."""
     return index_precision if native(index_precision, device, flags) else "fp32"
 
 
@@ -162,15 +197,28 @@ def extend_precision(
 ) -> str:
     """The precision to add photos to an index built at `index_precision`. Vectors of one index share one precision,
     so it is the index's; where this CPU only emulates it, adding is refused unless that precision was asked for
-    explicitly (`asked`), because it would run orders of magnitude slower than on the machine that built it."""
+    explicitly (`asked`), because it would run orders of magnitude slower than on the machine that built it.
+    (int8 is never emulated: without VNNI it runs slower, and slow_precision() says so.)"""
     if asked is not None or native(index_precision, device, flags):
         return asked or index_precision
+    need = " or ".join(NATIVE_FLAGS[index_precision])
     raise EmulatedPrecision(
-        f"this index was built in {index_precision}, which this CPU (no {NATIVE_FLAG[index_precision]}) only "
+        f"this index was built in {index_precision}, which this CPU (no {need}) only "
         f"emulates: adding photos here would run very slowly (minutes per batch instead of seconds). Ask for "
         f"precision {index_precision} explicitly to add them anyway, add them on a CPU with "
-        f"{NATIVE_FLAG[index_precision]}, or build a new fp32 index in another data home. Searching this index "
+        f"{need}, or build a new fp32 index in another data home. Searching this index "
         "works here as it is (queries are embedded in fp32)."
+    )
+
+
+def slow_precision(precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> str | None:
+    """A one-line note when `precision` runs here, correctly but slower than on the CPU kind it is the default of
+    (int8 without VNNI); None otherwise."""
+    if precision != "int8" or device != "cpu" or vnni(flags):
+        return None
+    return (
+        "this index is int8 and this CPU has no VNNI (avx512_vnni or avx_vnni): int8 runs here on slower kernels "
+        "than on a VNNI CPU (its 7-bit weights keep them from saturating, so the vectors keep their quality)"
     )
 
 

@@ -153,6 +153,13 @@ def cache_path(home: Path, *, model: str, layer: str, precision: str, fingerprin
     return cache_dir(home) / f"{model}-{layer}-{precision}-{safe}-x{EXPORTER_VERSION}.onnx"
 
 
+def shared_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, tag: str) -> Path:
+    """A quantized file shared by every data home of this user (`cache_dir`: the user cache, e.g. ~/.cache/imgidx):
+    `tag` names what else decides its bytes (recipe version, calibration size, ONNX Runtime version)."""
+    safe = fingerprint.replace(":", "-")[:48]
+    return Path(cache_dir) / "onnx" / f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}.onnx"
+
+
 def expected_meta(*, model: str, layer: str, precision: str, fingerprint: str, **extra) -> dict:
     return {
         "model": model,
@@ -198,6 +205,15 @@ def get_or_build(path: Path, meta: dict, build: Callable[[], bytes]) -> Path:
 
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
+
+
+def sidecar(path: Path) -> dict:
+    """What the sidecar of `path` says ({} when there is none or it cannot be read)."""
+    try:
+        side = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return side if isinstance(side, dict) else {}
 
 
 def _sha256(path: Path) -> str:

@@ -11,12 +11,15 @@ batch is padded to batch_size rows (embedders.pad_rows), so a photo's vector doe
 int8: onnxruntime.quantization.quantize_static, QDQ format, per-channel int8 weights (reduce_range: 7 bits),
 uint8 activations, MinMax ranges calibrated on CALIBRATION_PHOTOS real photos: the first photos of the index
 by id (for a new index, the first photos of the build being run) — the user's own photos, so the ranges fit
-what is indexed. The quantized file is cached under the data home beside the fp32 export and reused by every
-later build and query of that home, so all its int8 vectors come from one quantized model.
+what is indexed. The quantized file is kept in the user cache (~/.cache/imgidx/onnx, per weights fingerprint,
+layer, recipe version, calibration size and ONNX Runtime version), so a later build in any data home skips the
+calibration, and a copy under the data home beside the fp32 export serves every later build and query of that
+home, so all its int8 vectors come from one quantized model. What calibrated it is in the sidecar and `info`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -34,7 +37,9 @@ from . import vgg16 as _vgg16
 from .weights import WeightsSpec
 
 ONNX_PRECISIONS = ("fp32", "int8")
-CALIBRATION_PHOTOS = 300
+# The fewest photos whose ranges kept every outcome of the precision gate within 0.005 of fp32 (README "Precision
+# by CPU kind"): a fixed cost, whatever the size of the build.
+CALIBRATION_PHOTOS = 32
 CALIBRATION_BATCH = 8  # photos per calibration run: every intermediate tensor of a batch is held at once
 QUANT_VERSION = 2  # bump when the quantization recipe below changes
 
@@ -60,7 +65,8 @@ class OnnxEmbedder:
     """An Embedder (see embedders.Embedder) over ONNX Runtime on the CPU.
 
     home: the data home whose cache/onnx holds the exported files. calibration: called only when an int8 file
-    must be made; returns a few hundred uint8 (n, 224, 224, 3) photos."""
+    must be made; returns up to CALIBRATION_PHOTOS uint8 (n, 224, 224, 3) photos. shared: the user cache folder
+    whose quantized files every data home of this user reuses (default: settings.cache_dir)."""
 
     runtime = "onnx"
 
@@ -75,6 +81,7 @@ class OnnxEmbedder:
         home: Path | str | None = None,
         calibration: Callable[[], npt.NDArray[np.uint8]] | None = None,
         n_threads: int | None = None,
+        shared: Path | str | None = None,
     ):
         if layer not in model.LAYERS:
             raise ValueError(f"layer must be one of {list(model.LAYERS)}; received {layer!r}")
@@ -90,6 +97,7 @@ class OnnxEmbedder:
         self.home = Path(home) if home is not None else _default_home()
         self.calibration = calibration
         self.n_threads = n_threads
+        self.shared = Path(shared) if shared is not None else _default_cache()
         self._session = None
 
     @property
@@ -97,6 +105,8 @@ class OnnxEmbedder:
         return stamp_of(self.model, self.layer, self.weights, self.precision)
 
     def _meta(self, precision: str) -> dict:
+        # int8: the recipe. The calibration size and the ONNX Runtime version name the shared file (_shared_tag),
+        # not the home's copy: an upgrade must not swap the model under an index's existing vectors.
         extra = {"quant_version": QUANT_VERSION} if precision == "int8" else {}
         return ox.expected_meta(
             model=self.name, layer=self.layer, precision=precision, fingerprint=self.weights.fingerprint, **extra
@@ -112,7 +122,31 @@ class OnnxEmbedder:
         return ox.get_or_build(self._path("fp32"), self._meta("fp32"), self._export)
 
     def int8_file(self) -> Path:
-        return ox.get_or_build(self._path("int8"), self._meta("int8"), self._quantize)
+        """The quantized graph of this home. Where the home has none, the user cache's one for the same weights,
+        layer, recipe, calibration size and ONNX Runtime (made by an earlier build, in any home) is copied in;
+        only where neither exists are photos calibrated. The home keeps its own copy, so every int8 vector of an
+        index comes from one quantized model even after the user cache is cleared or another home recalibrates."""
+        meta = self._meta("int8")
+        path = self._path("int8")
+        if ox.cached(path, meta):
+            return path
+        shared = ox.shared_path(
+            self.shared, model=self.name, layer=self.layer, fingerprint=self.weights.fingerprint, tag=_shared_tag()
+        )
+        if not ox.cached(shared, meta):
+            data, calibration = self._quantize()
+            ox.write(shared, data, {**meta, "calibration": calibration})
+        else:
+            data = shared.read_bytes()
+        ox.write(path, data, {**meta, "calibration": ox.sidecar(shared).get("calibration", {})})
+        return path
+
+    def calibration_record(self) -> dict | None:
+        """How this home's int8 model was calibrated (photos, their fingerprint, when, seconds), for `info`;
+        None for fp32 or before the model is made."""
+        if self.precision != "int8" or not ox.cached(self._path("int8"), self._meta("int8")):
+            return None
+        return ox.sidecar(self._path("int8")).get("calibration") or None
 
     def model_file(self) -> Path:
         return self.int8_file() if self.precision == "int8" else self.fp32_file()
@@ -143,25 +177,46 @@ class OnnxEmbedder:
             keras_model, input_size=self.input_size, mean_bgr=self.model.CAFFE_MEAN_BGR
         ).SerializeToString()
 
-    def _quantize(self) -> bytes:
+    def _quantize(self) -> tuple[bytes, dict]:
+        """The int8 model from CALIBRATION_PHOTOS photos, and what to record about them."""
+        import time
+
         if self.calibration is None:
             raise ConfigError(
-                "int8 needs a few hundred of the index's own photos to calibrate the quantization, and none were "
+                "int8 needs a few of the index's own photos to calibrate the quantization, and none were "
                 "given; build the index with precision int8 first (it calibrates on the first photos it embeds)"
             )
-        pixels = np.asarray(self.calibration(), dtype=np.uint8)
+        start = time.perf_counter()
+        pixels = np.asarray(self.calibration(), dtype=np.uint8)[:CALIBRATION_PHOTOS]
         if len(pixels) == 0:
             raise ConfigError("int8 calibration needs at least one photo that decodes; none did")
         check_images(pixels, self.input_size)
-        return quantize(self.fp32_file(), pixels)
+        data = quantize(self.fp32_file(), pixels)
+        return data, {
+            "photos": len(pixels),
+            "pixels_sha256": calibration_fingerprint(pixels),
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
 
 
-def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8]) -> bytes:
-    """Static int8 quantization of the fp32 graph: QDQ, per-channel 7-bit weights, uint8 activations, MinMax ranges
-    from `pixels`. Returns the quantized model's bytes (written to a temp file by ORT, then read)."""
+# The quantization recipe (bench/precision_gate.py measures its alternatives): per-channel signed int8 weights
+# limited to 7 bits, unsigned int8 activations, MinMax ranges, every layer quantized.
+RECIPE = {"reduce_range": True, "weights": "s8", "fp32_nodes": ()}
+
+
+def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8], **recipe) -> bytes:
+    """Static int8 quantization of the fp32 graph: QDQ, per-channel weights, uint8 activations, MinMax ranges from
+    `pixels`; `recipe` overrides RECIPE's entries (reduce_range: 7-bit weights; weights: "s8" or "u8"; fp32_nodes:
+    names of nodes left in fp32). Returns the quantized model's bytes (written to a temp file by ORT, then read)."""
     import tempfile
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    unknown = set(recipe) - set(RECIPE)
+    if unknown:
+        raise ValueError(f"unknown quantization options: {sorted(unknown)}")
+    r = {**RECIPE, **recipe}
 
     class Reader(CalibrationDataReader):
         """Batches of CALIBRATION_BATCH photos; set_range lets the calibrator take them one batch at a time."""
@@ -183,7 +238,7 @@ def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8]) -> bytes:
             b = next(self.todo, None)
             return None if b is None else {ox.INPUT: b}
 
-    with tempfile.TemporaryDirectory(prefix="imgidx-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="imgidx-quant-") as tmp, _quiet_quantizer():
         out, src = Path(tmp) / "int8.onnx", Path(tmp) / "fp32.onnx"
         # the quantizer writes <input>-inferred.onnx beside its input: a private link keeps two processes that
         # quantize at once (and the shared cache folder) out of each other's way
@@ -195,8 +250,9 @@ def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8]) -> bytes:
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            reduce_range=True,  # 7-bit weights: AVX2 without VNNI saturates u8*s8 pair sums (README: cosine)
+            weight_type=QuantType.QUInt8 if r["weights"] == "u8" else QuantType.QInt8,
+            reduce_range=r["reduce_range"],  # 7-bit weights: AVX2 without VNNI saturates u8*s8 pair sums
+            nodes_to_exclude=list(r["fp32_nodes"]),
             # min/max of one batch at a time, merged: by default the calibrator keeps every intermediate tensor of
             # every batch to the end (~110 MB per photo through block5: ~30 GB for 300 photos)
             extra_options={"CalibStridedMinMax": 1},
@@ -204,8 +260,44 @@ def quantize(fp32_path: Path, pixels: npt.NDArray[np.uint8]) -> bytes:
         return out.read_bytes()
 
 
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """ONNX Runtime's quantizer logs "Please consider to run pre-processing before quantization" through the root
+    logger (it reaches the user's stderr at every int8 build): our graph is already what pre-processing would make
+    of it (shapes fixed by the exporter, nothing to fold), so the advice is noise here."""
+    import logging
+
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-processing before quantization" not in record.getMessage()
+
+    drop, root = Drop(), logging.getLogger()  # it calls logging.warning(): the root logger's own filters apply
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def calibration_fingerprint(pixels: npt.NDArray[np.uint8]) -> str:
+    """sha256 of the calibration pixels: the same photos give the same ranges, hence the same int8 model."""
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]
+
+
+def _ort_version() -> str:
+    from importlib.metadata import version
+
+    return version("onnxruntime")
+
+
+def _shared_tag() -> str:
+    return f"q{QUANT_VERSION}-c{CALIBRATION_PHOTOS}-ort{_ort_version()}"
+
+
+def _default_cache() -> Path:
+    from ..config import Settings
+
+    return Settings.from_env().cache_dir
 
 
 def _default_home() -> Path:
