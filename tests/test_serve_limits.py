@@ -1,14 +1,16 @@
 """The service's promises over real HTTP (SECURITY.md, README "imgidx serve"), on a server in this process so that
 the test can see its model queue: a folder photo that is a symlink to a file outside its folder is not served,
-and uploads beyond the 512 waiting for the model are answered 503 with Retry-After. The server is the one `imgidx
-serve` runs (`uvicorn_config`: the same protocol and limits), bound to a free loopback port; the connection limit
-is checked here too, where no other test's connection is open."""
+uploads beyond the 512 waiting for the model are answered 503 with Retry-After, and a review waits 5 s for a
+build's write transaction, then answers 503. The server is the one `imgidx serve` runs (`uvicorn_config`: the
+same protocol and limits), bound to a free loopback port; the connection limit is checked here too, where no
+other test's connection is open."""
 
 from __future__ import annotations
 
 import contextlib
 import resource
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -24,10 +26,11 @@ from typer.testing import CliRunner
 
 from imgidx.cli.app import app as cli
 from imgidx.indexer.config import Settings
+from imgidx.indexer.layout import DB_NAME
 from imgidx.service.api import create_app
 from imgidx.service.batcher import Busy
 from imgidx.service.server import MAX_CONNECTIONS, uvicorn_config
-from imgidx.service.service import ServeOptions, Service
+from imgidx.service.service import WRITE_BUSY_S, ServeOptions, Service
 from tests.conftest import jpeg_bytes, pattern_image
 from tests.serving import RANDOM
 
@@ -41,6 +44,7 @@ JPEG = {"content-type": "image/jpeg"}
 @dataclass(frozen=True)
 class Linked:
     url: str
+    home: Path
     service: Service
     folder: Path
     outside: Path
@@ -72,7 +76,7 @@ def linked(tmp_path_factory) -> Iterator[Linked]:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     try:
         ids = {requests.get(f"{url}photos/{i}", timeout=60).json()["source_id"]: i for i in (1, 2)}
-        yield Linked(url, service, folder, outside, ids)
+        yield Linked(url, home, service, folder, outside, ids)
     finally:
         server.should_exit = True
         thread.join(30)
@@ -159,3 +163,23 @@ def test_at_most_1000_connections_at_once_then_503(linked):
     while not _get(linked.url).startswith(b"HTTP/1.1 200"):  # the server notices the closes
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_a_review_waits_5_s_for_a_builds_write_then_answers_503(linked):
+    """README ("Beside a build"): a review waits up to 5 s for a build's write transaction, then answers 503; once
+    the transaction ends the same review is stored. The build's transaction is held here by a plain connection."""
+    meta = requests.get(f"{linked.url}photos/1", timeout=60).json()
+    body = {"collection": meta["collections"][0], "id": 1, "decision": "keep", "source": "clean", "reviewer": "t"}
+    guard = {"origin": linked.url.rstrip("/"), "sec-fetch-site": "same-origin"}
+    build = sqlite3.connect(linked.home / DB_NAME)
+    try:
+        build.execute("BEGIN IMMEDIATE")  # what a build's commit holds
+        start = time.monotonic()
+        r = requests.post(linked.url + "reviews", json=body, headers=guard, timeout=60)
+        waited = time.monotonic() - start
+    finally:
+        build.rollback()
+        build.close()
+    assert r.status_code == 503 and WRITE_BUSY_S - 0.5 <= waited < WRITE_BUSY_S + 10, (r.status_code, waited, r.text)
+    r = requests.post(linked.url + "reviews", json=body, headers=guard, timeout=60)
+    assert r.status_code == 200 and r.json()["flagged"] is False, r.text
