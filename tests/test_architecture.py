@@ -35,7 +35,7 @@ def import_graph(*, typing: bool = False) -> dict[str, set[str]]:
     graph = {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        tree = ast.parse(path.read_text())
+        tree = parsed()[path.relative_to(ROOT).as_posix()]  # parsed once for every scan
         typing_only = {
             id(x)
             for n in ast.walk(tree)
