@@ -17,10 +17,11 @@ import numpy.typing as npt
 from imgidx import ops
 from imgidx.indexer.errors import InvalidArgument
 from imgidx.indexer.store import Store
+from imgidx.ops import describe, nearest
 from imgidx.results import CleanReport, Neighbour
 from imgidx.search import classifier as classifiers
 from imgidx.search.classifier import Classifiers, LinearClassifier
-from imgidx.search.knn import check_collection, describe, nearest
+from imgidx.search.knn import check_collection
 
 from .service import BadRequest
 
@@ -184,11 +185,11 @@ class Queries:
             )
         if len(ids) > MAX_CLASSIFY:
             raise BadRequest(f"at most {MAX_CLASSIFY} photos per request; received {len(ids)}")
-        labels, probs = clf.predict(ops.stored_vectors(store, ids))
-        described = describe(store, [(pid, 0.0) for pid in ids])
+        predicted = ops.classify_stored(store, clf, ids)
+        described = describe(store, [(p.id, 0.0) for p in predicted])
         preds = [
-            {**public(photo, scored=False), "label": str(lab), "probability": round(float(p), 6)}
-            for photo, lab, p in zip(described, labels, probs, strict=True)
+            {**public(photo, scored=False), "label": p.label, "probability": round(p.probability, 6)}
+            for photo, p in zip(described, predicted, strict=True)
         ]
         return self._answer(name, clf, preds)
 
