@@ -98,9 +98,13 @@ class Queries:
         return [{"name": c.name, "photos": c.photos, "flagged": c.flagged} for c in ops.collections(store)]
 
     # ---- clean -----------------------------------------------------------------------------------------------
-    def clean(self, store: Store, generation: int, name: str, options: dict[str, Any]) -> dict:
-        """The ranking with the collection's reviews, from cached evidence: a decision refits only the probe."""
-        return _clean_answer(ops.judged_report(store, self.evidence(store, generation, name, options)))
+    def clean(self, store: Store, generations: tuple[int, int], name: str, options: dict[str, Any]) -> dict:
+        """The ranking with the collection's reviews, from cached evidence: a decision refits only the probe.
+        generations: (the store's vectors, its metadata): the answer is kept while neither nor the reviews change."""
+        evidence = self.evidence(store, generations[0], name, options)
+        reviews = tuple((r["photo_id"], r["decision"], r["reviewer"]) for r in store.reviews(name))
+        key = ("clean", generations, name, tuple(sorted(options.items())), id(evidence), reviews)
+        return self._cached(key, lambda: _clean_answer(ops.judged_report(store, evidence)))
 
     def review_next(self, store: Store, generation: int, name: str, n: int) -> dict:
         return ops.review_queue(store, self.evidence(store, generation, name, {}), n).as_dict()
