@@ -5,11 +5,7 @@ BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_PROXY := 127.0.0.1,localhost
 
-<<<<<<< HEAD
-.PHONY: help install test test-all test-fast test-long test-ray test-wheel lint format demo quality bench-load clean
-=======
-.PHONY: help install test test-all test-fast test-long test-ray test-loaders lint format demo quality bench-load clean
->>>>>>> main
+.PHONY: help install test test-all test-fast test-long test-ray test-wheel test-loaders lint format demo quality bench-load clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,27 +18,25 @@ install: $(BIN)/python  ## create .venv and install imgidx with its dev tools an
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 
 test: install  ## the test suite CI runs (offline; real Keras, one kill/resume seed per kill kind; not network, not long)
-	$(BIN)/python -m pytest -m "not network and not gpu and not ray and not torch" -q --durations=15
+	$(BIN)/python -m pytest -m "not network and not ray and not torch" -q --durations=15
 
 test-fast: install  ## skip the tests that build the VGG16 graph
-	$(BIN)/python -m pytest -m "not slow and not network and not gpu and not ray and not torch" -q
+	$(BIN)/python -m pytest -m "not slow and not network and not ray and not torch" -q
 
 test-long: install  ## only the `long` tests (CI runs them after make test): kill/resume seeds, fc2, bombs, timeouts
-	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "long and not network and not gpu and not torch" -q --durations=15
+	IMGIDX_LONG_TESTS=1 $(BIN)/python -m pytest -m "long and not network and not torch" -q --durations=15
 
 test-ray: install  ## only the `ray` tests (CI runs them after make test-long): --engine ray on a real local Ray
-	$(BIN)/python -m pytest -m "ray and not network and not gpu" -q --durations=15
+	$(BIN)/python -m pytest -m "ray and not network" -q --durations=15
 
-<<<<<<< HEAD
 test-wheel:  ## the package as users get it: plain `pip install .` in a fresh venv, then build/similar/serve from /tmp
 	$(PY) tests/wheel_smoke.py
-=======
+
 test-loaders: install  ## only the `torch` tests (CI runs them after make test-ray): exports through torch's DataLoader
 	$(BIN)/python -m pip install -q "torch==2.13.0"  # the CPU wheel (never the default install: the CUDA one is ~5 GB)
-	$(BIN)/python -m pytest -m "torch and not network and not gpu" -q --durations=15
->>>>>>> main
+	$(BIN)/python -m pytest -m "torch and not network" -q --durations=15
 
-test-all: install  ## everything, including the real Flickr API (needs IMGIDX_LIVE=1 and a key)
+test-all: install  ## everything, including the real Flickr API (tests/test_flickr_live.py: IMGIDX_LIVE=1 FLICKR_API_KEY=… FLICKR_API_SECRET=…)
 	$(BIN)/python -m pytest -q
 
 lint: install  ## ruff check + format check

@@ -41,15 +41,19 @@ from imgidx.results import (
     Failure,
     IndexInfo,
     Neighbour,
+    NextPhoto,
     PhotoInfo,
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
 if TYPE_CHECKING:
     from imgidx.indexer.verify import Report as VerifyReport
+    from imgidx.search.duplicates import Duplicates
+    from imgidx.search.export import ExportResult
 
 __all__ = [
     "AuditReport",
@@ -60,7 +64,9 @@ __all__ = [
     "CleanRow",
     "CollectionInfo",
     "ConfigError",
+    "Duplicates",
     "EmptyIndex",
+    "ExportResult",
     "Failure",
     "ImgidxError",
     "Index",
@@ -68,6 +74,7 @@ __all__ = [
     "InvalidArgument",
     "LockedError",
     "Neighbour",
+    "NextPhoto",
     "NoIndexError",
     "NotFound",
     "Photo",
@@ -75,6 +82,7 @@ __all__ = [
     "Prediction",
     "ReindexReport",
     "Review",
+    "ReviewQueue",
     "Settings",
     "Stamp",
     "StampMismatch",
@@ -87,9 +95,18 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "VerifyReport":  # verify's module is loaded only by the calls that use it
-        from imgidx.indexer.verify import Report
+# records of modules loaded only by the calls that return them (opening an index stays light)
+_LAZY = {
+    "VerifyReport": ("imgidx.indexer.verify", "Report"),
+    "Duplicates": ("imgidx.search.duplicates", "Duplicates"),
+    "ExportResult": ("imgidx.search.export", "ExportResult"),
+}
 
-        return Report
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'imgidx' has no attribute {name!r}")

@@ -24,11 +24,13 @@ from imgidx import ops
 from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision, slow_precision
+from imgidx.indexer.embedders.vgg16 import DEFAULT_LAYER
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
-from imgidx.search.knn import describe, member_ids, nearest
+from imgidx.ops import describe, nearest
+from imgidx.search.knn import member_ids
 
 from .results import (
     AuditReport,
@@ -42,6 +44,7 @@ from .results import (
     Prediction,
     ReindexReport,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -182,7 +185,7 @@ class Index:
                 weights = stamp.weights
             else:
                 weights = (weights_source if stamp is not None else None) or self.settings.weights
-        layer = layer or (stamp.layer if stamp else "fc2")
+        layer = layer or (stamp.layer if stamp else DEFAULT_LAYER)
         notes: list[str] = []
         if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
             precision = extend_precision(stamp.precision, precision, flags=self.settings.cpu_flags)
@@ -356,6 +359,7 @@ class Index:
         apply: bool = False,
         method: str = "auto",
         classifier: str | None = "auto",
+        use_reviews: bool = True,
     ) -> CleanReport:
         """Rank a collection from typical to outlier and flag the outliers (seed 003 §9.6's loop, and more).
 
@@ -363,9 +367,11 @@ class Index:
         distance to another collection's robust centroid. apply=True stores the flags: flagged photos then
         leave similar(collection=...), training and the clean counts (undo_clean removes them).
         method "auto" also uses the index's other collections and a saved classifier ("auto", a name or None),
-        and each row says why it is flagged; "centroid" is the seed's loop alone."""
+        and each row says why it is flagged; "centroid" is the seed's loop alone.
+        The collection's reviews are labels (use_reviews=False: the cut alone): a reviewed photo keeps its
+        decision, and the others are re-judged with what the decisions teach (search/reviewed.py)."""
         options = dict(iterations=iterations, drop=drop, threshold=threshold, against=against)
-        options.update(method=method, classifier=classifier)
+        options.update(method=method, classifier=classifier, use_reviews=use_reviews)
         if apply:
             with self._writing() as store:
                 report = ops.clean_report(store, collection, **options)
@@ -395,6 +401,34 @@ class Index:
         leave it alone. source: the view it was made in ("clean" | "duplicates" | "audit")."""
         with self._writing() as store:
             return ops.review(store, collection, _photo_id(photo_id), decision, reviewer=reviewer, source=source)
+
+    def review_photos(
+        self,
+        collection: str,
+        photo_ids: Sequence[int],
+        decision: str,
+        *,
+        reviewer: str = "anonymous",
+        source: str = "clean",
+    ) -> list[Review]:
+        """review() on several photos at once: all are checked before any decision is stored."""
+        with self._writing() as store:
+            ids = [_photo_id(p) for p in photo_ids]
+            return ops.review_photos(store, collection, ids, decision, reviewer=reviewer, source=source)
+
+    def undo_reviews(self, collection: str, photo_ids: Sequence[int]) -> list[Review | None]:
+        """undo_review() on several photos at once; the decisions that count now."""
+        with self._writing() as store:
+            return ops.undo_reviews(store, collection, [_photo_id(p) for p in photo_ids])
+
+    def review_next(
+        self, collection: str, n: int = 10, *, method: str = "auto", classifier: str | None = "auto"
+    ) -> ReviewQueue:
+        """The n unreviewed photos of `collection` whose decisions would teach the clean cut most: the least
+        certain ones, spread over the collection (search/reviewed.py)."""
+        with self._reading() as store:
+            evidence = ops.clean_evidence(store, collection, method=method, classifier=classifier)
+            return ops.review_queue(store, evidence, n)
 
     def undo_review(self, collection: str, photo_id: int) -> Review | None:
         """Withdraw the newest decision on a photo; returns the decision that counts now (None: the automatic one)."""
@@ -520,15 +554,10 @@ class Index:
             if photos is not None:
                 keys: list[dict[str, Any]] = [{"path": str(p) if not isinstance(p, bytes) else None} for p in photos]
                 vectors = self._embed(store, photos) if photos else np.empty((0, model.dim), np.float32)
+                predictions = ops.predict(model, vectors, keys)
             else:
                 pids = member_ids(store, collection) if collection is not None else [_photo_id(i) for i in ids or []]
-                pids = list(dict.fromkeys(pids))
-                keys = [{"id": pid} for pid in pids]
-                vectors = ops.stored_vectors(store, pids)
-            labels, probs = model.predict(vectors) if len(vectors) else ([], [])
-            predictions = [
-                Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)
-            ]
+                predictions = ops.classify_stored(store, model, pids)
             if apply:
                 store.save_predictions(name, [(p.id, p.label, p.probability) for p in predictions])
         return predictions
@@ -551,7 +580,7 @@ class Index:
             if any(f.error and f.repairable for f in report.findings):
                 done = checks.repair(store, report)
                 report = checks.verify(store)
-                report.repaired = done
+                report = replace(report, repaired=tuple(done))
         return report
 
     def reindex(self, kind: str = "auto") -> ReindexReport:

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from imgidx.indexer import layout
 from imgidx.indexer.errors import InvalidArgument, NotFound, StoreError
+from imgidx.indexer.licenses import license_name
 from imgidx.indexer.store import Store
-from imgidx.search.knn import describe, member_ids
+from imgidx.search.knn import member_ids
 
 from .results import (
     AuditReport,
@@ -24,8 +27,12 @@ from .results import (
     CleanRow,
     CollectionInfo,
     Misclassification,
+    Neighbour,
+    NextPhoto,
     PhotoInfo,
+    Prediction,
     Review,
+    ReviewQueue,
     TrainReport,
 )
 
@@ -40,6 +47,18 @@ def stored_vectors(store: Store, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         if len(missing) == 1:
             raise NotFound(f"no indexed photo with id {missing[0]}") from None
         raise NotFound(f"no indexed photos with ids {missing[:20]}") from None
+
+
+def predict(model, vectors: npt.NDArray[np.float32], keys: Sequence[dict[str, Any]]) -> list[Prediction]:
+    """A classifier's label and probability per vector, each with its key (id=... or path=...)."""
+    labels, probs = model.predict(vectors) if len(vectors) else ([], [])
+    return [Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)]
+
+
+def classify_stored(store: Store, model, ids: Sequence[int]) -> list[Prediction]:
+    """The predictions of indexed photos (their stored vectors), in the order of `ids`, each id once."""
+    ids = list(dict.fromkeys(ids))
+    return predict(model, stored_vectors(store, ids), [{"id": pid} for pid in ids])
 
 
 def query_vector(store: Store, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -107,7 +126,22 @@ def collection_vectors(store: Store, name: str, *, include_flagged: bool = True)
     return ids, store.vectors(ids)
 
 
-def clean_report(
+@dataclass(frozen=True)
+class CleanEvidence:
+    """What a collection's clean ranking is made of that no review changes: its photos, the cut's result and the
+    Teacher (vectors + evidence) that re-judges them with the reviews. Kept between decisions (the service caches
+    it per index generation), so that a decision refits only the probe."""
+
+    collection: str
+    against: str | None
+    ids: tuple[int, ...]
+    result: Any  # search.outliers.OutlierResult
+    teacher: Any  # search.reviewed.Teacher, None where a fixed cut (drop, threshold, against) was asked for
+    photos: dict[int, Any]  # id -> Neighbour
+    rows: dict[int, int]  # id -> its row in ids
+
+
+def clean_evidence(
     store: Store,
     collection: str,
     *,
@@ -118,13 +152,11 @@ def clean_report(
     against: str | None = None,
     method: str = "auto",
     classifier: str | None = "auto",
-) -> CleanReport:
-    """Rank a collection from typical to outlier (nothing stored; see apply_clean).
-
-    method "auto" also uses the index's other collections and a saved classifier (search/outliers.py);
-    "centroid" is the seed's loop alone. classifier: "auto", a saved classifier's name, or None."""
+) -> CleanEvidence:
+    """The cut's ranking of a collection before any review (search/outliers.py), with what reviews need."""
     from imgidx.search.classifier import Classifiers
     from imgidx.search.outliers import index_inputs, rank_outliers
+    from imgidx.search.reviewed import Teacher
 
     if drop is not None and threshold != "auto":
         raise InvalidArgument("drop and threshold exclude each other: give one of them")
@@ -157,28 +189,80 @@ def clean_report(
         )
     except (ValueError, TypeError) as e:
         raise InvalidArgument(str(e)) from None
-    order = [int(i) for i in result.order]
-    described = describe(store, [(ids[i], 0.0) for i in order])
-    kept = set(store.vector_ids(collection, include_flagged=False))
+    # reviews teach the default cut (a fixed cut is what its caller asked for: reviewed photos only keep theirs);
+    # the vectors are read again: rank_outliers made its unit rows in the ones it had
+    fixed = drop is not None or threshold != "auto" or against is not None
+    teacher = None if fixed else Teacher(store.vectors(ids), result.score)
+    photos = {p.id: p for p in describe(store, [(pid, 0.0) for pid in ids])}
+    return CleanEvidence(collection, against, tuple(ids), result, teacher, photos, {p: i for i, p in enumerate(ids)})
+
+
+def review_decisions(store: Store, evidence: CleanEvidence) -> dict[int, tuple[bool, str]]:
+    """Row -> (flagged, reviewer) of the collection's reviewed photos (the newest decision on each)."""
+    rows = {}
+    for r in store.reviews(evidence.collection):
+        row = evidence.rows.get(r["photo_id"])
+        if row is not None:  # a photo reviewed before its vector was lost is not ranked at all
+            rows[row] = (r["decision"] == "flag", r["reviewer"])
+    return rows
+
+
+def judged_report(store: Store, evidence: CleanEvidence, *, use_reviews: bool = True) -> CleanReport:
+    """The ranking with the collection's reviews: reviewed photos keep their decision, the others are re-judged
+    with what the decisions teach (search/reviewed.py). use_reviews=False: the cut alone, as if none existed."""
+    result, ids = evidence.result, evidence.ids
+    decisions = review_decisions(store, evidence) if use_reviews else {}
+    flagged, reasons = result.flagged, list(result.reasons)
+    order = result.order
+    p_flag = None
+    if decisions:
+        labels = {row: flag for row, (flag, _) in decisions.items()}
+        if evidence.teacher is not None:
+            judged = evidence.teacher.judge(labels)
+            flagged, p_flag = judged.flagged, judged.probability
+            for i in np.flatnonzero(judged.by_reviews):  # decided by the reviews, against the cut
+                reasons[i] = judged.reason(int(i)) + (f"; the cut: {reasons[i]}" if reasons[i] else "")
+            for i in np.flatnonzero(judged.flagged & ~judged.by_reviews & ~judged.reviewed):  # the reviews agree
+                reasons[i] = f"{reasons[i]}; {judged.reason(int(i))}"
+        else:
+            flagged = flagged.copy()
+            for row, flag in labels.items():
+                flagged[row] = flag
+        for row, (flag, reviewer) in decisions.items():
+            reasons[row] = f"{'flagged' if flag else 'kept'} by {reviewer}"
+        # kept photos first, then flagged ones; each from the least to the most likely to be flagged
+        p_order = p_flag if p_flag is not None else flagged.astype(float)
+        order = np.lexsort((result.score, p_order, flagged))
+    kept = set(store.vector_ids(evidence.collection, include_flagged=False))
+    # the per-photo fields no review changes, rounded once per call in numpy (4,000 rows at a decision's pace)
+    distance, z = np.round(result.distances, 6).tolist(), np.round(result.z, 3).tolist()
+    score, votes = np.round(result.score, 4).tolist(), result.votes.tolist()
+    margin = [None if np.isnan(m) else m for m in np.round(result.margin, 6).tolist()]
+    first, cut = result.first_flagged.tolist(), result.flagged.tolist()
+    flags = flagged.tolist()
+    p_list = None if p_flag is None else np.round(p_flag, 4).tolist()
+    decided = {row: ("flag" if flag else "keep") for row, (flag, _) in decisions.items()}
     rows = tuple(
         CleanRow(
             rank=rank,
-            distance=round(float(result.distances[i]), 6),
-            z=round(float(result.z[i]), 3),
-            flagged=bool(result.flagged[i]),
-            iteration=int(result.first_flagged[i]) or None,
+            distance=distance[i],
+            z=z[i],
+            flagged=flags[i],
+            iteration=(first[i] or None) if flags[i] == cut[i] else None,
             flagged_in_index=ids[i] not in kept,
-            photo=photo,
-            reason=result.reasons[i],
-            score=round(float(result.score[i]), 4),
-            margin=None if np.isnan(result.margin[i]) else round(float(result.margin[i]), 6),
-            neighbours_elsewhere=int(result.votes[i]),
+            photo=evidence.photos[ids[i]],
+            reason=reasons[i],
+            score=score[i],
+            margin=margin[i],
+            neighbours_elsewhere=votes[i],
+            reviewed=decided.get(i),
+            p_flag=None if p_list is None else p_list[i],
         )
-        for rank, (i, photo) in enumerate(zip(order, described, strict=True), start=1)
+        for rank, i in enumerate(order.tolist(), start=1)
     )
     return CleanReport(
-        collection,
-        against,
+        evidence.collection,
+        evidence.against,
         result.iterations_run,
         float(result.cutoff),
         False,
@@ -187,7 +271,43 @@ def clean_report(
         allies=result.allies,
         rivals=result.rivals,
         classifier_label=result.label,
+        reviews=len(decisions),
     )
+
+
+def clean_report(store: Store, collection: str, *, use_reviews: bool = True, **options: Any) -> CleanReport:
+    """Rank a collection from typical to outlier (nothing stored; see apply_clean), re-judged with its reviews.
+
+    method "auto" also uses the index's other collections and a saved classifier (search/outliers.py);
+    "centroid" is the seed's loop alone. classifier: "auto", a saved classifier's name, or None. Options: those
+    of clean_evidence."""
+    return judged_report(store, clean_evidence(store, collection, **options), use_reviews=use_reviews)
+
+
+def review_queue(store: Store, evidence: CleanEvidence, n: int) -> ReviewQueue:
+    """The n unreviewed photos whose decisions would teach the cut most (search/reviewed.py: Teacher.next)."""
+    from imgidx.search.reviewed import STRATEGY
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidArgument(f"the number of photos to review next is a whole number >= 1; received {n!r}")
+    if evidence.teacher is None:
+        raise InvalidArgument("what to review next is chosen against the default cut, not a fixed drop or threshold")
+    decisions = review_decisions(store, evidence)
+    judged = evidence.teacher.judge({row: flag for row, (flag, _) in decisions.items()})
+    photos = []
+    for row in evidence.teacher.next(judged, n):
+        p = float(judged.probability[row])
+        why = "; ".join(w for w in (evidence.result.reasons[row], judged.reason(row) if decisions else "") if w)
+        photos.append(
+            NextPhoto(
+                photo=evidence.photos[evidence.ids[row]],
+                flagged=bool(judged.flagged[row]),
+                p_flag=round(p, 4),
+                reason=f"near the cut: {'flagged' if judged.flagged[row] else 'kept'} with p(flag) {p:.2f}"
+                + (f"; {why}" if why else ""),
+            )
+        )
+    return ReviewQueue(evidence.collection, STRATEGY, len(decisions), tuple(photos))
 
 
 def apply_clean(store: Store, report: CleanReport) -> None:
@@ -289,6 +409,34 @@ def review(
     return current_review(store, collection, photo_id)  # type: ignore[return-value]
 
 
+def review_photos(
+    store: Store,
+    collection: str,
+    photo_ids: Sequence[int],
+    decision: str,
+    *,
+    reviewer: str = "anonymous",
+    source: str = "clean",
+) -> list[Review]:
+    """The same decision on several photos: every one is checked before any is stored (one bad id stores none)."""
+    if not photo_ids:
+        raise InvalidArgument("no photo ids to review")
+    for pid in photo_ids:
+        reviewer = check_review(store, collection, pid, decision, reviewer, source)
+    store.add_reviews(collection, list(dict.fromkeys(photo_ids)), decision, reviewer=reviewer, source=source)
+    return [current_review(store, collection, pid) for pid in dict.fromkeys(photo_ids)]  # type: ignore[misc]
+
+
+def undo_reviews(store: Store, collection: str, photo_ids: Sequence[int]) -> list[Review | None]:
+    """Withdraw the newest decision on each photo (all checked first); the decisions that count now."""
+    if not photo_ids:
+        raise InvalidArgument("no photo ids to undo")
+    for pid in photo_ids:
+        check_membership(store, collection, pid)
+    store.remove_last_reviews(collection, list(dict.fromkeys(photo_ids)))
+    return [current_review(store, collection, pid) for pid in dict.fromkeys(photo_ids)]
+
+
 def undo_review(store: Store, collection: str, photo_id: int) -> Review | None:
     """Withdraw the newest decision on a photo; returns the one that counts now (None: the automatic flag)."""
     check_membership(store, collection, photo_id)
@@ -348,3 +496,52 @@ def train(
             for w, m in zip(wrong, report.misclassified, strict=True)
         ),
     )
+
+
+# ---- search results with their attribution ------------------------------------------------------------------
+
+
+def nearest(
+    store: Store,
+    query: npt.NDArray[np.float32],
+    k: int,
+    *,
+    collection: str | None = None,
+    include_flagged: bool = False,
+) -> list[Neighbour]:
+    """The k best hits for one query vector, best first, each with score and metadata.
+
+    Photos that a stored clean flagged in `collection` are left out unless include_flagged."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InvalidArgument(f"k must be a whole number > 0; received {k!r}")
+    allowed = None
+    if collection is not None:
+        allowed = member_ids(store, collection, include_flagged=include_flagged)
+    hits = store.search(query.reshape(1, -1), int(k), allowed=allowed)[0]
+    return describe(store, [(h.photo_id, h.score) for h in hits])
+
+
+def describe(store: Store, scored: list[tuple[int, float]]) -> list[Neighbour]:
+    ids = [pid for pid, _ in scored]
+    rows = store.photo_rows(ids)
+    colls = store.collections_of(ids)
+    out = []
+    for pid, score in scored:
+        r = rows[pid]
+        path = str(layout.local_file(store.home, r["path"])) if r["path"] else ""
+        out.append(
+            Neighbour(
+                id=pid,
+                source_id=r["source_id"],
+                score=round(float(score), 6),
+                collections=tuple(colls[pid]),
+                title=r["title"],
+                owner=r["owner_name"] or r["owner"],
+                license=r["license"],
+                license_name=license_name(r["license"]),
+                page_url=r["page_url"],
+                image_url=r["url"] or "",
+                path=path,
+            )
+        )
+    return out

@@ -109,6 +109,8 @@ class CleanRow:
     score: float = 0.0  # strongest evidence that it does not belong; > 1 where flagged by the default cut
     margin: float | None = None  # nearest other collection's centre − own side's; None without rivals
     neighbours_elsewhere: int = 0  # of its 10 nearest photos, those in rival collections
+    reviewed: str | None = None  # a person's decision on it ("flag" | "keep"), which `flagged` follows
+    p_flag: float | None = None  # P(flag) re-judged with the collection's reviews; None where none were used
 
     @property
     def id(self) -> int:
@@ -128,6 +130,8 @@ class CleanRow:
             "score": self.score,
             "margin": self.margin,
             "neighbours_elsewhere": self.neighbours_elsewhere,
+            "reviewed": self.reviewed,
+            "p_flag": self.p_flag,
             "title": p.title,
             "page_url": p.page_url,
             "path": p.path,
@@ -146,6 +150,7 @@ class CleanReport:
     allies: tuple[str, ...] = ()  # other collections of the same kind of photo
     rivals: tuple[str, ...] = ()  # other collections its photos are compared against
     classifier_label: str | None = None  # the saved classifier's class taken as this collection's
+    reviews: int = 0  # the collection's reviewed photos that taught this ranking (0: the cut alone)
 
     @property
     def flagged(self) -> tuple[CleanRow, ...]:
@@ -161,8 +166,54 @@ class CleanReport:
             "allies": list(self.allies),
             "rivals": list(self.rivals),
             "classifier_label": self.classifier_label,
+            "reviews": self.reviews,
             "applied": self.applied,
             "photos": [r.as_dict() for r in self.rows],
+        }
+
+
+@dataclass(frozen=True)
+class NextPhoto:
+    """A photo to review next: its decision now is the least certain (imgidx.search.reviewed)."""
+
+    photo: Neighbour  # attribution (score 0.0)
+    flagged: bool  # the decision it has now
+    p_flag: float  # P(flag) now (reviews included)
+    reason: str  # why it is asked, and what the cut says of it
+
+    @property
+    def id(self) -> int:
+        return self.photo.id
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.photo
+        return {
+            "id": p.id,
+            "source_id": p.source_id,
+            "title": p.title,
+            "reason": self.reason,
+            "flagged": self.flagged,
+            "p_flag": self.p_flag,
+            "page_url": p.page_url,
+            "path": p.path,
+        }
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """`review COLLECTION --next N`: the photos whose decisions would teach the cut most, most useful first."""
+
+    collection: str
+    strategy: str  # how they were chosen, in words
+    reviewed: int  # photos of the collection reviewed so far
+    photos: tuple[NextPhoto, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "strategy": self.strategy,
+            "reviewed": self.reviewed,
+            "photos": [p.as_dict() for p in self.photos],
         }
 
 

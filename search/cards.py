@@ -97,6 +97,7 @@ def card(
     manifest: dict,
     load: str,
     notes: Sequence[str] = (),
+    fields: Sequence[tuple[str, tuple]] = (),
 ) -> str:
     """DIR/README.md: the YAML header `datasets` and the Hub read (licences, task, configs per split, features,
     then for people: what is in it, the licence of each photo kind, counts, the model, how it was
@@ -130,7 +131,7 @@ def card(
             lines += _yaml_feature(name, f, 2)
     # no `splits` sizes: datasets wants them with the Arrow byte counts it computes itself (counts are below)
     lines += ["---", ""]
-    lines += _body(format, counts, by_licence, manifest, load, notes)
+    lines += _body(format, counts, by_licence, manifest, load, notes, fields or features or ())
     return "\n".join(lines) + "\n"
 
 
@@ -145,15 +146,64 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def _body(format: str, counts: dict, by_licence: Counter, manifest: dict, load: str, notes: Sequence[str]) -> list:
+# what each column / json field holds, for the card's Fields table
+FIELD_NOTES = {
+    "image": "the photo (the file's bytes as downloaded)",
+    "label": "class index into the class names (a ClassLabel)",
+    "label_name": "class name (the imgidx collection)",
+    "label_id": "class index",
+    "cls": "class index (a ClassLabel)",
+    "jpg": "the photo, JPEG",
+    "png": "the photo, PNG",
+    "json": "the fields below, per sample",
+    "key": "the sample's key in its shard",
+    "__key__": "the sample's key in its shard",
+    "__url__": "the shard it came from",
+    "id": "imgidx photo id",
+    "split": "train, val or test",
+    "source": "where imgidx got it (flickr, folder, urllist)",
+    "source_id": "the photo's id at the source",
+    "title": "title given by the owner",
+    "owner": "the owner's display name, else their Flickr NSID (credit them)",
+    "license": "Flickr licence id (-1: none given)",
+    "license_name": "licence name, e.g. CC BY 2.0 ('' if none given)",
+    "license_url": "licence deed URL",
+    "page_url": "the photo's page (link it when crediting)",
+    "width": "original width in pixels (-1: unknown)",
+    "height": "original height in pixels (-1: unknown)",
+    "sha256": "of the file's bytes",
+    "date_upload": "upload time (unix seconds as Flickr gives it)",
+    "date_taken": "date taken, as the source gives it",
+    "tags": "the source's tags, space-separated",
+    "duplicate_group": "photos sharing a value are copies of one picture (-1: none)",
+    "vector": "the stored image embedding (see the model stamp)",
+}
+
+
+def _fields(features: Sequence[tuple[str, tuple]]) -> list[str]:
+    out = ["| field | type | what |", "| --- | --- | --- |"]
+    for name, f in features:
+        kind = {"label": "class label", "struct": "object"}.get(f[0], f[0])
+        kind = f"{f[1]} x {f[2]}" if f[0] == "vector" else kind
+        out.append(f"| `{name}` | {kind} | {FIELD_NOTES.get(name, '')} |")
+        if f[0] == "struct":
+            notes = {**FIELD_NOTES, "label": "class name"}
+            out += [f"| `{name}.{sub}` | {g[0]} | {notes.get(sub, '')} |" for sub, g in f[1]]
+    return out
+
+
+def _body(
+    format: str, counts: dict, by_licence: Counter, manifest: dict, load: str, notes: Sequence[str], features
+) -> list:
     labels = manifest.get("labels", [])
     model = manifest.get("model") or {}
     filters = manifest.get("filters") or {}
     out = [
         f"# {', '.join(labels) or 'images'} ({format})",
         "",
-        f"{manifest.get('photos', 0)} photos in {len(labels)} classes, written by imgidx "
-        f"{manifest.get('imgidx_version') or ''} (`{format}`). Files are the photos as downloaded, never "
+        f"{manifest.get('photos', 0)} photos in {len(labels)} classes, written by "
+        f"{' '.join(['imgidx', manifest.get('imgidx_version') or ''])}".strip()
+        + f" (`{format}`). Files are the photos as downloaded, never "
         "re-encoded. Every photo's title, owner, licence and page travel with it (see Fields) and in "
         "ATTRIBUTION.csv; manifest.json holds the same facts for scripts.",
         "",
@@ -171,6 +221,7 @@ def _body(format: str, counts: dict, by_licence: Counter, manifest: dict, load: 
     for split, per in counts.items():
         cells = [str(per.get(lab, 0)) for lab in labels]
         out.append(f"| {split} | " + " | ".join(cells) + f" | {sum(per.values())} |")
+    out += ["", "## Fields", "", *_fields(features)]
     out += [
         "",
         "## Licences",
@@ -196,8 +247,9 @@ def _body(format: str, counts: dict, by_licence: Counter, manifest: dict, load: 
         + "; licence filter: "
         + (", ".join(license_name(i) for i in filters["license"]) if filters.get("license") else "none")
         + ".",
-        f"- Deduplicated: near duplicates (cut `{filters.get('duplicates_threshold', 'auto')}` on the stored "
-        "vectors, confirmed on the pixels) form groups; a group never straddles two splits "
+        f"- Deduplicated: copies of one picture (identical bytes, or stored vectors within the cut "
+        f"`{filters.get('duplicates_threshold', 'auto')}`, and up to 3x the cut where the pixels align) form "
+        "groups; a group never straddles two splits "
         f"({manifest.get('duplicate_groups_kept_in_one_split', 0)} groups here), and `duplicate_group` "
         "names it (-1: none).",
         *[f"- {n}" for n in notes],

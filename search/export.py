@@ -498,6 +498,7 @@ def _card(format: str, photos, planned: dict, counts: dict, manifest: dict, embe
         manifest=manifest,
         load=load,
         notes=notes,
+        fields=features,
     )
 
 

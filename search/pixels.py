@@ -136,7 +136,7 @@ class PixelCheck:
         more, and by MIRROR_MARGIN better than as it is."""
 
         def mirror(a, b) -> bool:
-            flipped = similarity(a, b[:, ::-1].copy())
+            flipped = similarity(a, b[:, ::-1].copy())  # low for nearly every copy: one correlation then
             return flipped >= self.same_cut and flipped >= similarity(a, b) + MIRROR_MARGIN
 
         return self._each(pairs, mirror)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,101 @@ SHARED_PHOTOS = SHARED / "photos" / "catsdogs"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 LONG = os.environ.get("IMGIDX_LONG_TESTS") == "1"
+# the live Flickr test's key (tests/test_flickr_live.py), read before the isolation below removes it
+LIVE_FLICKR = (os.environ.get("FLICKR_API_KEY", ""), os.environ.get("FLICKR_API_SECRET", ""))
+
+# Fixtures that build the VGG16 graph (or a server that loads it): a test using one is `slow` (make test-fast).
+MODEL_FIXTURES = frozenset(
+    {
+        "random_weights_file",
+        "random_fc2",
+        "notop_file",
+        "served_index",
+        "server",
+        "client",
+        "world",
+        "world_fc2",
+        "fc2_random0",
+        "store_ids",
+        "built_once",
+    }
+)
+# what a test run could write outside its temp homes by mistake (the defaults of IMGIDX_HOME, XDG_CACHE_HOME,
+# KERAS_HOME): compared before and after the session
+USER_PATHS = (Path("data").resolve(), Path("~/.cache/imgidx").expanduser(), Path("~/.keras").expanduser())
+REMOVED_ENV = (
+    "IMGIDX_WEIGHTS",
+    "FLICKR_API_KEY",
+    "FLICKR_API_SECRET",
+    "IMGIDX_FLICKR_REST_URL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+)
 
 
+def isolate(setenv, delenv, root: Path) -> None:
+    """Point every home and cache at `root`, pick the runtime, never reach the internet."""
+    setenv("IMGIDX_HOME", str(root / "home"))
+    setenv("KERAS_HOME", str(root / "keras"))
+    setenv("XDG_CACHE_HOME", str(root / "cache"))
+    # the runtime choice (auto) measures both runtimes once per data home: tests pick theirs explicitly
+    setenv("IMGIDX_RUNTIME", "keras")
+    setenv("NO_PROXY", "127.0.0.1,localhost")
+    setenv("IMGIDX_ALLOW_PRIVATE_HOSTS", "1")  # the fake Flickr's photo host is on loopback
+    for var in REMOVED_ENV:
+        delenv(var)
+    # an unreachable download address: tests never touch the internet, even by accident
+    setenv("IMGIDX_WEIGHTS_URL", "http://127.0.0.1:9/vgg16/")
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    files = {}
+    for top in USER_PATHS:
+        for path in [top, *top.rglob("*")] if top.exists() else []:
+            st = path.lstat()
+            files[str(path)] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def pytest_configure(config):
+    """Before any fixture (session and module ones included) runs: the whole session's environment points at a
+    temp folder, so only a test's own autouse isolation (below) ever replaces it."""
+    root = Path(tempfile.mkdtemp(prefix="imgidx-session-"))
+    config._imgidx_session_root = root
+    config._imgidx_user_paths = _snapshot()
+    isolate(os.environ.__setitem__, lambda var: os.environ.pop(var, None), root)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything it ran wrote into the user's data home, ~/.cache/imgidx or ~/.keras."""
+    config = session.config
+    before = getattr(config, "_imgidx_user_paths", None)
+    if before is None:
+        return
+    after = _snapshot()
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if changed:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(
+                "error: the tests wrote outside their temp homes (a fixture or test without the isolation?): "
+                + ", ".join(changed[:10]),
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(config._imgidx_session_root, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
-    """`long` tests repeat what make test covers at a larger size (make test-long); skipped unless asked for."""
+    """`slow` for every test that uses a model fixture; `long` tests repeat what make test covers at a larger
+    size (make test-long): skipped unless asked for."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and "slow" not in item.keywords:
+            item.add_marker(pytest.mark.slow)
     if LONG:
         return
     skip = pytest.mark.skip(reason="long: IMGIDX_LONG_TESTS=1 (make test-long)")
@@ -38,26 +131,7 @@ def pytest_collection_modifyitems(config, items):
 def isolated_env(tmp_path_factory, monkeypatch):
     """Every test gets its own data home, Keras cache and XDG cache; no proxies for loopback."""
     root = tmp_path_factory.mktemp("env")
-    monkeypatch.setenv("IMGIDX_HOME", str(root / "home"))
-    monkeypatch.setenv("KERAS_HOME", str(root / "keras"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-    # the runtime choice (auto) measures both runtimes once per data home: tests pick theirs explicitly
-    monkeypatch.setenv("IMGIDX_RUNTIME", "keras")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("IMGIDX_ALLOW_PRIVATE_HOSTS", "1")  # the fake Flickr's photo host is on loopback
-    for var in (
-        "IMGIDX_WEIGHTS",
-        "FLICKR_API_KEY",
-        "FLICKR_API_SECRET",
-        "IMGIDX_FLICKR_REST_URL",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    # an unreachable download address: tests never touch the internet, even by accident
-    monkeypatch.setenv("IMGIDX_WEIGHTS_URL", "http://127.0.0.1:9/vgg16/")
+    isolate(monkeypatch.setenv, lambda var: monkeypatch.delenv(var, raising=False), root)
     return root
 
 

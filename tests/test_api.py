@@ -133,6 +133,14 @@ def test_audit_train_and_classify(world, tmp_path):
     assert trained.n_train + trained.n_test == 2 * PER_FAMILY and Path(trained.path).is_file()
     [one] = idx.classify("shapes", [photos / "rings" / "rings_1.jpg"])
     assert isinstance(one, imgidx.Prediction) and one.label in trained.classes and 0.5 <= one.probability <= 1
+    # the photo file goes through the index's embedder: the same label as its stored vector (random weights make
+    # no good classifier, so which label is right here is the one the index's own vector gets)
+    [itself] = idx.similar(photos / "rings" / "rings_1.jpg", k=1)
+    [by_id] = idx.classify("shapes", ids=[itself.id])
+    assert itself.score >= 0.999 and (one.label, round(one.probability, 3)) == (
+        by_id.label,
+        round(by_id.probability, 3),
+    )
     assert one.path == str(photos / "rings" / "rings_1.jpg") and one.id is None
     stored = idx.classify("shapes", collection="rings", apply=True)
     assert len(stored) == PER_FAMILY and all(p.id is not None for p in stored)
@@ -142,7 +150,10 @@ def test_audit_train_and_classify(world, tmp_path):
 
 def test_verify_repair_and_reindex(world):
     idx, _, _, _ = world
-    assert idx.verify().ok and idx.repair().ok
+    report = idx.verify()
+    assert isinstance(report, imgidx.VerifyReport) and report.ok and idx.repair().ok
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.repaired = ("changed",)  # type: ignore[misc]
     result = idx.reindex("hnsw")
     assert isinstance(result, imgidx.ReindexReport) and result.after["kind"] == "hnsw" and result.recall_at_10 > 0.5
     assert idx.reindex("auto").after["kind"] == "flat" and idx.verify().ok

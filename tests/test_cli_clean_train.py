@@ -169,9 +169,16 @@ def test_clean_sheet_is_written(store_ids, tmp_path):
 def test_classify_photo_files_uses_the_index_embedder(photo_dir, tmp_path):
     run("build", "--from-dir", photo_dir, "--weights", "random:0", "--layer", "block5_pool", "--batch-size", "4")
     run("train", "shapes", "stripes", "rings")
-    out = json.loads(run("classify", "shapes", photo_dir / "rings" / "rings_1.jpg", "--json").stdout)
-    [pred] = out["predictions"]
+    photo = photo_dir / "rings" / "rings_1.jpg"
+    [pred] = json.loads(run("classify", "shapes", photo, "--json").stdout)["predictions"]
     assert pred["label"] in ("stripes", "rings") and 0.5 <= pred["probability"] <= 1.0
+    # the file goes through the index's embedder: the label and probability of the photo's stored vector (random
+    # weights make no good classifier, so the right label here is the one the index's own vector gets)
+    [itself] = json.loads(run("similar", photo, "-k", 1, "--json").stdout)["hits"]
+    stored = json.loads(run("classify", "shapes", "--in", "rings", "--json").stdout)["predictions"]
+    [same] = [p for p in stored if p["id"] == itself["id"]]
+    assert itself["score"] >= 0.999 and pred["label"] == same["label"]
+    assert pred["probability"] == pytest.approx(same["probability"], abs=1e-3)
 
 
 @pytest.mark.slow

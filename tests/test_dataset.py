@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import tarfile
 
 import numpy as np
 import pytest
@@ -152,10 +153,17 @@ def test_cli_duplicates_and_export(home, tmp_path):
     applied = json.loads(run(["duplicates", "--apply", "--json"], env).stdout)
     assert applied["applied"] and applied["flagged"] == 2
     out = tmp_path / "set"
-    done = run(["export", out, "cat", "dog", "--format", "webdataset", "--split", "0.5,0.5", "--json"], env)
+    args = ["export", out, "cat", "dog", "--format", "webdataset", "--split", "0.5,0.5", "--shard-size", "2"]
+    done = run([*args, "--json"], env)
     assert done.returncode == 0, done.stderr
     assert sum(sum(c.values()) for c in json.loads(done.stdout)["counts"].values()) == 9
     assert (out / "manifest.json").is_file() and (out / "ATTRIBUTION.csv").is_file()
+    for shard in out.glob("*/*.tar"):  # one or two samples each (the split's 4-5 samples over 4-5 shards)
+        with tarfile.open(shard) as tar:
+            assert 1 <= len(tar.getnames()) // 3 <= 2
+    command = f"imgidx export {out} cat dog --format webdataset --split 0.5,0.5 --seed 0 --threshold auto"
+    command += " --shard-size 2"
+    assert command in (out / "README.md").read_text()  # the card says how it was made
     undone = run(["duplicates", "--undo"], env)
     assert undone.returncode == 0 and "2 memberships" in undone.stderr
     bad = run(["duplicates", "--threshold", "loose"], env)
@@ -169,11 +177,11 @@ def test_index_api(home, tmp_path):
 
     idx = imgidx.open(home)
     result = idx.duplicates()
-    assert len(result.groups) == 2 and result.as_dict()["threshold"] == 0.05
+    assert isinstance(result, imgidx.Duplicates) and len(result.groups) == 2 and result.as_dict()["threshold"] == 0.05
     assert idx.duplicates(["cat"]).groups[0].kind == "exact"  # only the byte copies are both in "cat"
     idx.duplicates(apply=True)
     exported = idx.export(tmp_path / "out", format="parquet", split="1")
-    assert sum(exported.counts["train"].values()) == 9
+    assert isinstance(exported, imgidx.ExportResult) and sum(exported.counts["train"].values()) == 9
     assert idx.undo_duplicates() == 2
     assert sum(idx.export(tmp_path / "out", format="parquet", split="1").counts["train"].values()) == 11
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -118,9 +119,13 @@ def test_the_service_thumbnails_every_odd_file_or_refuses_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_odd_files_through_build_similar_and_post_similar(tmp_path, server):
+def test_odd_files_through_build_similar_and_post_similar(tmp_path, isolated_env):
     """The three paths users run, once over the whole corpus: `build --from-dir` (N good + M hostile index
-    exactly N), `similar PATH` and `POST /similar`. Indexed or one line; never a traceback or a 500."""
+    exactly N), `similar PATH` and `POST /similar` (a server on the index just built, one row per model call: an
+    upload alone is padded to --max-batch). Indexed or one line; never a traceback or a 500."""
+    from imgidx.service.server import spawned
+    from tests.serving import server_env
+
     root = tmp_path / "photos"
     (root / "good").mkdir(parents=True)
     (root / "odd").mkdir()
@@ -160,11 +165,13 @@ def test_odd_files_through_build_similar_and_post_similar(tmp_path, server):
             assert re.fullmatch(r"error: .+ cannot be used: .+\n", r.stderr), r.stderr
 
     # POST /similar: 200 or a 4xx with the reason; the server logs no traceback
-    for name, data in files.items():
-        answer = requests.post(server.url + "similar", files={"file": (name, data, "image/jpeg")}, timeout=60)
-        if f"odd/{name}" in hostile:
-            assert answer.status_code in (400, 415), (name, answer.status_code, answer.text[:200])
-            one_line(answer.json()["detail"])
-        else:
-            assert answer.status_code == 200 and answer.json()["hits"], (name, answer.status_code, answer.text[:200])
-    assert not [line for line in server.log if "Traceback" in line or "Exception" in line], server.log[-20:]
+    with spawned(isolated_env / "home", "--max-batch", "1", env=server_env(tmp_path)) as server:
+        for name, data in files.items():
+            answer = requests.post(server.url + "similar", files={"file": (name, data, "image/jpeg")}, timeout=60)
+            if f"odd/{name}" in hostile:
+                assert answer.status_code in (400, 415), (name, answer.status_code, answer.text[:200])
+                one_line(answer.json()["detail"])
+            else:
+                assert answer.status_code == 200 and answer.json()["hits"], (name, answer.status_code, answer.text)
+        time.sleep(0.2)  # the log is drained by a thread
+        assert not [line for line in server.log if "Traceback" in line or "Exception" in line], server.log[-20:]

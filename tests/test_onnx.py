@@ -74,7 +74,7 @@ def test_the_exported_graph_computes_what_keras_computes(head):
     want = keras_features(model, x)
     # Flatten's (h, w, c) order and the RGB->BGR reversal folded into conv 1 would show here as a large error
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
-    assert np.sum(unit(got) * unit(want), axis=1).min() >= 0.99999
+    assert np.sum(unit(got) * unit(want), axis=1).min() >= 0.999999
 
 
 def test_layers_the_exporter_does_not_know_are_refused():
@@ -258,7 +258,7 @@ def test_vgg16_block5_round_trip_on_random_weights(tmp_path):
     keras_v = make("vgg16", "block5_pool", RANDOM0, precision="fp32", batch_size=4, runtime="keras").embed(x)
     emb = OnnxEmbedder("block5_pool", RANDOM0, precision="fp32", batch_size=4, home=tmp_path)
     onnx_v = emb.embed(x)
-    assert np.sum(keras_v * onnx_v, axis=1).min() >= 0.99999
+    assert np.sum(keras_v * onnx_v, axis=1).min() >= 0.999999  # README: across runtimes, cosine >= 0.999999
     path = emb.fp32_file()
     mtime = path.stat().st_mtime_ns
     again = OnnxEmbedder("block5_pool", RANDOM0, precision="fp32", batch_size=4, home=tmp_path)

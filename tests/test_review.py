@@ -159,6 +159,19 @@ def test_reviews_over_http_and_the_cross_site_guard(served_index, home):
         undone = c.post("/reviews/undo", json={"collection": "rings", "id": pid})
         assert undone.status_code == 200 and undone.json()["review"] is None
         assert c.get("/collections/rings/reviews").json()["reviews"] == []
+        # the review queue, and the clean ranking re-judged with the decisions (issue 20)
+        queue = c.get("/collections/rings/next", params={"n": 3}).json()
+        assert queue["reviewed"] == 0 and len(queue["photos"]) == 3
+        assert {"id", "source_id", "title", "reason", "p_flag", "flagged"} <= set(queue["photos"][0])
+        first = queue["photos"][0]["id"]
+        assert post(c, {"collection": "rings", "id": first, "decision": "flag"}).status_code == 200
+        assert first not in [p["id"] for p in c.get("/collections/rings/next").json()["photos"]]
+        clean = c.get("/collections/rings/clean").json()
+        item = next(i for i in clean["items"] if i["id"] == first)
+        assert clean["reviews"] == 1 and item["outlier"] and item["reviewed"] == "flag"
+        assert item["reason"] == "flagged by anonymous" and all(i["p_flag"] is not None for i in clean["items"])
+        assert c.get("/collections/rings/next", params={"n": 0}).status_code == 422
+        assert c.get("/collections/nope/next").status_code == 404
         assert c.get("/collections/stripes/duplicates").status_code == 200
         audit = c.get("/collections/stripes/audit")
         assert audit.status_code == 200 and audit.json()["against"] == ["rings"]

@@ -1,10 +1,11 @@
 """`imgidx serve` against hostile requests (issue 13.5 and 13.7): numbers that overflow, JSON nested too deep,
-Host headers that only look like loopback, clients that hold a request open, and a folder photo that is a
-symlink to a file outside its folder. Each answers 4xx (or is cut) with no traceback in the server's log."""
+Host headers that only look like loopback, clients that hold a request open, heads over 16 KiB, idle kept-alive
+connections. Each answers 4xx (or is cut) with no traceback in the server's log. (A folder photo that is a symlink
+outside its folder, the model queue and the connection limit: tests/test_serve_limits.py.)"""
 
 from __future__ import annotations
 
-import json
+import re
 import socket
 import threading
 import time
@@ -12,15 +13,8 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from typer.testing import CliRunner
 
-from imgidx.cli.app import app
-from imgidx.indexer.errors import NotFound
-from imgidx.indexer.store import Store
-from imgidx.service.queries import Queries
-from imgidx.service.server import REQUEST_TIMEOUT_S
-from tests.conftest import pattern_image
-from tests.serving import RANDOM
+from imgidx.service.server import KEEP_ALIVE_S, MAX_HEAD_BYTES, REQUEST_TIMEOUT_S
 
 BAD_BODIES = [
     '{"id": Infinity}',
@@ -125,21 +119,62 @@ def test_slow_clients_are_cut_before_40_s(server):
         assert REQUEST_TIMEOUT_S - 1 <= seconds < 40, (name, seconds)
 
 
-def test_a_folder_photo_that_links_outside_its_folder_is_not_served(tmp_path):
-    folder, outside = tmp_path / "photos", tmp_path / "secret"
-    folder.mkdir()
-    outside.mkdir()
-    pattern_image(1).save(folder / "inside.jpg")
-    pattern_image(2).save(outside / "secret.jpg")
-    (folder / "link.jpg").symlink_to(outside / "secret.jpg")
-    home = tmp_path / "home"
-    r = CliRunner().invoke(app, ["--home", str(home), "build", "--from-dir", str(folder), *RANDOM])
-    assert r.exit_code == 0, r.stdout + r.stderr
-    with Store(home, readonly=True) as store:
-        rows = store.db.execute("SELECT id, source_id FROM photos").fetchall()
-        ids = {row["source_id"]: row["id"] for row in rows}
-        queries = Queries()
-        assert queries.photo_file(store, ids["inside.jpg"]).name == "inside.jpg"
-        with pytest.raises(NotFound, match="outside its folder"):
-            queries.photo_file(store, ids["link.jpg"])
-    assert json.loads(CliRunner().invoke(app, ["--home", str(home), "info", "--json"]).stdout)
+def _answer(url: str, request: bytes, timeout: float = 30) -> tuple[bytes, bool]:
+    """Send `request` whole, in one write; the answer's status line, and whether the server then closed."""
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        if data.startswith(b"HTTP/1.1 200"):
+            return data.split(b"\r\n", 1)[0], False
+        try:
+            s.settimeout(5)
+            while s.recv(65536):  # the rest of the refusal's short body, then the end
+                pass
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            closed = False
+    return data.split(b"\r\n", 1)[0], closed
+
+
+def _head_of(size: int) -> bytes:
+    """A GET whose request line, headers and blank line are exactly `size` bytes."""
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
+    return start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+def test_request_heads_up_to_16_kib_are_answered_and_longer_ones_refused_with_431(server):
+    """SECURITY.md: request line and headers at most 16 KiB, also when the whole head arrives in one piece."""
+    assert len(_head_of(MAX_HEAD_BYTES)) == MAX_HEAD_BYTES == 16 * 1024
+    assert _answer(server.url, _head_of(MAX_HEAD_BYTES))[0].startswith(b"HTTP/1.1 200")
+    for size in (MAX_HEAD_BYTES + 1, 20 * 1024):  # 20 KiB in one piece was answered 200 before
+        status, closed = _answer(server.url, _head_of(size))
+        assert status.startswith(b"HTTP/1.1 431") and closed, (size, status)
+    _no_traceback(server)
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_5_s(server):
+    u = urlparse(server.url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        for _ in range(2):  # kept alive: a second request on the same connection is answered
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+            while len(body) < length:
+                body += s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200") and len(body) == length
+        idle = time.monotonic()
+        while s.recv(65536):
+            pass
+        waited = time.monotonic() - idle
+    assert KEEP_ALIVE_S - 0.5 <= waited < KEEP_ALIVE_S + 5, waited  # + the loaded machine's slack

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from imgidx.cli.app import app
 from imgidx.indexer.errors import ConfigError
-from imgidx.search.inputs import read_file
+from imgidx.search.inputs import MAX_BYTES, read_file, read_photo
 
 SPECIAL = {
     "/dev/zero": "a character device, not a regular file",
@@ -47,3 +47,15 @@ def test_a_regular_file_is_read_up_to_the_cap_only(tmp_path):
     assert read_file(big, 1001) == b"\xff" * 1001
     with pytest.raises(ConfigError, match=r"big.jpg cannot be used: larger than 0 MiB"):
         read_file(big, 1000)
+
+
+def test_the_query_file_cap_is_64_mib_as_security_md_states(tmp_path):
+    """SECURITY.md: at most 64 MiB of a query file (sparse files: nothing is written to disk)."""
+    at, over = tmp_path / "at.jpg", tmp_path / "over.jpg"
+    with open(at, "wb") as f:
+        f.truncate(64 * 2**20)
+    with open(over, "wb") as f:
+        f.truncate(64 * 2**20 + 1)
+    assert len(read_file(at, MAX_BYTES)) == 64 * 2**20
+    with pytest.raises(ConfigError, match=r"over.jpg cannot be used: larger than 64 MiB"):
+        read_photo(over)

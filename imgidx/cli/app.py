@@ -21,6 +21,7 @@ from .build import build
 from .clean import audit, clean
 from .duplicates import duplicates
 from .export import export
+from .review import review
 from .serve import serve
 from .train import classify, train
 from .vision import activations, labels
@@ -55,6 +56,7 @@ for command in (clean, audit, train, classify, activations, labels):
 app.command()(serve)
 app.command()(duplicates)
 app.command()(export)
+app.command()(review)
 
 
 @app.command()

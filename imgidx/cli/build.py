@@ -71,7 +71,11 @@ def build(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Photos per model call (default 64 on CPU, 128 on a GPU).")
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="Photos per model call (default 64 on CPU, 128 on a GPU); 32 needs less memory (see README).",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Concurrent downloads (folders: file readers).")] = 16,
     decode_workers: Annotated[

@@ -40,6 +40,14 @@ def clean(
         ),
     ] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Remove the stored flags of this collection.")] = False,
+    use_reviews: Annotated[
+        bool,
+        typer.Option(
+            "--reviews/--no-reviews",
+            help="Learn from the collection's reviews (`imgidx review`): reviewed photos keep their decision, the "
+            "others are re-judged with what the decisions teach; --no-reviews: the cut alone.",
+        ),
+    ] = True,
     sheet: Annotated[
         Path | None, typer.Option(help="Write an HTML contact sheet (central first, outliers last).")
     ] = None,
@@ -71,6 +79,7 @@ def clean(
         apply=apply,
         method=method,
         classifier=None if classifier == "none" else classifier,
+        use_reviews=use_reviews,
     )
     if sheet:
         path = _sheet(sheet, report)
@@ -80,7 +89,7 @@ def clean(
         return
     console.print_table(
         f"{collection}: {len(report.rows)} photos, {len(report.flagged)} flagged ({report.iterations_run} passes, cut "
-        f"at {report.cutoff:.4f}{_compared(report)}){' — flags stored' if apply else ''}",
+        f"at {report.cutoff:.4f}{_compared(report)}{_taught(report)}){' — flags stored' if apply else ''}",
         ["#", "id", "distance", "z", "flagged", "since pass", "reason", "title", "page"],
         [
             (
@@ -108,6 +117,10 @@ def _compared(report: CleanReport) -> str:
     if report.classifier_label:
         parts.append(f"classifier label {report.classifier_label}")
     return "; " + "; ".join(parts) if parts else ""
+
+
+def _taught(report: CleanReport) -> str:
+    return f"; taught by {report.reviews} reviews" if report.reviews else ""
 
 
 def _sheet(path: Path, report: CleanReport) -> Path:

@@ -194,7 +194,17 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
     ) -> dict:
         options = {"iterations": iterations, "drop": drop, "threshold": "auto" if threshold is None else threshold}
         options["k_mad"] = k_mad
-        return await service.store.run(lambda store: queries.clean(store, service.store.generation, name, options))
+        return await service.store.run(
+            lambda store: queries.clean(
+                store, (service.store.vectors_generation, service.store.generation), name, options
+            )
+        )
+
+    @app.get("/collections/{name}/next", summary="The photos whose review would teach the clean cut most")
+    async def review_next(name: str, n: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+        return await service.store.run(
+            lambda store: queries.review_next(store, service.store.vectors_generation, name, n)
+        )
 
     # ---- review: a person's decisions on flags (the only writes of the service) ----------------------------
     async def review_fields(request: Request) -> dict[str, Any]:

@@ -17,10 +17,11 @@ import numpy.typing as npt
 from imgidx import ops
 from imgidx.indexer.errors import InvalidArgument
 from imgidx.indexer.store import Store
+from imgidx.ops import describe, nearest
 from imgidx.results import CleanReport, Neighbour
 from imgidx.search import classifier as classifiers
 from imgidx.search.classifier import Classifiers, LinearClassifier
-from imgidx.search.knn import check_collection, describe, nearest
+from imgidx.search.knn import check_collection
 
 from .service import BadRequest
 
@@ -35,6 +36,9 @@ def classifier_path(home: Path, name: str) -> Path:
         raise BadRequest(str(e)) from None
 
 
+EVIDENCE_CACHED = 4  # collections whose clean evidence (their vectors) stays in memory between decisions
+
+
 def public(photo: Neighbour, *, scored: bool = True) -> dict[str, Any]:
     """A photo for the API: the --json form with the server's file path replaced by the image's URL."""
     out = {k: v for k, v in photo.as_dict().items() if k != "path" and (scored or k != "score")}
@@ -46,6 +50,8 @@ class Queries:
     def __init__(self, max_k: int = 1000):
         self.max_k = max_k
         self._clean_cache: OrderedDict[tuple, dict] = OrderedDict()
+        # a collection's vectors each: the few collections being reviewed now
+        self._evidence: OrderedDict[tuple, ops.CleanEvidence] = OrderedDict()
         self._classifiers: Classifiers | None = None  # of the served home, kept while their files do not change
 
     # ---- similar ---------------------------------------------------------------------------------------------
@@ -92,17 +98,37 @@ class Queries:
         return [{"name": c.name, "photos": c.photos, "flagged": c.flagged} for c in ops.collections(store)]
 
     # ---- clean -----------------------------------------------------------------------------------------------
-    def clean(self, store: Store, generation: int, name: str, options: dict[str, Any]) -> dict:
+    def clean(self, store: Store, generations: tuple[int, int], name: str, options: dict[str, Any]) -> dict:
+        """The ranking with the collection's reviews, from cached evidence: a decision refits only the probe.
+        generations: (the store's vectors, its metadata): the answer is kept while neither nor the reviews change."""
+        evidence = self.evidence(store, generations[0], name, options)
+        reviews = tuple((r["photo_id"], r["decision"], r["reviewer"]) for r in store.reviews(name))
+        key = ("clean", generations, name, tuple(sorted(options.items())), id(evidence), reviews)
+        return self._cached(key, lambda: _clean_answer(ops.judged_report(store, evidence)))
+
+    def review_next(self, store: Store, generation: int, name: str, n: int) -> dict:
+        return ops.review_queue(store, self.evidence(store, generation, name, {}), n).as_dict()
+
+    def evidence(self, store: Store, generation: int, name: str, options: dict[str, Any]) -> ops.CleanEvidence:
+        """A collection's clean evidence (the cut before reviews), cached while what it is made of is unchanged:
+        the vectors (generation: the store opened anew), the memberships and the other collections' flags (a
+        review elsewhere, `clean --apply`). A review of this collection leaves it as it is."""
         check_collection(store, name)
-        key = (generation, name, tuple(sorted(options.items())))
-        if key in self._clean_cache:
-            self._clean_cache.move_to_end(key)
-            return self._clean_cache[key]
-        answer = _clean_answer(ops.clean_report(store, name, **options))
-        self._clean_cache[key] = answer
-        while len(self._clean_cache) > 32:
-            self._clean_cache.popitem(last=False)
-        return answer
+        key = (
+            "evidence",
+            generation,
+            name,
+            tuple(sorted(options.items())),
+            tuple(sorted(store.counts_by_collection().items())),
+            store.flagged_elsewhere(name),
+        )
+        if key in self._evidence:
+            self._evidence.move_to_end(key)
+            return self._evidence[key]
+        self._evidence[key] = found = ops.clean_evidence(store, name, **options)
+        while len(self._evidence) > EVIDENCE_CACHED:
+            self._evidence.popitem(last=False)
+        return found
 
     # ---- the review views: duplicates and audit (cached per index generation, like clean) -----------------
     def duplicates(self, store: Store, generation: int, name: str) -> dict:
@@ -159,11 +185,11 @@ class Queries:
             )
         if len(ids) > MAX_CLASSIFY:
             raise BadRequest(f"at most {MAX_CLASSIFY} photos per request; received {len(ids)}")
-        labels, probs = clf.predict(ops.stored_vectors(store, ids))
-        described = describe(store, [(pid, 0.0) for pid in ids])
+        predicted = ops.classify_stored(store, clf, ids)
+        described = describe(store, [(p.id, 0.0) for p in predicted])
         preds = [
-            {**public(photo, scored=False), "label": str(lab), "probability": round(float(p), 6)}
-            for photo, lab, p in zip(described, labels, probs, strict=True)
+            {**public(photo, scored=False), "label": p.label, "probability": round(p.probability, 6)}
+            for photo, p in zip(described, predicted, strict=True)
         ]
         return self._answer(name, clf, preds)
 
@@ -217,6 +243,8 @@ def _clean_answer(report: CleanReport) -> dict:
             "reason": r.reason,  # why it is flagged (search/outliers.py)
             "score": r.score,
             "flagged_in_index": r.flagged_in_index,  # by an earlier `imgidx clean --apply`
+            "reviewed": r.reviewed,  # a person's decision ("flag" | "keep"), which "outlier" follows
+            "p_flag": r.p_flag,  # P(flag) re-judged with the reviews (None without any)
         }
         for r in report.rows
     ]
@@ -227,5 +255,6 @@ def _clean_answer(report: CleanReport) -> dict:
         "cutoff": round(report.cutoff, 6),
         "iterations_run": report.iterations_run,
         "method": report.method,
+        "reviews": report.reviews,
         "items": items,
     }

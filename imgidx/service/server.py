@@ -34,6 +34,9 @@ from .service import ServeOptions, Service
 
 ANNOUNCE = "imgidx serve: listening on "
 REQUEST_TIMEOUT_S = 30.0  # from a connection's first byte (or its previous answer) to a complete request
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers + the blank line: beyond, 431
+MAX_CONNECTIONS = 1000
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{8,}")
 
 
@@ -93,21 +96,31 @@ def serve(
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{bound}/"
     app = create_app(Service(settings, options), token=settings.token, max_upload=max_upload)
+    config = uvicorn_config(app, access_log=access_log)
+    _AnnouncingServer(config, f"{ANNOUNCE}{url} ({summary}; Ctrl-C stops)").run(sockets=[sock])
+
+
+def uvicorn_config(app, *, access_log: bool = False) -> uvicorn.Config:  # type: ignore[no-untyped-def]
+    """The server's limits (SECURITY.md: the service's connections); `serve` and the tests run this one."""
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout is for results only
-    level = "info" if access_log else "warning"
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
-        log_level=level,
+        log_level="info" if access_log else "warning",
         log_config=log_config,
         access_log=access_log,
         timeout_graceful_shutdown=5,
         http=TimedH11Protocol,
-        timeout_keep_alive=5,  # an idle kept-alive connection
-        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
-        limit_concurrency=1000,  # beyond this, 503 at once instead of running out of file descriptors
+        timeout_keep_alive=KEEP_ALIVE_S,  # an idle kept-alive connection
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a head arriving in pieces (TimedH11Protocol: in one)
+        limit_concurrency=MAX_CONNECTIONS,  # beyond this, 503 at once instead of running out of file descriptors
     )
-    _AnnouncingServer(config, f"{ANNOUNCE}{url} ({summary}; Ctrl-C stops)").run(sockets=[sock])
+
+
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s"
+)
 
 
 class TimedH11Protocol(H11Protocol):
@@ -119,7 +132,23 @@ class TimedH11Protocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         super().connection_made(transport)
+        self._head = b""
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        """h11 limits only a head that arrives in pieces: one that arrives whole (any size a socket buffer holds)
+        would be parsed. So the request line and headers are measured here, up to their blank line."""
+        if self.conn.their_state is h11.IDLE:  # the head of a request is still arriving
+            self._head = (self._head + data)[: MAX_HEAD_BYTES + 1]
+            end = self._head.find(b"\r\n\r\n")
+            if (end + 4 if end >= 0 else len(self._head)) > MAX_HEAD_BYTES:
+                body = b'{"detail": "the request line and headers are longer than %d bytes"}' % MAX_HEAD_BYTES
+                self.transport.write(_TOO_LARGE % (len(body), body))
+                self.transport.close()
+                return
+        else:
+            self._head = b""
+        super().data_received(data)
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -128,6 +157,7 @@ class TimedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._head = b""  # the next request's head is measured from its first byte
         if not self.transport.is_closing():
             self._arm()  # the next request on this connection gets its own deadline
 

@@ -6,7 +6,7 @@ Three kinds of threads share the work:
 - one model thread (a MicroBatcher) owns the embedder: uploads that arrive together share one model call;
 - the event loop's worker threads decode uploads and make thumbnails.
 
-The API layer (search/api.py) maps the errors below to HTTP status codes.
+The API layer (imgidx/service/api.py) maps the errors below to HTTP status codes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from imgidx.indexer.compose import embedder_for_index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ImageError, ImgidxError, StoreError
 from imgidx.indexer.flow import cores
-from imgidx.indexer.images import FORMATS_TEXT, prepare
+from imgidx.indexer.images import FORMATS_TEXT, TARGET_SIZE, prepare
 from imgidx.indexer.layout import index_file
 from imgidx.indexer.records import Stamp
 from imgidx.indexer.store import Store
@@ -61,7 +61,9 @@ class Unavailable(ServiceError):
 class ServeOptions:
     max_batch: int = 32  # images per model call
     max_wait_s: float = 0.005  # how long a lone upload waits for company
-    max_queue: int = 1024  # uploads waiting for the model before we answer 503
+    # uploads waiting for the model before we answer 503: below the connection limit (server.MAX_CONNECTIONS),
+    # or the queue could never fill and a flood would get the connection limit's 503, without Retry-After
+    max_queue: int = 512
     refresh_s: float = 2.0  # how often to look for a build's new commits
     max_k: int = 1000
 
@@ -78,6 +80,7 @@ class StoreThread:
     def __init__(self, home: Path, refresh_s: float, on_open: Callable[[Store], None]):
         self.home, self.refresh_s, self.on_open = home, refresh_s, on_open
         self.generation = 0  # bumped at every (re)open: cache keys include it
+        self.vectors_generation = 0  # bumped when the store is opened anew (not for a metadata-only commit)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="imgidx-store")
         self._store: Store | None = None
         self._signature: tuple = ()
@@ -133,6 +136,7 @@ class StoreThread:
         old, self._store = self._store, fresh
         self._signature = self._current_signature(fresh)
         self.generation += 1
+        self.vectors_generation += 1
         if old is not None:
             old.close()
             logger.info("reopened the index in %s (it changed on disk)", self.home)
@@ -202,7 +206,7 @@ class Service:
         """Open the index and load the model (with one dummy image) before the first request arrives."""
         await self.store.run(lambda store: None)  # opens the index
         if warm and self._stamp is not None:
-            await self.embed_pixels(np.zeros((224, 224, 3), dtype=np.uint8))
+            await self.embed_pixels(np.zeros((TARGET_SIZE, TARGET_SIZE, 3), dtype=np.uint8))
 
     def close(self) -> None:
         if self._batcher is not None:

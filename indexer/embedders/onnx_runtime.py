@@ -4,8 +4,8 @@ Same stamp as the Keras runtime at the same precision (embedders.stamp_of): on t
 conv weights, ORT fp32 and TensorFlow fp32 vectors agree to cosine >= 0.99999 (README "Performance"; tests/
 test_onnx.py), so an index may hold vectors from both. int8 is a precision of its own ("int8" in the stamp).
 
-Determinism: intra_op_num_threads is fixed to os.cpu_count() (the machine's CPUs, not this process's affinity
-mask), so a build pinned to one CPU runs the same kernels with the same partitioning as an unpinned one; every
+Determinism: intra_op_num_threads is fixed to threads.machine_threads() (the machine's CPUs, not this process's
+affinity mask), so a build pinned to one CPU runs the same kernels with the same partitioning as an unpinned one; every
 batch is padded to batch_size rows (embedders.pad_rows), so a photo's vector does not depend on its neighbours.
 
 int8: onnxruntime.quantization.quantize_static, QDQ format, per-channel int8 weights (reduce_range: 7 bits),
@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from ..errors import ConfigError
 from ..records import Stamp
+from ..threads import machine_threads
 from . import check_images, embed_in_batches, stamp_of
 from . import onnx_export as ox
 from . import vgg16 as _vgg16
@@ -45,17 +46,11 @@ CALIBRATION_BATCH = 8  # photos per calibration run: every intermediate tensor o
 QUANT_VERSION = 2  # bump when the quantization recipe below changes
 
 
-def threads() -> int:
-    """The machine's CPU count, not the affinity mask: the same kernels and partitioning however a process is
-    pinned (measured: bitwise-equal vectors pinned to 1 CPU and unpinned; README "Determinism")."""
-    return os.cpu_count() or 1
-
-
 def session(path: Path | str | bytes, n_threads: int | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = n_threads or threads()
+    so.intra_op_num_threads = n_threads or machine_threads()  # bitwise-equal vectors pinned or not
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business

@@ -12,24 +12,15 @@ import contextlib
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from .. import atomic
 from ..errors import ConfigError
+from ..records import WeightsSpec
 from . import vgg16
 
 # A model module (vgg16.py) says which layers need which file, the official file names and md5s, and its URL.
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    kind: str  # "random" | "file"
-    path: Path | None = None
-    seed: int = 0
-    has_top: bool = True
-    fingerprint: str = ""  # "random:SEED" or "sha256:HEX"; stamped into the index
 
 
 def check_layer(layer: str, model: ModuleType = vgg16) -> str:
@@ -47,8 +38,10 @@ def resolve(
     *,
     model: ModuleType = vgg16,
 ) -> WeightsSpec:
-    """Turn --weights imagenet|random[:SEED]|PATH into a usable spec, downloading imagenet weights if needed."""
+    """Turn weights imagenet|random[:SEED]|PATH into a usable spec, downloading imagenet weights if needed (from
+    weights_url; "": the model's own URL)."""
     check_layer(layer, model)
+    weights_url = weights_url or model.WEIGHTS_URL
     if weights == "random" or weights.startswith("random:"):
         seed_text = weights.partition(":")[2] or "0"
         if not seed_text.isdigit():
@@ -90,23 +83,25 @@ def _imagenet_file(layer: str, keras_home: Path, weights_url: str, model: Module
 
 
 def _download(name: str, models: Path, weights_url: str, model: ModuleType) -> Path:
+    """Download an official file to a temp name, check it against Keras' published md5, then rename it into
+    place: a file under an official name in the cache is trusted, so a wrong or partial one must never land there.
+    A mirror (IMGIDX_WEIGHTS_URL) is checked like Keras' own URL: it must serve the same bytes."""
     from .keras_env import import_keras  # only here: resolving a cached file must not import TensorFlow
 
     keras = import_keras()
-
-    official = weights_url.rstrip("/") + "/" == model.WEIGHTS_URL
-    models.mkdir(parents=True, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
-    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar must not pollute --json output
-        got = keras.utils.get_file(
-            name,
-            weights_url.rstrip("/") + "/" + name,
-            cache_subdir="models",
-            cache_dir=str(models.parent),
-            file_hash=model.OFFICIAL_MD5[name] if official else None,
-        )
-    if Path(got).resolve() != (models / name).resolve():
-        raise OSError(f"Keras saved the file to {got} instead")
-    return Path(got)
+    url = weights_url.rstrip("/") + "/" + name
+    md5 = model.OFFICIAL_MD5[name]
+    with atomic.replacing(models / name) as tmp:  # creates models/ (without it Keras falls back to /tmp/.keras)
+        with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar must not pollute --json output
+            try:
+                got = keras.utils.get_file(
+                    tmp.name, url, cache_subdir=models.name, cache_dir=str(models.parent), file_hash=md5
+                )
+            except ValueError:  # Keras: the hash does not match (it leaves the file; replacing removes it)
+                raise OSError(f"the file at {url} is not Keras' published {name} (its md5 is not {md5})") from None
+        if Path(got).resolve() != tmp.resolve():
+            raise OSError(f"Keras saved the file to {got} instead")
+    return models / name
 
 
 def file_has_top(path: Path, model: ModuleType = vgg16) -> bool:

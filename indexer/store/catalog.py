@@ -427,6 +427,27 @@ class Catalog:
                 (photo_id, collection, decision, reviewer, time.time() if now is None else now, source),
             ).fetchone()
 
+    def add_reviews(
+        self, collection: str, photo_ids: Sequence[int], decision: str, *, reviewer: str, source: str
+    ) -> None:
+        """The same decision on several memberships, in one transaction (all of them or none)."""
+        now = time.time()
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO reviews (photo_id, collection, decision, reviewer, created_at, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(pid, collection, decision, reviewer, now, source) for pid in photo_ids],
+            )
+
+    def remove_last_reviews(self, collection: str, photo_ids: Sequence[int]) -> None:
+        """Undo on several memberships in one transaction: each one's newest decision is deleted."""
+        with self.transaction():
+            self.db.executemany(
+                "DELETE FROM reviews WHERE id = (SELECT id FROM reviews WHERE collection=? AND photo_id=? "
+                "ORDER BY id DESC LIMIT 1)",
+                [(collection, pid) for pid in photo_ids],
+            )
+
     def remove_last_review(self, collection: str, photo_id: int) -> sqlite3.Row | None:
         """Undo: delete the newest decision on a membership (the one before it, or the automatic flag, counts
         again); returns the deleted row, None when there was none."""
@@ -458,6 +479,18 @@ class Catalog:
     def effective_flags(self, collection: str) -> dict[int, bool]:
         q = f"SELECT c.photo_id, {EFFECTIVE_FLAG} FROM collections c WHERE c.name=?"
         return {pid: bool(f) for pid, f in self.db.execute(q, (collection,))}
+
+    def flagged_elsewhere(self, collection: str) -> frozenset[tuple[str, int]]:
+        """The memberships of the other collections flagged now (effective flag): what a clean of `collection`
+        leaves out of its rivals and allies, so a cache of that clean is stale exactly when this changes."""
+        rows = self.db.execute(
+            "WITH cand (name, photo_id) AS (SELECT name, photo_id FROM collections WHERE flagged = 1 AND name != ? "
+            "UNION SELECT collection, photo_id FROM reviews WHERE collection != ?) "
+            "SELECT c.name, c.photo_id FROM cand JOIN collections c ON c.name = cand.name AND c.photo_id = "
+            f"cand.photo_id WHERE {EFFECTIVE_FLAG} = 1",
+            (collection, collection),
+        )
+        return frozenset((name, pid) for name, pid in rows)
 
     def save_predictions(self, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
         now = time.time()

@@ -154,7 +154,8 @@ async function showClean(name) {
   const view = $("review-view").value;
   say("clean-message", `${view === "clean" ? "ranking" : `looking for ${view} in`} ${name}…`);
   try {
-    const cards = view === "duplicates" ? await duplicateCards(name) : view === "audit" ? await auditCards(name) : await cleanCards(name);
+    const cards = view === "duplicates" ? await duplicateCards(name) : view === "audit" ? await auditCards(name)
+      : view === "next" ? await nextCards(name) : await cleanCards(name);
     $("ranking").replaceChildren(...cards);
     await showReviews(name);
   } catch (e) {
@@ -174,6 +175,23 @@ async function cleanCards(name) {
       [el("span", { class: "meta", text: `distance ${item.distance.toFixed(3)} · z ${item.z.toFixed(2)}` })]);
     if (item.outlier) node.classList.add("outlier");
     node.dataset.proposed = String(item.outlier);
+    return node;
+  });
+}
+
+// The review queue: the unreviewed photos whose decisions teach the clean cut most (GET /collections/{name}/next).
+// Each decision re-judges the rest; when every card of the queue is decided, the next batch is asked for.
+const QUEUE = 12;
+
+async function nextCards(name) {
+  const result = await api(`/collections/${encodeURIComponent(name)}/next?n=${QUEUE}`);
+  say("clean-message", `${name}: ${result.photos.length} photos to review next (${result.reviewed} reviewed so far); ` +
+    "each decision teaches the clean ranking");
+  return result.photos.map((item) => {
+    const node = card(item, `${item.flagged ? "flag?" : "keep?"} · p ${item.p_flag.toFixed(2)}`,
+      [el("span", { class: "meta reason", text: item.reason })]);
+    if (item.flagged) node.classList.add("outlier");
+    node.dataset.proposed = String(item.flagged);
     return node;
   });
 }
@@ -267,13 +285,32 @@ async function decide(decision) {
   const node = reviewCards()[review.cursor];
   if (!node || !currentCollection) return;
   const id = Number(node.dataset.id);
-  const body = JSON.stringify({ collection: currentCollection, id, decision, source: $("review-view").value, reviewer: reviewerName() });
+  const view = $("review-view").value;
+  const source = view === "next" ? "clean" : view;  // the queue is the clean ranking's
+  const body = JSON.stringify({ collection: currentCollection, id, decision, source, reviewer: reviewerName() });
   try {
     const result = await api("/reviews", { method: "POST", body, headers: { "content-type": "application/json" } });
     markCard(node, result.review, result.flagged);
     review.undo.push(id);
     say("review-message", `photo ${id} ${decision === "flag" ? "flagged" : "kept"} by ${result.review.reviewer}`);
+    if (view === "next" && reviewCards().every((card) => card.dataset.decision)) {
+      await refillQueue();
+      return;
+    }
     moveTo(review.cursor + 1);
+  } catch (e) {
+    say("review-message", e.message, true);
+  }
+}
+
+async function refillQueue() {
+  const name = currentCollection;
+  try {
+    const cards = await nextCards(name);
+    if (name !== currentCollection) return;
+    $("ranking").replaceChildren(...cards);  // the undo stack stays: u withdraws the last decision still
+    moveTo(cards.length ? 0 : -1);
+    say("review-message", cards.length ? "next batch: the decisions so far re-judged the rest" : "every photo is reviewed");
   } catch (e) {
     say("review-message", e.message, true);
   }
