@@ -75,7 +75,8 @@ def make_embedder(
 
     def build(rt: str) -> Embedder:
         if rt not in built:
-            extra = {"home": settings.home, "calibration": calibration, "shared": settings.cache_dir}
+            shared = settings.cache_dir if settings.int8_shared else None
+            extra = {"home": settings.home, "calibration": calibration, "shared": shared}
             extra = extra if rt == "onnx" else {}
             built[rt] = make(model, layer, spec, precision=precision, batch_size=batch_size, runtime=rt, **extra)
         return built[rt]

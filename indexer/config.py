@@ -56,6 +56,10 @@ class Settings:
     # the CPU feature flags the precision rules read (None: /proc/cpuinfo's); IMGIDX_CPU_FLAGS, space- or
     # comma-separated, makes a machine decide as another CPU kind would (tests force each kind's path this way)
     cpu_flags: frozenset[str] | None = None
+    # int8: reuse one quantized model across data homes through the user cache (IMGIDX_INT8_SHARED=1). Off by
+    # default: each home calibrates once (a fixed cost), so a build's time does not depend on which other home
+    # calibrated first (README "Precision by CPU kind": calibration)
+    int8_shared: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -74,6 +78,7 @@ class Settings:
             allow_private_hosts=_flag(env, "IMGIDX_ALLOW_PRIVATE_HOSTS"),
             runtime=env.get("IMGIDX_RUNTIME") or "auto",
             cpu_flags=_flags_list(env.get("IMGIDX_CPU_FLAGS")),
+            int8_shared=_flag(env, "IMGIDX_INT8_SHARED"),
             **numbers,
         )
 
