@@ -5,8 +5,9 @@ cancel out), for the default build and each precision asked explicitly, against 
 load on a shared machine hits each alike; ratios from one run are what to read.
 
 Every build runs as a real `imgidx` subprocess with one user cache for the whole run (XDG_CACHE_HOME under
-bench/out): the first int8 build calibrates and every later one, in any home, reuses it, as on a user's machine;
-the calibration's own cost is reported from `imgidx info` (int8_calibration.seconds).
+bench/out); an int8 home calibrates once (IMGIDX_INT8_SHARED=1 in the environment would share one model across
+the homes instead, and then the first home alone pays for it: the difference goes wrong, even negative); the
+calibration's own cost is reported from `imgidx info` (int8_calibration.seconds).
 
 Usage: python -m bench.build_rate [--rounds 2] [--layer fc2] [--weights random:0] [--variants default int8 fp32]
 """

@@ -26,8 +26,9 @@ def conv_gflop(batch: int) -> dict[str, float]:
 def profile(batch: int) -> dict:
     import onnxruntime as ort
 
-    from imgidx.indexer.embedders.onnx_runtime import OnnxEmbedder, threads
+    from imgidx.indexer.embedders.onnx_runtime import OnnxEmbedder
     from imgidx.indexer.embedders.weights import resolve
+    from imgidx.indexer.threads import machine_threads as threads
 
     spec = resolve("random:0", "fc2", Path("/nonexistent"), "")
     path = OnnxEmbedder("fc2", spec, batch_size=batch, home=OUT / "runtimes-home-cal300").fp32_file()

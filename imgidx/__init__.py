@@ -52,6 +52,8 @@ from imgidx.results import (
 
 if TYPE_CHECKING:
     from imgidx.indexer.verify import Report as VerifyReport
+    from imgidx.search.duplicates import Duplicates
+    from imgidx.search.export import ExportResult
 
 __all__ = [
     "AuditReport",
@@ -62,7 +64,9 @@ __all__ = [
     "CleanRow",
     "CollectionInfo",
     "ConfigError",
+    "Duplicates",
     "EmptyIndex",
+    "ExportResult",
     "Failure",
     "ImgidxError",
     "Index",
@@ -91,9 +95,18 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "VerifyReport":  # verify's module is loaded only by the calls that use it
-        from imgidx.indexer.verify import Report
+# records of modules loaded only by the calls that return them (opening an index stays light)
+_LAZY = {
+    "VerifyReport": ("imgidx.indexer.verify", "Report"),
+    "Duplicates": ("imgidx.search.duplicates", "Duplicates"),
+    "ExportResult": ("imgidx.search.export", "ExportResult"),
+}
 
-        return Report
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'imgidx' has no attribute {name!r}")

@@ -24,11 +24,13 @@ from imgidx import ops
 from imgidx.indexer import ann
 from imgidx.indexer.config import Settings
 from imgidx.indexer.embedders import extend_precision, slow_precision
+from imgidx.indexer.embedders.vgg16 import DEFAULT_LAYER
 from imgidx.indexer.errors import InvalidArgument, NoIndexError, StoreError
 from imgidx.indexer.layout import db_file
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
-from imgidx.search.knn import describe, member_ids, nearest
+from imgidx.ops import describe, nearest
+from imgidx.search.knn import member_ids
 
 from .results import (
     AuditReport,
@@ -183,7 +185,7 @@ class Index:
                 weights = stamp.weights
             else:
                 weights = (weights_source if stamp is not None else None) or self.settings.weights
-        layer = layer or (stamp.layer if stamp else "fc2")
+        layer = layer or (stamp.layer if stamp else DEFAULT_LAYER)
         notes: list[str] = []
         if stamp is not None:  # keep adding in the index's precision, unless this CPU only emulates it
             precision = extend_precision(stamp.precision, precision, flags=self.settings.cpu_flags)
@@ -552,15 +554,10 @@ class Index:
             if photos is not None:
                 keys: list[dict[str, Any]] = [{"path": str(p) if not isinstance(p, bytes) else None} for p in photos]
                 vectors = self._embed(store, photos) if photos else np.empty((0, model.dim), np.float32)
+                predictions = ops.predict(model, vectors, keys)
             else:
                 pids = member_ids(store, collection) if collection is not None else [_photo_id(i) for i in ids or []]
-                pids = list(dict.fromkeys(pids))
-                keys = [{"id": pid} for pid in pids]
-                vectors = ops.stored_vectors(store, pids)
-            labels, probs = model.predict(vectors) if len(vectors) else ([], [])
-            predictions = [
-                Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)
-            ]
+                predictions = ops.classify_stored(store, model, pids)
             if apply:
                 store.save_predictions(name, [(p.id, p.label, p.probability) for p in predictions])
         return predictions
@@ -583,7 +580,7 @@ class Index:
             if any(f.error and f.repairable for f in report.findings):
                 done = checks.repair(store, report)
                 report = checks.verify(store)
-                report.repaired = done
+                report = replace(report, repaired=tuple(done))
         return report
 
     def reindex(self, kind: str = "auto") -> ReindexReport:

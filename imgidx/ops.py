@@ -15,8 +15,9 @@ import numpy.typing as npt
 
 from imgidx.indexer import layout
 from imgidx.indexer.errors import InvalidArgument, NotFound, StoreError
+from imgidx.indexer.licenses import license_name
 from imgidx.indexer.store import Store
-from imgidx.search.knn import describe, member_ids
+from imgidx.search.knn import member_ids
 
 from .results import (
     AuditReport,
@@ -26,8 +27,10 @@ from .results import (
     CleanRow,
     CollectionInfo,
     Misclassification,
+    Neighbour,
     NextPhoto,
     PhotoInfo,
+    Prediction,
     Review,
     ReviewQueue,
     TrainReport,
@@ -44,6 +47,18 @@ def stored_vectors(store: Store, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         if len(missing) == 1:
             raise NotFound(f"no indexed photo with id {missing[0]}") from None
         raise NotFound(f"no indexed photos with ids {missing[:20]}") from None
+
+
+def predict(model, vectors: npt.NDArray[np.float32], keys: Sequence[dict[str, Any]]) -> list[Prediction]:
+    """A classifier's label and probability per vector, each with its key (id=... or path=...)."""
+    labels, probs = model.predict(vectors) if len(vectors) else ([], [])
+    return [Prediction(str(lab), float(p), **key) for key, lab, p in zip(keys, labels, probs, strict=True)]
+
+
+def classify_stored(store: Store, model, ids: Sequence[int]) -> list[Prediction]:
+    """The predictions of indexed photos (their stored vectors), in the order of `ids`, each id once."""
+    ids = list(dict.fromkeys(ids))
+    return predict(model, stored_vectors(store, ids), [{"id": pid} for pid in ids])
 
 
 def query_vector(store: Store, vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -481,3 +496,52 @@ def train(
             for w, m in zip(wrong, report.misclassified, strict=True)
         ),
     )
+
+
+# ---- search results with their attribution ------------------------------------------------------------------
+
+
+def nearest(
+    store: Store,
+    query: npt.NDArray[np.float32],
+    k: int,
+    *,
+    collection: str | None = None,
+    include_flagged: bool = False,
+) -> list[Neighbour]:
+    """The k best hits for one query vector, best first, each with score and metadata.
+
+    Photos that a stored clean flagged in `collection` are left out unless include_flagged."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InvalidArgument(f"k must be a whole number > 0; received {k!r}")
+    allowed = None
+    if collection is not None:
+        allowed = member_ids(store, collection, include_flagged=include_flagged)
+    hits = store.search(query.reshape(1, -1), int(k), allowed=allowed)[0]
+    return describe(store, [(h.photo_id, h.score) for h in hits])
+
+
+def describe(store: Store, scored: list[tuple[int, float]]) -> list[Neighbour]:
+    ids = [pid for pid, _ in scored]
+    rows = store.photo_rows(ids)
+    colls = store.collections_of(ids)
+    out = []
+    for pid, score in scored:
+        r = rows[pid]
+        path = str(layout.local_file(store.home, r["path"])) if r["path"] else ""
+        out.append(
+            Neighbour(
+                id=pid,
+                source_id=r["source_id"],
+                score=round(float(score), 6),
+                collections=tuple(colls[pid]),
+                title=r["title"],
+                owner=r["owner_name"] or r["owner"],
+                license=r["license"],
+                license_name=license_name(r["license"]),
+                page_url=r["page_url"],
+                image_url=r["url"] or "",
+                path=path,
+            )
+        )
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 from . import layout
 from .config import Settings
 from .embedders import (
+    DEFAULT_MODEL,
     PRECISIONS,
     Embedder,
     default_batch_size,
@@ -26,6 +27,7 @@ from .embedders import (
 from .embedders.choice import RUNTIME_CHOICES, choose, only_runtime
 from .embedders.keras_env import accelerator
 from .embedders.onnx_runtime import CALIBRATION_PHOTOS
+from .embedders.vgg16 import INPUT_SIZE as TARGET_SIZE
 from .embedders.weights import resolve
 from .errors import ConfigError, EmptyIndex, InvalidArgument, LockedError, StampMismatch
 from .store import Store, stamp_mismatch_message
@@ -41,7 +43,7 @@ def make_embedder(
     *,
     precision: str | None = None,
     batch_size: int | None = None,
-    model: str = "vgg16",
+    model: str = DEFAULT_MODEL,
     runtime: str | None = None,
     flags: frozenset[str] | None = None,
     calibration: Callable[[], np.ndarray] | None = None,
@@ -73,7 +75,8 @@ def make_embedder(
 
     def build(rt: str) -> Embedder:
         if rt not in built:
-            extra = {"home": settings.home, "calibration": calibration, "shared": settings.cache_dir}
+            shared = settings.cache_dir if settings.int8_shared else None
+            extra = {"home": settings.home, "calibration": calibration, "shared": shared}
             extra = extra if rt == "onnx" else {}
             built[rt] = make(model, layer, spec, precision=precision, batch_size=batch_size, runtime=rt, **extra)
         return built[rt]
@@ -102,7 +105,7 @@ def calibration_photos(store: Store, fetcher: Fetcher, n: int = CALIBRATION_PHOT
             pixels.append(got.pixels)
         if len(pixels) >= n:
             break
-    return np.stack(pixels) if pixels else np.zeros((0, 224, 224, 3), np.uint8)
+    return np.stack(pixels) if pixels else np.zeros((0, TARGET_SIZE, TARGET_SIZE, 3), np.uint8)
 
 
 def embedder_for_index(

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .embedders.vgg16 import WEIGHTS_URL
 from .errors import ConfigError
+from .retry import RETRIES
 
 FLICKR_REST_URL = "https://api.flickr.com/services/rest/"
 # Numeric knobs: (environment variable, Settings field, type). Timeouts are small in tests, generous here.
@@ -35,13 +35,13 @@ class Settings:
     flickr_secret: str | None = field(default=None, repr=False)  # never printed
     token: str | None = field(default=None, repr=False)  # `imgidx serve` access token; never printed
     keras_home: Path = Path("~/.keras").expanduser()
-    weights_url: str = WEIGHTS_URL  # where `imagenet` weights are downloaded from when online
+    weights_url: str = ""  # where `imagenet` weights are downloaded from when online ("": the model's own URL)
     cache_dir: Path = Path("~/.cache/imgidx").expanduser()
     # downloads (fetch.Fetcher) and API calls (sources.FlickrSource)
     connect_timeout: float = 10.0
     read_timeout: float = 20.0  # longest silence while reading a reply (a stalled body)
     download_deadline: float = 60.0  # longest one download may take in total (a slow drip)
-    retries: int = 4  # per download and per API call, with exponential backoff and jitter
+    retries: int = RETRIES  # per download and per API call, with exponential backoff and jitter
     backoff: float = 1.0  # first backoff in seconds; doubles per retry; Retry-After wins when sent
     max_backoff: float = 60.0
     max_bytes: int = 20 * 1024 * 1024
@@ -56,6 +56,10 @@ class Settings:
     # the CPU feature flags the precision rules read (None: /proc/cpuinfo's); IMGIDX_CPU_FLAGS, space- or
     # comma-separated, makes a machine decide as another CPU kind would (tests force each kind's path this way)
     cpu_flags: frozenset[str] | None = None
+    # int8: reuse one quantized model across data homes through the user cache (IMGIDX_INT8_SHARED=1). Off by
+    # default: each home calibrates once (a fixed cost), so a build's time does not depend on which other home
+    # calibrated first (README "Precision by CPU kind": calibration)
+    int8_shared: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -69,11 +73,12 @@ class Settings:
             flickr_secret=env.get("FLICKR_API_SECRET") or None,
             token=env.get("IMGIDX_TOKEN") or None,
             keras_home=Path(env.get("KERAS_HOME") or "~/.keras").expanduser(),
-            weights_url=env.get("IMGIDX_WEIGHTS_URL") or WEIGHTS_URL,
+            weights_url=env.get("IMGIDX_WEIGHTS_URL") or "",
             cache_dir=Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imgidx",
             allow_private_hosts=_flag(env, "IMGIDX_ALLOW_PRIVATE_HOSTS"),
             runtime=env.get("IMGIDX_RUNTIME") or "auto",
             cpu_flags=_flags_list(env.get("IMGIDX_CPU_FLAGS")),
+            int8_shared=_flag(env, "IMGIDX_INT8_SHARED"),
             **numbers,
         )
 

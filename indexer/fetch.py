@@ -34,6 +34,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError
 
+from imgidx._version import __version__
+
 from . import retry
 from .retry import RETRY_STATUS, retry_after_seconds  # noqa: F401 - re-exported: callers used them from here
 
@@ -166,7 +168,7 @@ class Fetcher:
         connect_timeout: float = 10.0,
         read_timeout: float = 20.0,
         deadline: float = 60.0,
-        retries: int = 4,
+        retries: int = retry.RETRIES,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_bytes: int = MAX_BYTES,
@@ -189,7 +191,7 @@ class Fetcher:
             s = _NoAuthSession()
             s.auth = _no_authorization  # an explicit auth: requests then takes none from the URL or ~/.netrc
             s.max_redirects = self.max_redirects
-            s.headers["User-Agent"] = "imgidx/0.1 (+https://github.com/imgidx)"
+            s.headers["User-Agent"] = f"imgidx/{__version__} (+https://github.com/imgidx)"
             adapter = HTTPAdapter if self.allow_private_hosts else _Adapter
             s.mount("http://", adapter(pool_maxsize=4))
             s.mount("https://", adapter(pool_maxsize=4))

@@ -19,9 +19,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageCms, ImageMode, ImageOps, UnidentifiedImageError
 
+from .embedders.vgg16 import INPUT_SIZE
 from .errors import ImageError
 
-TARGET_SIZE = 224
+TARGET_SIZE = INPUT_SIZE  # the model's input side (embedders/vgg16.py)
 MAX_PIXELS = 89_478_485  # Pillow's own bomb limit; we refuse instead of warning
 # The same budget in bytes (89 Mpx of 8-bit RGB): a 16-bit or float image of fewer pixels can cost far more
 MAX_DECODED_BYTES = 256 * 2**20

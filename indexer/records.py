@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 
@@ -28,6 +29,17 @@ class Photo:
     height: int | None = None
     query: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Which weights a model runs (embedders/weights.py resolves imagenet|random|PATH into one)."""
+
+    kind: str  # "random" | "file"
+    path: Path | None = None
+    seed: int = 0
+    has_top: bool = True
+    fingerprint: str = ""  # "random:SEED" or "sha256:HEX"; stamped into the index
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Mapping
 
+RETRIES = 4  # retries after a first try, per download and per Flickr API call (the one default)
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # timeouts, rate limits and transient server faults
 
 

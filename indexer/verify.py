@@ -23,11 +23,11 @@ REPORT_IDS = 20  # example ids per finding
 UNIT_TOLERANCE = 1e-3
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finding:
     kind: str
     detail: str
-    ids: list = field(default_factory=list)
+    ids: tuple = ()
     repairable: bool = True
     error: bool = True
 
@@ -38,43 +38,57 @@ class Finding:
             "count": len(self.ids),
             "detail": self.detail,
             "repairable": self.repairable,
-            "examples": self.ids[:REPORT_IDS],
+            "examples": list(self.ids[:REPORT_IDS]),
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
+    """What verify found (imgidx.VerifyReport); `repaired`: what a repair did before this check."""
+
     home: str
     checked: dict = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)
+    findings: tuple[Finding, ...] = ()
+    repaired: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not any(f.error for f in self.findings)
 
-    def add(self, kind: str, ids: list, detail: str, *, repairable: bool = True, error: bool = True) -> None:
-        if ids:
-            self.findings.append(Finding(kind, f"{len(ids)} {detail}", list(ids), repairable, error))
-
     def as_dict(self) -> dict:
         return {
             "ok": self.ok,
             "home": self.home,
-            "checked": self.checked,
+            "checked": dict(self.checked),
             "problems": [f.as_dict() for f in self.findings],
-            "repaired": self.repaired,
+            "repaired": list(self.repaired),
         }
+
+
+@dataclass
+class _Draft:
+    """The report while the checks fill it in."""
+
+    home: str
+    checked: dict = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, kind: str, ids: list, detail: str, *, repairable: bool = True, error: bool = True) -> None:
+        if ids:
+            self.findings.append(Finding(kind, f"{len(ids)} {detail}", tuple(ids), repairable, error))
+
+    def done(self) -> Report:
+        return Report(self.home, dict(self.checked), tuple(self.findings))
 
 
 def verify(store: Store, *, build_running: bool = False) -> Report:
     """Check everything; never changes anything."""
-    report = Report(str(store.home))
+    report = _Draft(str(store.home))
     quick = store.quick_check()
     if quick != ["ok"]:
         detail = "; ".join(quick[:3])
         report.add("sqlite_corrupt", [0], f"SQLite integrity problem(s): {detail}", repairable=False)
-        return report  # nothing below can be trusted; see SECURITY.md / README for recovery
+        return report.done()  # nothing below can be trusted; see SECURITY.md / README for recovery
     dim = store.stamp.dim if store.stamp else None
     vector_ids = _check_vectors(store, dim, report)
     _check_states(store, report)
@@ -82,10 +96,10 @@ def verify(store: Store, *, build_running: bool = False) -> Report:
     _check_files(store, report, build_running)
     report.checked["photos"] = store.photo_count()
     report.checked["vectors"] = len(vector_ids)
-    return report
+    return report.done()
 
 
-def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
+def _check_vectors(store: Store, dim: int | None, report: _Draft) -> list[int]:
     """The vector file against the slots SQLite committed: its dtype, its length, and every committed row
     (finite, unit length), read in slot order a chunk at a time (memory stays small at a million photos)."""
     dtype = store.vector_dtype
@@ -126,7 +140,7 @@ def _check_vectors(store: Store, dim: int | None, report: Report) -> list[int]:
     return sorted(i for i in good if i not in orphan_set)
 
 
-def _check_states(store: Store, report: Report) -> None:
+def _check_states(store: Store, report: _Draft) -> None:
     for kind, detail in (
         ("photo_without_vector", "photos are marked embedded/indexed but have no stored vector"),
         ("state_behind_vector", "photos have a stored vector but are not marked embedded/indexed"),
@@ -135,7 +149,7 @@ def _check_states(store: Store, report: Report) -> None:
         report.add(kind, store.check_ids(kind), detail)
 
 
-def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: Report, running: bool) -> None:
+def _check_index(store: Store, vector_ids: list[int], dim: int | None, report: _Draft, running: bool) -> None:
     index = store.faiss.read_file()  # the file as it is, not the Store's caught-up copy
     if index is None:
         if vector_ids:
@@ -190,7 +204,7 @@ def _differing(store: Store, index, stored: set[int]) -> list[int]:
     return sorted(set(differ))
 
 
-def _check_files(store: Store, report: Report, running: bool) -> None:
+def _check_files(store: Store, report: _Draft, running: bool) -> None:
     report.add(
         "temp_files",
         [str(p.relative_to(store.home)) for p in layout.temp_files(store.home)],

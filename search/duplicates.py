@@ -33,12 +33,13 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from imgidx.indexer.embedders import vgg16
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.licenses import license_rank
 
 # Calibrated cuts (cosine distance) per model/layer with ImageNet weights, from bench/duplicates.py on the shared
 # cat/dog photos: see CALIBRATION below for the numbers behind them.
-CALIBRATED: dict[tuple[str, str], float] = {("vgg16", "block5_pool"): 0.05}
+CALIBRATED: dict[tuple[str, str], float] = {(vgg16.NAME, layer): cut for layer, cut in vgg16.DUPLICATE_CUTS.items()}
 # Without a calibrated cut (fc2, random or unknown weights): this fraction of the median nearest-neighbour distance.
 # On block5_pool the calibrated cut is ~0.2 of the median NN distance between distinct photos.
 NN_FRACTION = 0.2

@@ -150,7 +150,10 @@ def test_audit_train_and_classify(world, tmp_path):
 
 def test_verify_repair_and_reindex(world):
     idx, _, _, _ = world
-    assert idx.verify().ok and idx.repair().ok
+    report = idx.verify()
+    assert isinstance(report, imgidx.VerifyReport) and report.ok and idx.repair().ok
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.repaired = ("changed",)  # type: ignore[misc]
     result = idx.reindex("hnsw")
     assert isinstance(result, imgidx.ReindexReport) and result.after["kind"] == "hnsw" and result.recall_at_10 > 0.5
     assert idx.reindex("auto").after["kind"] == "flat" and idx.verify().ok

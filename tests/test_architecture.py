@@ -29,16 +29,17 @@ def modules() -> dict[str, Path]:
 
 
 @functools.cache
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, typing: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports; typing=True counts imports under `if TYPE_CHECKING:` too."""
     mods = modules()
     graph = {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        tree = ast.parse(path.read_text())
+        tree = parsed()[path.relative_to(ROOT).as_posix()]  # parsed once for every scan
         typing_only = {
             id(x)
             for n in ast.walk(tree)
-            if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+            if not typing and isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
             for b in n.body
             for x in ast.walk(b)
         }
@@ -69,8 +70,28 @@ def test_the_library_never_imports_a_face_and_the_service_never_the_cli():
     assert [(a, b) for a in service for b in graph[a] if b.startswith("imgidx.cli")] == []
 
 
-def test_the_import_graph_has_no_cycle():
+def layer(module: str) -> int:
+    """0 imgidx.indexer (photos in; and imgidx._version, a constant), 1 imgidx.search (reading vectors), 2 the API
+    (imgidx/*.py), 3 the faces."""
+    if module == "imgidx._version":
+        return 0
+    if module.startswith(FACES) or module in ENTRY_POINTS:
+        return 3
+    if module.startswith("imgidx.search"):
+        return 1
+    return 0 if module.startswith("imgidx.indexer") else 2
+
+
+def test_no_layer_imports_a_higher_one():
+    """ARCHITECTURE.md: data flows one way; indexer/ knows nothing of search/, neither knows the API's records."""
     graph = import_graph()
+    assert [(a, b) for a in graph for b in graph[a] if layer(b) > layer(a)] == []
+    assert layer("imgidx.search.knn") < layer("imgidx.results") < layer("imgidx.cli.app")
+
+
+@pytest.mark.parametrize("typing", [False, True], ids=["runtime", "with-annotations"])
+def test_the_import_graph_has_no_cycle(typing):
+    graph = import_graph(typing=typing)
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     cycles = []
 
@@ -398,3 +419,112 @@ def test_library_messages_name_no_cli_flag_and_only_real_extras():
     code = 'a = f"use --layer {x}"\nb = "pip install \'imgidx[parquet]\'"'
     assert sorted(cli_words({"x.py": ast.parse(code)}, extras)) == ["x.py:1: --layer", "x.py:2: imgidx[parquet]"]
     assert cli_words({"x.py": ast.parse('"""--layer in a docstring"""\nc = "a -- b, x--y, imgidx[ray]"')}, extras) == []
+
+
+# ---- one thread-count owner ---------------------------------------------------------------------------------------
+
+CPU_COUNTERS = ("indexer/threads.py", "indexer/flow.py", "indexer/engines/ray_cluster.py")  # model, decode, Ray
+
+
+def cpu_counts(trees: dict[str, ast.Module]) -> list[str]:
+    """os.cpu_count()/sched_getaffinity reads, and model thread settings not taken from threads.machine_threads."""
+    found = []
+    for rel, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("cpu_count", "sched_getaffinity"):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+            setting = isinstance(node, ast.Assign) and any("intra_op" in ast.unparse(t) for t in node.targets)
+            if setting and "machine_threads" not in ast.unparse(node.value):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_model_thread_count_has_one_owner():
+    """ARCHITECTURE.md: `indexer/threads.py` is the model thread count (decode threads and Ray count on their own)."""
+    assert cpu_counts(sources(outside=CPU_COUNTERS)) == []
+    code = "n = os.cpu_count() or 1\nso.intra_op_num_threads = 4\nok.intra_op_num_threads = machine_threads()"
+    assert sorted(cpu_counts({"x.py": ast.parse(code)})) == [
+        "x.py:1: os.cpu_count",
+        "x.py:2: so.intra_op_num_threads = 4",
+    ]
+
+
+def test_every_retry_default_is_retry_retries():
+    """Downloads, Flickr calls and the settings retry the same number of times unless told otherwise."""
+    import inspect
+
+    from imgidx.indexer import retry
+    from imgidx.indexer.config import Settings
+    from imgidx.indexer.fetch import Fetcher
+    from imgidx.indexer.sources.flickr import FlickrClient
+    from imgidx.indexer.sources.flickr_api import FlickrApi
+
+    defaults = [inspect.signature(f).parameters["retries"].default for f in (Fetcher, FlickrClient, FlickrApi)]
+    assert defaults + [Settings().retries] == [retry.RETRIES] * 4
+
+
+def test_every_record_the_api_exports_is_frozen():
+    """ARCHITECTURE.md: calls return frozen records; every one of them is a public name of `imgidx`."""
+    import dataclasses
+
+    import imgidx
+
+    records = {n: getattr(imgidx, n) for n in imgidx.__all__ if dataclasses.is_dataclass(getattr(imgidx, n))}
+    assert {"VerifyReport", "Duplicates", "ExportResult", "BuildReport", "Neighbour"} <= set(records)
+    assert [n for n, r in records.items() if not r.__dataclass_params__.frozen] == []
+
+
+# ---- the documents name files that exist --------------------------------------------------------------------------
+
+SOURCE_PATH = re.compile(r"(?<![\w./-])((?:imgidx|indexer|search|tests|bench)/[\w/-]*\w\.py)\b")
+
+
+def missing_paths(texts: dict[str, str]) -> list[str]:
+    """Source files named in README/ARCHITECTURE/SECURITY or in a docstring or comment that are not in the tree."""
+    return [
+        f"{name}:{i}: {path}"
+        for name, text in texts.items()
+        for i, line in enumerate(text.splitlines(), 1)
+        for path in SOURCE_PATH.findall(line)
+        if not (ROOT / path).is_file()
+    ]
+
+
+def test_documents_and_docstrings_name_files_that_exist():
+    docs = [ROOT / n for n in ("README.md", "ARCHITECTURE.md", "SECURITY.md") if (ROOT / n).exists()]
+    code = [p for f in (*LIBRARY, "tests", "bench") for p in sorted((ROOT / f).rglob("*.py")) if p != Path(__file__)]
+    assert missing_paths({str(p.relative_to(ROOT)): p.read_text() for p in docs + code}) == []
+    assert missing_paths({"x.md": "see `imgidx/search/logistic.py` and search/api.py, not search/knn.py"}) == [
+        "x.md:1: imgidx/search/logistic.py",
+        "x.md:1: search/api.py",
+    ]
+
+
+# ---- VGG16 facts in vgg16.py -------------------------------------------------------------------------------------
+
+VGG16_HOMES = ("indexer/embedders/vgg16.py", "indexer/embedders/__init__.py")  # the facts; the models' registry
+VGG16_WORDS = {"vgg16", "fc2", "block5_pool"}
+VGG16_NUMBERS = {224, 103.939, 116.779, 123.68}
+
+
+def vgg16_facts(trees: dict[str, ast.Module]) -> list[str]:
+    """The model's name, its layers, its input size and its caffe mean written out, and config importing it."""
+    found = []
+    for rel, tree in trees.items():
+        prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        for node in ast.walk(tree):
+            value = node.value if isinstance(node, ast.Constant) and id(node) not in prose else None
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and value in VGG16_NUMBERS
+            if number or (isinstance(value, str) and value in VGG16_WORDS):
+                found.append(f"{rel}:{node.lineno}: {value!r}")
+            if rel == "indexer/config.py" and isinstance(node, ast.ImportFrom) and "vgg16" in (node.module or ""):
+                found.append(f"{rel}:{node.lineno}: imports {node.module}")
+    return found
+
+
+def test_vgg16_facts_live_in_vgg16_py():
+    """ARCHITECTURE.md: `indexer/embedders/vgg16.py` holds every VGG16 fact; the rest of the library asks it (the
+    faces' help texts may name the layers a user can choose)."""
+    assert vgg16_facts(sources(outside=(*VGG16_HOMES, *FACE_FILES))) == []
+    code = 'layer = "fc2"\nx = np.zeros((224, 224, 3))\nMEAN = (103.939, 116.779, 123.68)\n"""fc2 in prose"""'
+    assert len(vgg16_facts({"x.py": ast.parse(code)})) == 6

@@ -177,11 +177,11 @@ def test_index_api(home, tmp_path):
 
     idx = imgidx.open(home)
     result = idx.duplicates()
-    assert len(result.groups) == 2 and result.as_dict()["threshold"] == 0.05
+    assert isinstance(result, imgidx.Duplicates) and len(result.groups) == 2 and result.as_dict()["threshold"] == 0.05
     assert idx.duplicates(["cat"]).groups[0].kind == "exact"  # only the byte copies are both in "cat"
     idx.duplicates(apply=True)
     exported = idx.export(tmp_path / "out", format="parquet", split="1")
-    assert sum(exported.counts["train"].values()) == 9
+    assert isinstance(exported, imgidx.ExportResult) and sum(exported.counts["train"].values()) == 9
     assert idx.undo_duplicates() == 2
     assert sum(idx.export(tmp_path / "out", format="parquet", split="1").counts["train"].values()) == 11
 

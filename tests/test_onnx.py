@@ -316,8 +316,9 @@ def test_int8_build_calibrates_on_the_index_own_photos_then_onnx_and_keras_fp32_
 
     from imgidx.cli.app import app
 
-    def run(*args, flags: str = ""):
-        result = CliRunner().invoke(app, [str(a) for a in args], env={"IMGIDX_CPU_FLAGS": flags})
+    def run(*args, flags: str = "", shared: str = ""):
+        env = {"IMGIDX_CPU_FLAGS": flags, "IMGIDX_INT8_SHARED": shared}
+        result = CliRunner().invoke(app, [str(a) for a in args], env=env)
         assert result.exit_code == 0, result.stdout + result.stderr
         return result
 
@@ -341,16 +342,31 @@ def test_int8_build_calibrates_on_the_index_own_photos_then_onnx_and_keras_fp32_
     quiet = run("--home", int8_home, "build", "--from-dir", rings, *common, flags="avx2 avx512_vnni")
     assert "note:" not in quiet.stderr
 
-    # another data home on this machine reuses the calibration (same model, no photos calibrated)
+    # by default each data home calibrates on its own first photos; IMGIDX_INT8_SHARED=1 shares one model
     other = tmp_path / "int8-other"
-    run("--home", other, "build", "--from-dir", rings, "--precision", "int8", *common)
-    assert json.loads(run("--home", other, "info", "--json").stdout)["int8_calibration"] == calibration
+    run("--home", other, "build", "--from-dir", rings, "--precision", "int8", *common, shared="1")
+    own = json.loads(run("--home", other, "info", "--json").stdout)["int8_calibration"]
+    assert own["pixels_sha256"] != calibration["pixels_sha256"]  # rings, not stripes
+    third = tmp_path / "int8-third"
+    run("--home", third, "build", "--from-dir", photo_dir / "stripes", "--precision", "int8", *common, shared="1")
+    assert json.loads(run("--home", third, "info", "--json").stdout)["int8_calibration"] == own  # not calibrated
     target = photo_dir / "stripes" / "stripes_2.jpg"  # the query is embedded by the cached int8 model
     hits = json.loads(run("--home", int8_home, "similar", target, "-k", 3, "--json").stdout)["hits"]
     assert hits[0]["source_id"] == "stripes_2.jpg" and hits[0]["score"] >= 0.99 and len(hits) == 3
 
     home = tmp_path / "mixed"  # ORT fp32 first, then Keras fp32 adds to the same index: one stamp
-    run("--home", home, "build", "--from-dir", photo_dir / "stripes", "--runtime", "onnx", *common)
+    run(
+        "--home",
+        home,
+        "build",
+        "--from-dir",
+        photo_dir / "stripes",
+        "--runtime",
+        "onnx",
+        "--precision",
+        "fp32",
+        *common,
+    )
     run("--home", home, "build", "--from-dir", photo_dir / "rings", "--runtime", "keras", *common)
     info = json.loads(run("--home", home, "info", "--json").stdout)
     assert info["photos"] == 12 and info["stamp"]["precision"] == "fp32"

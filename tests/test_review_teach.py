@@ -110,13 +110,14 @@ def test_review_decisions_from_the_cli_are_checked_first_and_undone(planted):
     assert json.loads(run("review", C, "--json").stdout)["reviews"] == []  # nothing stored of a refused batch
     for args, words in (
         ((odd[0],), "--flag, --keep or --undo"),
-        (("--flag",), "needs photo ids"),
         ((odd[0], "--flag", "--keep"), "exclude each other"),
         (("--next", 5, odd[0], "--flag"), "separate call"),
         (("--next", 0), ">= 1"),
     ):
         result = run("review", C, *args, ok=False)
         assert result.exit_code != 0 and words in result.stderr, result.stderr
+    empty = run("review", C, "--keep", "--json")  # a round with nothing to keep: recorded as nothing
+    assert json.loads(empty.stdout)["reviews"] == [] and "nothing recorded" in empty.stderr
     done = json.loads(run("review", C, *odd, "--flag", "--reviewer", "bo", "--json").stdout)["reviews"]
     assert [(r["photo_id"], r["decision"], r["reviewer"]) for r in done] == [(i, "flag", "bo") for i in odd]
     run("review", C, odd[1], "--keep")

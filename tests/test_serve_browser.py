@@ -197,46 +197,48 @@ def test_two_photos_are_reviewed_with_the_keyboard_and_the_store_keeps_the_decis
         first = browser.find_element("css selector", f"#ranking .card[data-id='{cards[0]}']")
         assert "flagged by erin" in first.text and "decided-flag" in first.get_attribute("class")
         browser.save_screenshot(str(tmp_path / "review.png"))
+        queue = decide_the_review_next_queue(browser, server, "stripes", 8)  # issue 20: the same keys, a queue
     with Store(home, readonly=True) as store:
+        rows = [(r["photo_id"], r["decision"], r["reviewer"], r["source"]) for r in store.reviews("stripes")]
+        assert rows[:2] == [(int(queue[0]), "flag", "erin", "clean"), (int(queue[1]), "keep", "erin", "clean")]
+        assert len(rows) == 8
         rows = [(r["photo_id"], r["decision"], r["reviewer"], r["source"]) for r in store.reviews("rings")]
         assert rows == [(int(cards[0]), "flag", "erin", "clean"), (int(cards[1]), "keep", "erin", "clean")]
         assert int(cards[0]) not in store.vector_ids("rings", include_flagged=False)
         assert len(store.reviews("rings", history=True)) == 2  # the undone keep is gone
 
 
-def test_the_review_next_queue_is_decided_with_the_same_keys_and_refills(browser, served_index, tmp_path):
-    import shutil
-
+def decide_the_review_next_queue(browser, server, name: str, n: int) -> list[str]:
+    """The "review next" view of `name` (n photos, fewer than one queue): the same keys decide it; when every card
+    is decided the queue refills, and with nothing left it says so. Returns the queue's ids in order."""
     import httpx
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
-    from imgidx.indexer.store import Store
-    from imgidx.service.server import spawned
+    browser.find_element("css selector", f"#collection-list button[data-name={name}]").click()
+    wait_for(browser, lambda d: d.find_element("id", "clean-message").text.startswith(f"{name}:"), "its ranking")
+    Select(browser.find_element("id", "review-view")).select_by_value("next")  # the view change shows the queue
 
-    home = tmp_path / "home"
-    shutil.copytree(served_index.home, home)
-    with spawned(home, env=served_index.env) as server:
-        open_page(browser, server.url)
-        browser.execute_script("localStorage.setItem('imgidx-reviewer', 'finn')")
-        open_page(browser, server.url)
-        browser.find_element("css selector", "nav button[data-tab=collections]").click()
-        Select(browser.find_element("id", "review-view")).select_by_value("next")
-        browser.find_element("css selector", "#collection-list button[data-name=rings]").click()
-        wait_for(browser, lambda d: len(loaded_thumbnails(d, "ranking")) == 7, "7 photos to review next")
-        expected = httpx.get(f"{server.url}collections/rings/next", params={"n": 12}).json()
-        cards = [c.get_attribute("data-id") for c in browser.find_elements("css selector", "#ranking .card")]
-        assert cards == [str(p["id"]) for p in expected["photos"]]  # the queue's order: most useful first
-        assert "to review next" in browser.find_element("id", "clean-message").text
-        keys = ActionChains(browser)
-        for key, decided in (("a", 1), ("r", 2), ("u", 1), ("r", 2)):
-            keys.send_keys(key).perform()
-            wait_for(browser, lambda d, n=decided: len(d.find_elements("css selector", DECIDED)) == n, f"{decided}")
-        for decided in range(3, 7):  # the rest of the queue but one
-            keys.send_keys("r").perform()
-            wait_for(browser, lambda d, n=decided: len(d.find_elements("css selector", DECIDED)) == n, f"{decided}")
-        keys.send_keys("r").perform()  # the last one: the queue refills, and nothing is left to review
-        wait_for(browser, lambda d: "every photo is reviewed" in d.find_element("id", "review-message").text, "end")
-    with Store(home, readonly=True) as store:
-        rows = [(r["photo_id"], r["decision"], r["reviewer"]) for r in store.reviews("rings")]
-    assert rows[:2] == [(int(cards[0]), "flag", "finn"), (int(cards[1]), "keep", "finn")] and len(rows) == 7
+    def queued(d) -> bool:
+        try:
+            return (
+                "to review next" in d.find_element("id", "clean-message").text
+                and len(loaded_thumbnails(d, "ranking")) == n
+            )
+        except StaleElementReferenceException:  # the grid was replaced while it was looked at
+            return False
+
+    wait_for(browser, queued, f"{n} photos to review next")
+    expected = httpx.get(f"{server.url}collections/{name}/next", params={"n": 12}).json()
+    cards = [c.get_attribute("data-id") for c in browser.find_elements("css selector", "#ranking .card")]
+    assert cards == [str(p["id"]) for p in expected["photos"]]  # the queue's order: most useful first
+    assert "to review next" in browser.find_element("id", "clean-message").text
+    browser.find_element("css selector", "#ranking .card img").click()  # the keys go to the page, not the <select>
+    keys = ActionChains(browser)
+    for key, decided in (("a", 1), ("r", 2), ("u", 1), ("r", 2), *(("r", k) for k in range(3, n))):
+        keys.send_keys(key).perform()
+        wait_for(browser, lambda d, k=decided: len(d.find_elements("css selector", DECIDED)) == k, f"{decided}")
+    keys.send_keys("r").perform()  # the last one: the queue refills, and nothing is left to review
+    wait_for(browser, lambda d: "every photo is reviewed" in d.find_element("id", "review-message").text, "the end")
+    return cards

@@ -72,7 +72,7 @@ def test_transient_faults_are_retried(fresh_fake_flickr):
     fake = fresh_fake_flickr
     fake.inject("flickr.photos.search", ["stat:105", "http:503", "http:429", "truncated_json", "html_200"])
     slept = []
-    photos = list(source(fake, sleep=slept.append).search(FlickrQuery("cat", count=5)))
+    photos = list(source(fake, sleep=slept.append, retries=5).search(FlickrQuery("cat", count=5)))  # 5 faults
     assert len(photos) == 5 and len(slept) == 5
     # exponential backoff with ±50% jitter: attempt i waits between 0.5·2^i and 1.5·2^i seconds
     assert all(0.5 * 2**i <= s <= 1.5 * 2**i for i, s in enumerate(slept)), slept

@@ -76,7 +76,7 @@ def test_a_healthy_home_verifies_ok(home):
     report = check(home)
     assert (
         report.ok
-        and report.findings == []
+        and report.findings == ()
         and report.checked
         == {
             "vector_file": {"dtype": "float16", "rows": 6, "committed": 6},
@@ -347,7 +347,7 @@ def test_every_kind_verifies_clean_reports_damage_and_repairs_to_the_same_kind(
     report = check(home)
     assert kinds(report) == expected[damage], report.as_dict()
     if damage == "corrupt":
-        assert report.findings[0].ids == [ids[3]]  # the one damaged vector, not every float16 one
+        assert report.findings[0].ids == (ids[3],)  # the one damaged vector, not every float16 one
     if damage == "none":
         assert cli().exit_code == 0
         return
@@ -357,7 +357,7 @@ def test_every_kind_verifies_clean_reports_damage_and_repairs_to_the_same_kind(
     else:
         fix(home)
     assert file_kind(home) == before  # the same kind and storage, not a flat index
-    assert check(home).findings == []
+    assert check(home).findings == ()
 
 
 def test_verify_reports_an_index_file_of_another_kind_than_requested(tmp_path, monkeypatch):
@@ -440,4 +440,4 @@ def test_a_missing_index_after_a_full_disk_is_lag_not_an_error(tmp_path, monkeyp
     assert finding.kind == "index_missing" and not finding.error and finding.repairable and report.ok
     assert cli().exit_code == 0
     fix(home)
-    assert (home / "index" / "faiss.index").exists() and check(home).findings == []
+    assert (home / "index" / "faiss.index").exists() and check(home).findings == ()

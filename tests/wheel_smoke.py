@@ -92,18 +92,19 @@ def run_in(work: Path) -> None:
     print(f"wheel smoke test in {work}", flush=True)
     step("fresh venv", [sys.executable, "-m", "venv", venv], env=env, cwd=work)
     step("pip install . (not editable)", [python, "-m", "pip", "install", "-q", src], env=env, cwd=work)
+    modules = [  # what the copy held: the checkout may change while this runs
+        (folder, py.relative_to(src / folder))
+        for folder in FOLDERS
+        for py in (src / folder).rglob("*.py")
+        if "__pycache__" not in py.parts
+    ]
     shutil.rmtree(src)  # nothing below may read the source tree
 
     facts = json.loads(step("import imgidx", [python, "-c", INSTALLED], env=env, cwd=work).stdout)
     package = Path(facts["file"]).parent
     check(package.is_relative_to(venv), f"imgidx imported from {package}, not from the fresh venv")
     check(facts["version"] == facts["metadata"], f"imgidx.__version__ {facts['version']} != {facts['metadata']}")
-    missing = [
-        f"{folder}/{py.relative_to(ROOT / folder)}"
-        for folder, installed in FOLDERS.items()
-        for py in (ROOT / folder).rglob("*.py")
-        if "__pycache__" not in py.parts and not (package.parent / installed / py.relative_to(ROOT / folder)).is_file()
-    ]
+    missing = [f"{f}/{rel}" for f, rel in modules if not (package.parent / FOLDERS[f] / rel).is_file()]
     check(missing == [], f"modules missing from the installed package: {missing}")
     check((package / "service" / "static" / "index.html").is_file(), "the web page is missing from the package")
 

@@ -42,7 +42,11 @@ def review(
     if ids and not decisions:
         raise ConfigError(f"say what to do with photos {ids}: --flag, --keep or --undo")
     if decisions and not ids:
-        raise ConfigError(f"--{decisions[0]} needs photo ids, e.g. `imgidx review {collection} 12 40 --flag`")
+        # a script answering a round with no photo of one kind calls with none: nothing to record, not an error
+        if as_json:
+            console.print_json({"collection": collection, "reviews": []})
+        typer.echo(f"no photo ids given: nothing recorded (e.g. `imgidx review {collection} 12 40 --flag`)", err=True)
+        return
     if next_n is not None and (ids or decisions):
         raise ConfigError("--next lists photos to review; record decisions in a separate call")
     if next_n is not None and next_n < 1:

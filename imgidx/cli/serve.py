@@ -1,4 +1,5 @@
-"""`imgidx serve`: the HTTP API and web page over the index (search/server.py runs it, search/api.py answers)."""
+"""`imgidx serve`: the HTTP API and web page over the index (imgidx/service/server.py runs it,
+imgidx/service/api.py answers)."""
 
 from __future__ import annotations
 

@@ -195,7 +195,9 @@ def create_app(service: Service, *, token: str | None = None, max_upload: int = 
         options = {"iterations": iterations, "drop": drop, "threshold": "auto" if threshold is None else threshold}
         options["k_mad"] = k_mad
         return await service.store.run(
-            lambda store: queries.clean(store, service.store.vectors_generation, name, options)
+            lambda store: queries.clean(
+                store, (service.store.vectors_generation, service.store.generation), name, options
+            )
         )
 
     @app.get("/collections/{name}/next", summary="The photos whose review would teach the clean cut most")

@@ -17,10 +17,11 @@ import numpy.typing as npt
 from imgidx import ops
 from imgidx.indexer.errors import InvalidArgument
 from imgidx.indexer.store import Store
+from imgidx.ops import describe, nearest
 from imgidx.results import CleanReport, Neighbour
 from imgidx.search import classifier as classifiers
 from imgidx.search.classifier import Classifiers, LinearClassifier
-from imgidx.search.knn import check_collection, describe, nearest
+from imgidx.search.knn import check_collection
 
 from .service import BadRequest
 
@@ -97,9 +98,13 @@ class Queries:
         return [{"name": c.name, "photos": c.photos, "flagged": c.flagged} for c in ops.collections(store)]
 
     # ---- clean -----------------------------------------------------------------------------------------------
-    def clean(self, store: Store, generation: int, name: str, options: dict[str, Any]) -> dict:
-        """The ranking with the collection's reviews, from cached evidence: a decision refits only the probe."""
-        return _clean_answer(ops.judged_report(store, self.evidence(store, generation, name, options)))
+    def clean(self, store: Store, generations: tuple[int, int], name: str, options: dict[str, Any]) -> dict:
+        """The ranking with the collection's reviews, from cached evidence: a decision refits only the probe.
+        generations: (the store's vectors, its metadata): the answer is kept while neither nor the reviews change."""
+        evidence = self.evidence(store, generations[0], name, options)
+        reviews = tuple((r["photo_id"], r["decision"], r["reviewer"]) for r in store.reviews(name))
+        key = ("clean", generations, name, tuple(sorted(options.items())), id(evidence), reviews)
+        return self._cached(key, lambda: _clean_answer(ops.judged_report(store, evidence)))
 
     def review_next(self, store: Store, generation: int, name: str, n: int) -> dict:
         return ops.review_queue(store, self.evidence(store, generation, name, {}), n).as_dict()
@@ -180,11 +185,11 @@ class Queries:
             )
         if len(ids) > MAX_CLASSIFY:
             raise BadRequest(f"at most {MAX_CLASSIFY} photos per request; received {len(ids)}")
-        labels, probs = clf.predict(ops.stored_vectors(store, ids))
-        described = describe(store, [(pid, 0.0) for pid in ids])
+        predicted = ops.classify_stored(store, clf, ids)
+        described = describe(store, [(p.id, 0.0) for p in predicted])
         preds = [
-            {**public(photo, scored=False), "label": str(lab), "probability": round(float(p), 6)}
-            for photo, lab, p in zip(described, labels, probs, strict=True)
+            {**public(photo, scored=False), "label": p.label, "probability": round(p.probability, 6)}
+            for photo, p in zip(described, predicted, strict=True)
         ]
         return self._answer(name, clf, preds)
 

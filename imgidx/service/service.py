@@ -6,7 +6,7 @@ Three kinds of threads share the work:
 - one model thread (a MicroBatcher) owns the embedder: uploads that arrive together share one model call;
 - the event loop's worker threads decode uploads and make thumbnails.
 
-The API layer (search/api.py) maps the errors below to HTTP status codes.
+The API layer (imgidx/service/api.py) maps the errors below to HTTP status codes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from imgidx.indexer.compose import embedder_for_index
 from imgidx.indexer.config import Settings
 from imgidx.indexer.errors import ImageError, ImgidxError, StoreError
 from imgidx.indexer.flow import cores
-from imgidx.indexer.images import FORMATS_TEXT, prepare
+from imgidx.indexer.images import FORMATS_TEXT, TARGET_SIZE, prepare
 from imgidx.indexer.layout import index_file
 from imgidx.indexer.records import Stamp
 from imgidx.indexer.store import Store
@@ -206,7 +206,7 @@ class Service:
         """Open the index and load the model (with one dummy image) before the first request arrives."""
         await self.store.run(lambda store: None)  # opens the index
         if warm and self._stamp is not None:
-            await self.embed_pixels(np.zeros((224, 224, 3), dtype=np.uint8))
+            await self.embed_pixels(np.zeros((TARGET_SIZE, TARGET_SIZE, 3), dtype=np.uint8))
 
     def close(self) -> None:
         if self._batcher is not None:

@@ -50,7 +50,8 @@ class Embedder(Protocol):
 
 
 # model name -> module with NAME, INPUT_SIZE, PREPROCESS, LAYERS (see vgg16.py)
-MODELS: dict[str, str] = {"vgg16": "imgidx.indexer.embedders.vgg16"}
+DEFAULT_MODEL = "vgg16"  # the model of a new index (vgg16.NAME)
+MODELS: dict[str, str] = {DEFAULT_MODEL: "imgidx.indexer.embedders.vgg16"}
 # runtime name -> "module:factory"; a factory takes (model_module, layer, weights, *, precision, batch_size)
 RUNTIMES: dict[str, str | Callable[..., Embedder]] = {
     "keras": "imgidx.indexer.embedders.keras_runtime:KerasEmbedder",
@@ -70,7 +71,7 @@ def model_module(model: str) -> ModuleType:
 
 
 def make(
-    model: str = "vgg16",
+    model: str = DEFAULT_MODEL,
     layer: str | None = None,
     weights_spec: WeightsSpec | None = None,
     precision: str = "fp32",

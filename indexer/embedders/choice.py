@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import statistics
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
+from ..threads import machine_threads
+from .vgg16 import INPUT_SIZE
 
 RUNTIME_CHOICES = ("auto", "keras", "onnx")
 TIMED_BATCHES = 2
@@ -52,7 +53,7 @@ def versions() -> dict[str, str]:
 def machine_key(layer: str, precision: str, batch_size: int, *, cpu: str | None = None) -> str:
     v = versions()
     libs = ",".join(f"{k}={v[k]}" for k in sorted(v))
-    return f"{cpu or cpu_model()}|cpus={os.cpu_count()}|{libs}|{layer}|{precision}|batch={batch_size}"
+    return f"{cpu or cpu_model()}|cpus={machine_threads()}|{libs}|{layer}|{precision}|batch={batch_size}"
 
 
 def only_runtime(precision: str) -> str | None:
@@ -89,7 +90,7 @@ def write_cache(home: Path, key: str, entry: dict) -> None:
 def measure(candidates: dict[str, Callable[[np.ndarray], object]], rows: int, *, batches: int = TIMED_BATCHES) -> dict:
     """img/s of each candidate's raw call on `rows` black images: one warm-up call each, then `batches` timed calls
     each, alternating (so a burst of background load hits both), median per candidate."""
-    x = np.zeros((rows, 224, 224, 3), np.uint8)
+    x = np.zeros((rows, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     for call in candidates.values():
         call(x)
     times: dict[str, list[float]] = {name: [] for name in candidates}

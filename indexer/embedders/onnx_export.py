@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic, layout
+from .vgg16 import CAFFE_MEAN_BGR, INPUT_SIZE
 
 EXPORTER_VERSION = 1  # bump when the graph this file writes changes: old cache files are then rebuilt
 OPSET = 17
 INPUT = "images"  # uint8 (n, 224, 224, 3) RGB
 OUTPUT = "features"  # float32 (n, dim), before L2 normalisation
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode="caffe"
 
 
-def to_onnx(model, *, input_size: int = 224, mean_bgr=CAFFE_MEAN_BGR):
+def to_onnx(model, *, input_size: int = INPUT_SIZE, mean_bgr=CAFFE_MEAN_BGR):
     """The Keras model (VGG16 cut at fc2 or at block5_pool + GlobalAveragePooling2D, fp32) as an onnx.ModelProto."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -4,17 +4,18 @@ Same stamp as the Keras runtime at the same precision (embedders.stamp_of): on t
 conv weights, ORT fp32 and TensorFlow fp32 vectors agree to cosine >= 0.99999 (README "Performance"; tests/
 test_onnx.py), so an index may hold vectors from both. int8 is a precision of its own ("int8" in the stamp).
 
-Determinism: intra_op_num_threads is fixed to os.cpu_count() (the machine's CPUs, not this process's affinity
-mask), so a build pinned to one CPU runs the same kernels with the same partitioning as an unpinned one; every
+Determinism: intra_op_num_threads is fixed to threads.machine_threads() (the machine's CPUs, not this process's
+affinity mask), so a build pinned to one CPU runs the same kernels with the same partitioning as an unpinned one; every
 batch is padded to batch_size rows (embedders.pad_rows), so a photo's vector does not depend on its neighbours.
 
 int8: onnxruntime.quantization.quantize_static, QDQ format, per-channel int8 weights (reduce_range: 7 bits),
 uint8 activations, MinMax ranges calibrated on CALIBRATION_PHOTOS real photos: the first photos of the index
 by id (for a new index, the first photos of the build being run) — the user's own photos, so the ranges fit
-what is indexed. The quantized file is kept in the user cache (~/.cache/imgidx/onnx, per weights fingerprint,
-layer, recipe version, calibration size and ONNX Runtime version), so a later build in any data home skips the
-calibration, and a copy under the data home beside the fp32 export serves every later build and query of that
-home, so all its int8 vectors come from one quantized model. What calibrated it is in the sidecar and `info`.
+what is indexed. The quantized file is kept under the data home beside the fp32 export and serves every later
+build and query of that home, so all its int8 vectors come from one quantized model; with IMGIDX_INT8_SHARED=1
+it is also kept in the user cache (~/.cache/imgidx/onnx, per weights fingerprint, layer, recipe version,
+calibration size and ONNX Runtime version) and a new data home copies it instead of calibrating. What
+calibrated it is in the sidecar and `info`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy.typing as npt
 
 from ..errors import ConfigError
 from ..records import Stamp
+from ..threads import machine_threads
 from . import check_images, embed_in_batches, stamp_of
 from . import onnx_export as ox
 from . import vgg16 as _vgg16
@@ -44,17 +46,11 @@ CALIBRATION_BATCH = 8  # photos per calibration run: every intermediate tensor o
 QUANT_VERSION = 2  # bump when the quantization recipe below changes
 
 
-def threads() -> int:
-    """The machine's CPU count, not the affinity mask: the same kernels and partitioning however a process is
-    pinned (measured: bitwise-equal vectors pinned to 1 CPU and unpinned; README "Determinism")."""
-    return os.cpu_count() or 1
-
-
 def session(path: Path | str | bytes, n_threads: int | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = n_threads or threads()
+    so.intra_op_num_threads = n_threads or machine_threads()  # bitwise-equal vectors pinned or not
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
@@ -65,8 +61,8 @@ class OnnxEmbedder:
     """An Embedder (see embedders.Embedder) over ONNX Runtime on the CPU.
 
     home: the data home whose cache/onnx holds the exported files. calibration: called only when an int8 file
-    must be made; returns up to CALIBRATION_PHOTOS uint8 (n, 224, 224, 3) photos. shared: the user cache folder
-    whose quantized files every data home of this user reuses (default: settings.cache_dir)."""
+    must be made; returns up to CALIBRATION_PHOTOS uint8 (n, 224, 224, 3) photos. shared: a user cache folder
+    whose quantized files every data home of this user reuses (None: each home calibrates its own)."""
 
     runtime = "onnx"
 
@@ -97,7 +93,7 @@ class OnnxEmbedder:
         self.home = Path(home) if home is not None else _default_home()
         self.calibration = calibration
         self.n_threads = n_threads
-        self.shared = Path(shared) if shared is not None else _default_cache()
+        self.shared = Path(shared) if shared is not None else None
         self._session = None
 
     @property
@@ -122,13 +118,17 @@ class OnnxEmbedder:
         return ox.get_or_build(self._path("fp32"), self._meta("fp32"), self._export)
 
     def int8_file(self) -> Path:
-        """The quantized graph of this home. Where the home has none, the user cache's one for the same weights,
-        layer, recipe, calibration size and ONNX Runtime (made by an earlier build, in any home) is copied in;
-        only where neither exists are photos calibrated. The home keeps its own copy, so every int8 vector of an
-        index comes from one quantized model even after the user cache is cleared or another home recalibrates."""
+        """The quantized graph of this home, made once from CALIBRATION_PHOTOS of its photos. With a shared folder,
+        the one there for the same weights, layer, recipe, calibration size and ONNX Runtime (made by an earlier
+        build, in any home) is copied in instead, and a new one is left there. The home keeps its own copy, so
+        every int8 vector of an index comes from one quantized model even after the user cache is cleared."""
         meta = self._meta("int8")
         path = self._path("int8")
         if ox.cached(path, meta):
+            return path
+        if self.shared is None:
+            data, calibration = self._quantize()
+            ox.write(path, data, {**meta, "calibration": calibration})
             return path
         shared = ox.shared_path(
             self.shared, model=self.name, layer=self.layer, fingerprint=self.weights.fingerprint, tag=_shared_tag()
@@ -292,12 +292,6 @@ def _ort_version() -> str:
 
 def _shared_tag() -> str:
     return f"q{QUANT_VERSION}-c{CALIBRATION_PHOTOS}-ort{_ort_version()}"
-
-
-def _default_cache() -> Path:
-    from ..config import Settings
-
-    return Settings.from_env().cache_dir
 
 
 def _default_home() -> Path:

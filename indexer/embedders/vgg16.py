@@ -8,20 +8,19 @@ Keras is imported only inside the functions that build a graph.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import ConfigError
+from ..records import WeightsSpec
 from .keras_env import import_keras, quiet_stderr
-
-if TYPE_CHECKING:
-    from .weights import WeightsSpec
 
 NAME = "vgg16"  # the stamp's model: existing indexes say exactly this
 INPUT_SIZE = 224
 LAYERS = {"fc2": 4096, "block5_pool": 512}  # layer offered -> dim of its vector
+DEFAULT_LAYER = "fc2"  # what a new index embeds when no layer is given
+# duplicates' calibrated cut (cosine distance) per layer with ImageNet weights (search/duplicates.py CALIBRATION)
+DUPLICATE_CUTS = {"block5_pool": 0.05}
 NEEDS_TOP = frozenset({"fc2"})  # layers that need the fully connected ("top") weights
 TOP_LAYERS = frozenset({"fc1", "fc2"})  # what a weights file must hold to count as "top"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode="caffe"

@@ -12,24 +12,15 @@ import contextlib
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from .. import atomic
 from ..errors import ConfigError
+from ..records import WeightsSpec
 from . import vgg16
 
 # A model module (vgg16.py) says which layers need which file, the official file names and md5s, and its URL.
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    kind: str  # "random" | "file"
-    path: Path | None = None
-    seed: int = 0
-    has_top: bool = True
-    fingerprint: str = ""  # "random:SEED" or "sha256:HEX"; stamped into the index
 
 
 def check_layer(layer: str, model: ModuleType = vgg16) -> str:
@@ -47,8 +38,10 @@ def resolve(
     *,
     model: ModuleType = vgg16,
 ) -> WeightsSpec:
-    """Turn --weights imagenet|random[:SEED]|PATH into a usable spec, downloading imagenet weights if needed."""
+    """Turn weights imagenet|random[:SEED]|PATH into a usable spec, downloading imagenet weights if needed (from
+    weights_url; "": the model's own URL)."""
     check_layer(layer, model)
+    weights_url = weights_url or model.WEIGHTS_URL
     if weights == "random" or weights.startswith("random:"):
         seed_text = weights.partition(":")[2] or "0"
         if not seed_text.isdigit():

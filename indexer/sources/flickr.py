@@ -18,6 +18,7 @@ from ..config import Settings
 from ..errors import ConfigError, MissingCredentials
 from ..licenses import parse_license_ids
 from ..records import Photo
+from ..retry import RETRIES
 from .flickr_api import CallBudget, FlickrApi
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class FlickrClient:
         rest_url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 5,
+        retries: int = RETRIES,
         backoff: float = 1.0,
         budget: CallBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,

@@ -68,7 +68,7 @@ class FlickrApi:
         rest_url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 5,
+        retries: int = retry.RETRIES,
         backoff: float = 1.0,
         budget: CallBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
