@@ -246,6 +246,10 @@ class Index:
                     address=ray_address,
                 )
             else:
+                if getattr(embedder, "runtime", "keras") == "onnx":
+                    # export (int8: calibrate) before the loader threads start decoding: on a few cores they would
+                    # share them with the calibration, and its cost would grow with the size of the build
+                    embedder.load()
                 report = ingest(
                     store,
                     ids,
