@@ -118,6 +118,7 @@ def test_the_service_thumbnails_every_odd_file_or_refuses_it(tmp_path):
     assert not {n: r for n, r in refused.items() if not n.startswith("truncated_")}
 
 
+@pytest.mark.long  # a build over the whole corpus, a server, every refused file: make test-long (CI runs it)
 @pytest.mark.slow
 def test_odd_files_through_build_similar_and_post_similar(tmp_path, isolated_env):
     """The three paths users run: `build --from-dir` over the whole corpus (N good + M hostile index exactly N);

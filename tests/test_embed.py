@@ -151,6 +151,7 @@ def test_not_a_weights_file_is_a_clear_error(tmp_path):
         resolve(str(bad), "fc2", Path("/x"), "")
 
 
+@pytest.mark.long  # embeds real photos with the real conv weights: make test-long (CI runs it)
 @pytest.mark.skipif(not SHARED_WEIGHTS.exists(), reason="needs ../shared/weights/vgg16_notop_imagenet.weights.h5")
 def test_real_imagenet_conv_weights_put_cats_next_to_cats():
     """~100 real photos, real block5 features: most neighbours of a cat are cats (random weights give ~0.6)."""

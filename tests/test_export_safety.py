@@ -398,6 +398,7 @@ def test_every_csv_writer_of_the_library_is_the_neutralising_one():
 
 
 # ---- the path users run: build from a folder and a URL list, then export ------------------------------------------
+@pytest.mark.long  # two real builds: make test-long (CI runs it); the CSV rules are tested above per format
 @pytest.mark.slow
 def test_built_from_a_folder_and_a_url_list_the_csv_has_no_formula(tmp_path):
     """`imgidx build --from-dir` over files named like formulas, `--from-urls` with formula titles and

@@ -121,6 +121,7 @@ def fake(monkeypatch):
         yield fake
 
 
+@pytest.mark.long  # every variant through a real build: make test-long (CI runs it)
 def test_every_variant_and_static_fault_through_flickr(fake, tmp_path):
     dogs = [p.id for p in fake.photos_for("dog", sort="relevance")[:30] if not fake.corpus.is_deleted(p.id)]
     plan: dict[str, tuple[str, list]] = {}  # photo id -> (label, faults)

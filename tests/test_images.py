@@ -162,6 +162,7 @@ def test_draft_decoding_embeds_close_to_full_decoding():
     assert _draft_vs_full_cosines("random:0", jpegs).min() >= 0.996
 
 
+@pytest.mark.long  # real weights on real photos: make test-long (CI runs it); random weights above in make test
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_WEIGHTS.exists(), reason="needs ../shared/weights/vgg16_notop_imagenet.weights.h5")
 def test_draft_decoding_embeds_close_to_full_decoding_with_the_real_weights():

@@ -147,6 +147,7 @@ def test_userinfo_and_netrc_credentials_never_leave(internal, monkeypatch, tmp_p
     assert len(Internal.seen) == 6 and all(auth is None for _, auth in Internal.seen), Internal.seen
 
 
+@pytest.mark.long  # two real builds: make test-long (CI runs it)
 @pytest.mark.slow
 def test_a_refused_address_is_a_final_failure_that_retry_failed_leaves_alone(internal, tmp_path):
     """An address refused as private stays private: stored as not retryable, so --retry-failed never asks again."""
