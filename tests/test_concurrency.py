@@ -34,6 +34,7 @@ def running_build(fresh_fake_flickr, tmp_path, monkeypatch):
         proc.communicate()
 
 
+@pytest.mark.long  # a build of its own running beside: make test-long (CI runs it)
 def test_a_second_build_and_a_repair_are_refused_while_one_runs(running_build):
     proc, home, env = running_build
     second = run(BUILD, env)

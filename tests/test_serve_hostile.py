@@ -160,6 +160,7 @@ def test_request_heads_up_to_16_kib_are_answered_and_longer_ones_refused_with_43
     _no_traceback(server)
 
 
+@pytest.mark.long  # waits the 5 s out: make test-long (CI runs it)
 def test_an_idle_kept_alive_connection_is_closed_after_5_s(server):
     u = urlparse(server.url)
     with socket.create_connection((u.hostname, u.port), timeout=30) as s:

@@ -34,7 +34,8 @@ from imgidx.service.service import WRITE_BUSY_S, ServeOptions, Service
 from tests.conftest import jpeg_bytes, pattern_image
 from tests.serving import RANDOM
 
-pytestmark = pytest.mark.slow  # builds an index and loads the model
+# builds an index and loads the model; the queue, connection, symlink and review-wait limits: make test-long (CI)
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 MAX_QUEUE = 512  # the README's and SECURITY.md's bound
 MAX_BATCH = 2
