@@ -72,6 +72,9 @@ def snapshot(home: Path) -> dict:
     collections = [tuple(r) for r in db.execute("SELECT name, photo_id, query, rank FROM collections ORDER BY 1, 2")]
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     vectors = stored_vectors(home, db, meta)
+    if "int8_calibration" in meta:  # which photos calibrated must match; when, and how long it took, need not
+        calibration = json.loads(meta["int8_calibration"])
+        meta["int8_calibration"] = {k: v for k, v in calibration.items() if k not in ("when", "seconds")}
     db.close()
     index = faiss.read_index(str(home / "index" / "faiss.index"))
     ids = faiss.vector_to_array(index.id_map).tolist()
