@@ -6,8 +6,10 @@ load on a shared machine hits each alike; ratios from one run are what to read.
 
 Every build runs as a real `imgidx` subprocess with one user cache for the whole run (XDG_CACHE_HOME under
 bench/out); an int8 home calibrates once (IMGIDX_INT8_SHARED=1 in the environment would share one model across
-the homes instead, and then the first home alone pays for it: the difference goes wrong, even negative); the
-calibration's own cost is reported from `imgidx info` (int8_calibration.seconds).
+the homes instead, and then the first home alone pays for it: the difference goes wrong, even negative). The two
+homes start with the same photos, so the user cache's memo of models by calibration photos is emptied before each
+build: every home pays its calibration, as a user's first home of new photos does. The calibration's own cost is
+reported from `imgidx info` (int8_calibration.seconds).
 
 Usage: python -m bench.build_rate [--rounds 2] [--layer fc2] [--weights random:0] [--variants default int8 fp32]
 """
@@ -46,6 +48,8 @@ def build_seconds(folder: Path, options: list[str], layer: str, weights: str, en
     try:
         cmd = [sys.executable, "-m", "imgidx", "--home", str(home)]
         build = [*cmd, "build", "--from-dir", str(folder), "--layer", layer, "--weights", weights, *options, "--json"]
+        # the same first photos in both homes: without this the second would copy the first's int8 model
+        shutil.rmtree(Path(env["XDG_CACHE_HOME"]) / "imgidx" / "onnx" / "by-photos", ignore_errors=True)
         start = time.perf_counter()
         done = subprocess.run(build, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start

@@ -76,7 +76,9 @@ def make_embedder(
     def build(rt: str) -> Embedder:
         if rt not in built:
             shared = settings.cache_dir if settings.int8_shared else None
-            extra = {"home": settings.home, "calibration": calibration, "shared": shared}
+            # memo: a home whose calibration photos an earlier home had (a rebuild from scratch, a test's second
+            # home) copies that model instead of calibrating again
+            extra = {"home": settings.home, "calibration": calibration, "shared": shared, "memo": settings.cache_dir}
             extra = extra if rt == "onnx" else {}
             built[rt] = make(model, layer, spec, precision=precision, batch_size=batch_size, runtime=rt, **extra)
         return built[rt]

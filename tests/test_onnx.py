@@ -425,3 +425,56 @@ def test_int8_calibrates_once_and_every_home_reuses_it_deterministically(tmp_pat
 
     (tmp_path / "cache").joinpath("onnx").rename(tmp_path / "gone")  # the home keeps its own copy
     assert embedder("a").int8_file().read_bytes() == model_a and calls == [1, 1, 2]
+
+
+def test_a_home_calibrated_on_photos_seen_before_copies_that_model_from_the_memo(tmp_path):
+    """The default (no shared model): each home calibrates on its own first photos, except that a home whose
+    calibration photos are the same pixels as one of the last MEMO_KEEP homes' gets that model from the user cache
+    (a rebuild from scratch, a second home of the same folder): the same bytes calibrating would make, without the
+    fp32 export or the quantizer. Other photos calibrate; older entries leave the memo; a damaged one is not used."""
+    from imgidx.indexer.embedders.onnx_runtime import CALIBRATION_PHOTOS, MEMO_KEEP
+
+    toy, memo = _toy(small_model("gap")), tmp_path / "user-cache"
+
+    def embedder(home: str, seed: int = 1):
+        return OnnxEmbedder(
+            "gap",
+            RANDOM0,
+            precision="int8",
+            model=toy,
+            calibration=lambda: photos(CALIBRATION_PHOTOS, seed=seed),
+            home=tmp_path / home,
+            memo=memo,
+        )
+
+    def exported(home: str) -> bool:  # the quantizer's input: made only when a home calibrates
+        return any((tmp_path / home / "cache" / "onnx").glob("*-fp32-*.onnx"))
+
+    def memoised() -> list[Path]:
+        return sorted((memo / "onnx" / "by-photos").glob("*.onnx"))
+
+    first = embedder("a")
+    model_a, record = first.int8_file().read_bytes(), first.calibration_record()
+    assert exported("a") and len(memoised()) == 1
+    assert memoised()[0].stat().st_ino == first.int8_file().stat().st_ino  # a link: no second copy on disk
+
+    again = embedder("b")  # the same photos in another home: copied, not calibrated
+    assert again.int8_file().read_bytes() == model_a and not exported("b")
+    assert again.calibration_record() == record  # when and how long the model's one calibration took
+    x = photos(4, seed=5)
+    np.testing.assert_array_equal(again.embed(x), first.embed(x))
+
+    other = embedder("c", seed=2)  # other photos: calibrated, another model
+    assert other.int8_file().read_bytes() != model_a and exported("c")
+    assert other.calibration_record()["pixels_sha256"] != record["pixels_sha256"]
+    for i, seed in enumerate(range(3, 3 + MEMO_KEEP)):  # newer homes push seed 1's model out of the memo
+        embedder(f"n{i}", seed=seed).int8_file()
+    assert len(memoised()) == MEMO_KEEP
+    assert embedder("a").int8_file().read_bytes() == model_a  # the home's own copy outlives the memo's
+    late = embedder("e")
+    assert late.int8_file().read_bytes() == model_a and exported("e")  # calibrated again: the same bytes
+
+    newest = max(memoised(), key=lambda p: p.with_suffix(".json").stat().st_mtime)
+    newest.write_bytes(b"not a model")  # damaged in the cache: never trusted, calibrated instead
+    damaged = embedder("f")
+    assert damaged.int8_file().read_bytes() == model_a and exported("f")

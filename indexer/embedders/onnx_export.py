@@ -22,8 +22,10 @@ sidecar matches what is asked for and the bytes hash to what the sidecar says, e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,6 +160,53 @@ def shared_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, ta
     `tag` names what else decides its bytes (recipe version, calibration size, ONNX Runtime version)."""
     safe = fingerprint.replace(":", "-")[:48]
     return Path(cache_dir) / "onnx" / f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}.onnx"
+
+
+def memo_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, tag: str, pixels: str) -> Path:
+    """A quantized file kept in the user cache by what made it, down to the calibration photos' pixels (`pixels`:
+    their sha256): any data home whose calibration photos are the same pixels gets the same bytes from it."""
+    safe = fingerprint.replace(":", "-")[:48]
+    return Path(cache_dir) / "onnx" / "by-photos" / f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}-{pixels}.onnx"
+
+
+def keep_newest(folder: Path, n: int) -> None:
+    """Remove all but the `n` most recently used models of `folder` (a user cache folder; use = the sidecar's
+    mtime, see `touch`), each with its sidecar."""
+    try:
+        models = sorted(folder.glob("*.onnx"), key=lambda m: _mtime(_sidecar(m)), reverse=True)
+    except OSError:
+        return
+    for old in models[n:]:
+        for f in (_sidecar(old), old):  # sidecar first: a model without one is never trusted
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+
+def touch(path: Path) -> None:
+    """Mark the model at `path` as just used (keep_newest keeps the most recently used)."""
+    with contextlib.suppress(OSError):
+        os.utime(_sidecar(path))
+
+
+def copy(source: Path, target: Path, meta: dict) -> None:
+    """The cached model at `source` also at `target` with its own sidecar (`meta` + the bytes' sha256): a hard
+    link where the file system allows (no second copy on disk), else the bytes written atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()  # not a valid cached model (the caller checked): stale, replaced here
+    if atomic.link_new(source, target):
+        atomic.fsync_dir(target.parent)
+        side = {**meta, "sha256": _sha256(target), "bytes": target.stat().st_size}
+        atomic.write_text(_sidecar(target), json.dumps(side, indent=1, sort_keys=True))
+    else:
+        write(target, source.read_bytes(), meta)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def expected_meta(*, model: str, layer: str, precision: str, fingerprint: str, **extra) -> dict:

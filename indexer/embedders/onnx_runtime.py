@@ -43,6 +43,7 @@ ONNX_PRECISIONS = ("fp32", "int8")
 # by CPU kind"): a fixed cost, whatever the size of the build.
 CALIBRATION_PHOTOS = 32
 CALIBRATION_BATCH = 8  # photos per calibration run: every intermediate tensor of a batch is held at once
+MEMO_KEEP = 2  # quantized models kept by their calibration photos (each the size of the int8 model)
 QUANT_VERSION = 2  # bump when the quantization recipe below changes
 
 
@@ -62,7 +63,10 @@ class OnnxEmbedder:
 
     home: the data home whose cache/onnx holds the exported files. calibration: called only when an int8 file
     must be made; returns up to CALIBRATION_PHOTOS uint8 (n, 224, 224, 3) photos. shared: a user cache folder
-    whose quantized files every data home of this user reuses (None: each home calibrates its own)."""
+    whose quantized files every data home of this user reuses (None: each home calibrates its own). memo: a user
+    cache folder keeping the last MEMO_KEEP quantized models by their calibration photos: a home whose calibration
+    photos are the same pixels as an earlier home's copies that model, byte for byte what calibrating would make,
+    instead of calibrating (None: never)."""
 
     runtime = "onnx"
 
@@ -78,6 +82,7 @@ class OnnxEmbedder:
         calibration: Callable[[], npt.NDArray[np.uint8]] | None = None,
         n_threads: int | None = None,
         shared: Path | str | None = None,
+        memo: Path | str | None = None,
     ):
         if layer not in model.LAYERS:
             raise ValueError(f"layer must be one of {list(model.LAYERS)}; received {layer!r}")
@@ -94,6 +99,7 @@ class OnnxEmbedder:
         self.calibration = calibration
         self.n_threads = n_threads
         self.shared = Path(shared) if shared is not None else None
+        self.memo = Path(memo) if memo is not None else None
         self._session = None
 
     @property
@@ -127,9 +133,7 @@ class OnnxEmbedder:
         if ox.cached(path, meta):
             return path
         if self.shared is None:
-            data, calibration = self._quantize()
-            ox.write(path, data, {**meta, "calibration": calibration})
-            return path
+            return self._calibrated(path, meta)
         shared = ox.shared_path(
             self.shared, model=self.name, layer=self.layer, fingerprint=self.weights.fingerprint, tag=_shared_tag()
         )
@@ -139,6 +143,31 @@ class OnnxEmbedder:
         else:
             data = shared.read_bytes()
         ox.write(path, data, {**meta, "calibration": ox.sidecar(shared).get("calibration", {})})
+        return path
+
+    def _calibrated(self, path: Path, meta: dict) -> Path:
+        """This home's int8 model from its own calibration photos: the memo's copy when those photos were seen
+        before (same pixels, same bytes: the calibration is deterministic), else quantized now and memoised."""
+        pixels = self._calibration_pixels()
+        memo = None
+        if self.memo is not None:
+            memo = ox.memo_path(
+                self.memo,
+                model=self.name,
+                layer=self.layer,
+                fingerprint=self.weights.fingerprint,
+                tag=_shared_tag(),
+                pixels=calibration_fingerprint(pixels),
+            )
+            if ox.cached(memo, meta):
+                ox.touch(memo)
+                ox.copy(memo, path, {**meta, "calibration": ox.sidecar(memo).get("calibration", {})})
+                return path
+        data, calibration = self._quantize(pixels)
+        ox.write(path, data, {**meta, "calibration": calibration})
+        if memo is not None:
+            ox.copy(path, memo, {**meta, "calibration": calibration})
+            ox.keep_newest(memo.parent, MEMO_KEEP)
         return path
 
     def calibration_record(self) -> dict | None:
@@ -177,20 +206,25 @@ class OnnxEmbedder:
             keras_model, input_size=self.input_size, mean_bgr=self.model.CAFFE_MEAN_BGR
         ).SerializeToString()
 
-    def _quantize(self) -> tuple[bytes, dict]:
-        """The int8 model from CALIBRATION_PHOTOS photos, and what to record about them."""
-        import time
-
+    def _calibration_pixels(self) -> npt.NDArray[np.uint8]:
+        """Up to CALIBRATION_PHOTOS photos from `calibration`, checked."""
         if self.calibration is None:
             raise ConfigError(
                 "int8 needs a few of the index's own photos to calibrate the quantization, and none were "
                 "given; build the index with precision int8 first (it calibrates on the first photos it embeds)"
             )
-        start = time.perf_counter()
         pixels = np.asarray(self.calibration(), dtype=np.uint8)[:CALIBRATION_PHOTOS]
         if len(pixels) == 0:
             raise ConfigError("int8 calibration needs at least one photo that decodes; none did")
         check_images(pixels, self.input_size)
+        return pixels
+
+    def _quantize(self, pixels: npt.NDArray[np.uint8] | None = None) -> tuple[bytes, dict]:
+        """The int8 model from CALIBRATION_PHOTOS photos (`pixels`, else read now), and what to record about them."""
+        import time
+
+        start = time.perf_counter()
+        pixels = self._calibration_pixels() if pixels is None else pixels
         data = quantize(self.fp32_file(), pixels)
         return data, {
             "photos": len(pixels),
