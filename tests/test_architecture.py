@@ -72,21 +72,28 @@ def test_the_library_never_imports_a_face_and_the_service_never_the_cli():
 
 def layer(module: str) -> int:
     """0 imgidx.indexer (photos in; and imgidx._version, a constant), 1 imgidx.search (reading vectors), 2 the API
-    (imgidx/*.py), 3 the faces."""
+    (imgidx/*.py and the operations behind it, imgidx.ops), 3 the faces."""
     if module == "imgidx._version":
         return 0
     if module.startswith(FACES) or module in ENTRY_POINTS:
         return 3
     if module.startswith("imgidx.search"):
         return 1
-    return 0 if module.startswith("imgidx.indexer") else 2
+    if module.startswith("imgidx.indexer"):
+        return 0
+    # the API: imgidx itself, its modules (imgidx/*.py) and the operations' package; nothing else is left
+    assert module.count(".") <= 1 or module.startswith("imgidx.ops."), module
+    return 2
 
 
 def test_no_layer_imports_a_higher_one():
     """ARCHITECTURE.md: data flows one way; indexer/ knows nothing of search/, neither knows the API's records."""
     graph = import_graph()
     assert [(a, b) for a in graph for b in graph[a] if layer(b) > layer(a)] == []
-    assert layer("imgidx.search.knn") < layer("imgidx.results") < layer("imgidx.cli.app")
+    assert layer("imgidx.search.knn") < layer("imgidx.ops.dataset") == layer("imgidx.results") < layer("imgidx.cli.app")
+    assert layer("imgidx.indexer.store") < layer("imgidx.search.duplicates") < layer("imgidx.ops")
+    # the scan sees the operations' own imports: ops.dataset reads search/, and the API reads ops
+    assert "imgidx.search.duplicates" in graph["imgidx.ops.dataset"] and "imgidx.ops" in graph["imgidx.index"]
 
 
 @pytest.mark.parametrize("typing", [False, True], ids=["runtime", "with-annotations"])
@@ -561,3 +568,104 @@ def test_the_conflict_scan_finds_markers():
     marker = "<" * 7 + " HEAD\nours\n" + "=" * 7 + "\ntheirs\n" + ">" * 7 + " branch\n"
     assert conflict_lines("a\n" + marker) == [2, 4, 6]
     assert conflict_lines("# " + "=" * 7 + " a heading\n" + "=" * 20 + "\n") == []
+
+
+# ---- Index is a thin face: the operations live in imgidx/ops/ -----------------------------------------------------
+FACE_STATEMENTS = 8  # statements of a public Index method (its docstring aside, nested ones counted)
+INDEX_OWN = {"exists", "embedder", "home"}  # the home's files, the model: what Index itself keeps
+INDEX_PRIVATE = {"_reading", "_writing", "_embedder", "_model", "_classifiers"}  # store access and the model
+INDEX_FUNCTIONS = {"open", "_photo_id"}  # the module's functions besides the class: a constructor, an id check
+
+
+def thick_faces(tree: ast.Module) -> list[str]:
+    """What makes index.py more than a face: a public method of over FACE_STATEMENTS statements, one that does
+    not call exactly one operation (`ops.NAME(...)`; `ops.check_*` argument checks aside), reads a Store's
+    attribute or imports inside (the operations do that), a private helper beyond store access and the model, or
+    a module function beyond `open` and the id check."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in INDEX_FUNCTIONS:
+            found.append(f"{node.lineno}: function {node.name}")
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Index"]
+    for fn in cls.body:
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or fn.name.startswith("__"):
+            continue
+        if fn.name.startswith("_"):
+            if fn.name not in INDEX_PRIVATE:
+                found.append(f"{fn.lineno}: private {fn.name}")
+            continue
+        body = fn.body[1:] if ast.get_docstring(fn) else fn.body
+        statements = [s for b in body for s in ast.walk(b) if isinstance(s, ast.stmt)]
+        calls = [
+            ast.unparse(c.func)
+            for b in body
+            for c in ast.walk(b)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and ast.unparse(c.func.value) == "ops"
+        ]
+        operations = [c for c in calls if not c.startswith("ops.check_")]
+        if len(statements) > FACE_STATEMENTS:
+            found.append(f"{fn.lineno}: {fn.name} has {len(statements)} statements")
+        if fn.name not in INDEX_OWN and len(operations) != 1:
+            found.append(f"{fn.lineno}: {fn.name} calls {operations or 'no operation'}")
+        for s in statements:
+            if isinstance(s, (ast.Import, ast.ImportFrom)):
+                found.append(f"{s.lineno}: {fn.name} imports {ast.unparse(s)}")
+        for a in (a for b in body for a in ast.walk(b) if isinstance(a, ast.Attribute)):
+            if isinstance(a.value, ast.Name) and a.value.id == "store":
+                found.append(f"{a.lineno}: {fn.name} reads store.{a.attr}")
+    return found
+
+
+def test_index_is_a_thin_face_over_the_operations():
+    """ARCHITECTURE.md: each public `Index` method checks what users pass, opens the store, calls one operation of
+    imgidx.ops and returns; the operations themselves live in imgidx/ops/, once each."""
+    tree = parsed()["imgidx/index.py"]
+    assert thick_faces(tree) == []
+    from imgidx import Index
+
+    public = {n for n in vars(Index) if not n.startswith("_")}
+    assert len(public - INDEX_OWN) >= 20  # the scan reads the methods users call
+
+
+def test_the_face_scan_finds_operation_bodies():
+    code = '''
+class Index:
+    def info(self):
+        """doc"""
+        with self._reading() as store:
+            counts = store.counts()
+            return counts
+    def clean(self, c):
+        from imgidx.search import outliers
+        with self._writing() as store:
+            report = ops.clean_report(store, c)
+            ops.apply_clean(store, report)
+            return report
+    def long(self):
+        with self._reading() as store:
+            a = 1
+            b = 2
+            c = 3
+            d = 4
+            e = 5
+            f = 6
+            g = 7
+            return ops.x(store)
+    def ok(self, kind):
+        ops.check_kind(kind)
+        with self._reading() as store:
+            return ops.reindex(store, kind)
+    def _peek(self):
+        pass
+def _pixels(photo):
+    pass
+'''
+    assert thick_faces(ast.parse(code)) == [
+        "30: function _pixels",
+        "3: info calls no operation",
+        "6: info reads store.counts",
+        "8: clean calls ['ops.clean_report', 'ops.apply_clean']",
+        "9: clean imports from imgidx.search import outliers",
+        "14: long has 9 statements",
+        "28: private _peek",
+    ]

@@ -132,11 +132,9 @@ class Queries:
 
     # ---- the review views: duplicates and audit (cached per index generation, like clean) -----------------
     def duplicates(self, store: Store, generation: int, name: str) -> dict:
-        from imgidx.search import dataset
-
         check_collection(store, name)
         return self._cached(
-            ("duplicates", generation, name), lambda: _duplicates_answer(store, dataset.duplicates(store, [name]))
+            ("duplicates", generation, name), lambda: _duplicates_answer(store, ops.duplicates(store, [name]))
         )
 
     def audit(self, store: Store, generation: int, name: str, k: int) -> dict:

@@ -1,9 +1,11 @@
-"""From a store to the pure cores: duplicate groups of an index's photos (search/duplicates.py with the pixel check
-of search/pixels.py), flagging them reversibly, and exporting collections (search/export.py).
+"""duplicates and export on an open Store, from the store to the pure cores: duplicate groups of an index's photos
+(search/duplicates.py with the pixel check of search/pixels.py), flagging them reversibly, and exporting
+collections (search/export.py).
 
-What imgidx.Index.duplicates()/export() and the CLI call. Flags reuse clean's mechanism (collections.flagged on
-the membership, with a clean_info whose "reason" is "duplicate of ID"), set on every membership of the photo,
-so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in the schema changes.
+What imgidx.Index.duplicates()/export() and the service's duplicates view call. Flags reuse clean's mechanism
+(collections.flagged on the membership, with a clean_info whose "reason" is "duplicate of ID"), set on every
+membership of the photo, so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in the
+schema changes.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from imgidx._version import __version__
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.layout import local_file
 from imgidx.indexer.store import Store
-
-from .duplicates import DuplicateGroup, Duplicates, PhotoFacts, find_duplicates, keep_order
-from .export import SHARD_SIZE, ExportPhoto, ExportResult, export
-from .pixels import verifier
+from imgidx.search.duplicates import DuplicateGroup, Duplicates, PhotoFacts, find_duplicates, keep_order
+from imgidx.search.export import SHARD_SIZE, ExportPhoto, ExportResult, export
+from imgidx.search.pixels import verifier
 
 
 def photo_ids(store: Store, collections: Sequence[str] = (), *, include_flagged: bool = True) -> list[int]:
@@ -42,9 +44,10 @@ def duplicates(
     *,
     threshold: str | float = "auto",
     pixel_check: bool = True,
+    apply: bool = False,
 ) -> Duplicates:
     """Duplicate groups among the photos of `collections` (all when empty), flagged ones included (so a rerun
-    after --apply reports the same groups)."""
+    after apply reports the same groups); apply=True flags the others of each group (a writable store)."""
     ids = photo_ids(store, collections)
     rows = store.photo_rows(ids)
     colls = store.collections_of(ids)
@@ -64,7 +67,10 @@ def duplicates(
         members = [_facts(rows[pid], colls[pid], store.home, read_size=True) for pid in g.ids]
         ordered = tuple(f.id for f in keep_order(members))
         groups.append(replace(g, keep=ordered[0], ids=ordered))
-    return replace(result, groups=tuple(groups), _by_id={})
+    result = replace(result, groups=tuple(groups), _by_id={})
+    if apply:
+        flag_duplicates(store, result)
+    return result
 
 
 def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> PhotoFacts:
@@ -92,7 +98,7 @@ def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> P
     )
 
 
-def apply(store: Store, result: Duplicates) -> int:
+def flag_duplicates(store: Store, result: Duplicates) -> int:
     """Flag every non-kept photo of every group on all its memberships; returns how many photos were flagged."""
     dropped = {pid: g for g in result.groups for pid in g.drop}
     memberships = store.collections_of(list(dropped))
@@ -114,8 +120,8 @@ def _reason(g: DuplicateGroup) -> dict:
     }
 
 
-def undo(store: Store, collections: Sequence[str] = ()) -> int:
-    """Unflag the photos --apply flagged as duplicates (clean's own flags stay); returns memberships unflagged."""
+def undo_duplicates(store: Store, collections: Sequence[str] = ()) -> int:
+    """Unflag the photos apply flagged as duplicates (clean's own flags stay); returns memberships unflagged."""
     return store.clear_duplicate_flags(collections)
 
 
@@ -130,7 +136,7 @@ def export_collections(
     licenses: Sequence[int] | None = None,
     include_flagged: bool = False,
     threshold: str | float = "auto",
-    version: str = "",
+    version: str = __version__,
     embed: bool = True,
     shard_size: int | None = None,
     command: str = "",
@@ -216,17 +222,6 @@ def _export_photo(home: Path, row, label: str, vector, group: int | None) -> Exp
         date_taken=row["date_taken"] or "",
         tags=tuple((row["tags"] or "").split()),
     )
-
-
-def flag_reasons(store: Store, ids: Sequence[int]) -> dict[int, list[dict]]:
-    """The duplicate flags of `ids` that count (for reports): {photo id: [clean_info, ...]}; a person's keep on a
-    membership hides its automatic flag, as everywhere else."""
-    out: dict[int, list[dict]] = {}
-    for pid, infos in store.flag_infos(ids).items():
-        dups = [data for data in infos if "duplicate_of" in data]
-        if dups:
-            out[pid] = dups
-    return out
 
 
 def file_reader(home: Path, rows: dict, ids: Sequence[int]) -> Callable[[int], bytes | None]:
