@@ -67,7 +67,7 @@ def duplicates(
         members = [_facts(rows[pid], colls[pid], store.home, read_size=True) for pid in g.ids]
         ordered = tuple(f.id for f in keep_order(members))
         groups.append(replace(g, keep=ordered[0], ids=ordered))
-    result = replace(result, groups=tuple(groups), _by_id={})
+    result = replace(result, groups=tuple(groups))
     if apply:
         flag_duplicates(store, result)
     return result
