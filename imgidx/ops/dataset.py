@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgidx._version import __version__
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.layout import local_file
 from imgidx.indexer.store import Store
-from imgidx.search.duplicates import DuplicateGroup, Duplicates, PhotoFacts, find_duplicates, keep_order
-from imgidx.search.export import SHARD_SIZE, ExportPhoto, ExportResult, export
-from imgidx.search.pixels import verifier
+
+if TYPE_CHECKING:  # imported where used: `import imgidx` stays light
+    from imgidx.search.duplicates import DuplicateGroup, Duplicates, PhotoFacts
+    from imgidx.search.export import ExportPhoto, ExportResult
 
 
 def photo_ids(store: Store, collections: Sequence[str] = (), *, include_flagged: bool = True) -> list[int]:
@@ -48,6 +50,9 @@ def duplicates(
 ) -> Duplicates:
     """Duplicate groups among the photos of `collections` (all when empty), flagged ones included (so a rerun
     after apply reports the same groups); apply=True flags the others of each group (a writable store)."""
+    from imgidx.search.duplicates import find_duplicates, keep_order
+    from imgidx.search.pixels import verifier
+
     ids = photo_ids(store, collections)
     rows = store.photo_rows(ids)
     colls = store.collections_of(ids)
@@ -74,6 +79,8 @@ def duplicates(
 
 
 def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> PhotoFacts:
+    from imgidx.search.duplicates import PhotoFacts
+
     width, height, size = row["width"], row["height"], None
     path = local_file(home, row["path"]) if read_size and row["path"] else None  # a Path only where it is read
     if path is not None:
@@ -145,6 +152,8 @@ def export_collections(
     duplicate groups (computed here) keep every copy of a picture in one split. embed: parquet holds the image
     bytes; shard_size: webdataset samples per shard at most; command: what made it, for the dataset card (by
     default the Python call with these arguments)."""
+    from imgidx.search.export import SHARD_SIZE, export
+
     names = list(collections) or store.collection_names()
     photo_ids(store, names)  # unknown names: one error listing the known ones
     members = {c: store.vector_ids(c, include_flagged=include_flagged) for c in names}
@@ -190,6 +199,9 @@ def export_collections(
 
 def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
     """vectors: the rows of `ids`, in that order (as store.vectors returns them)."""
+    from imgidx.search.duplicates import PhotoFacts, find_duplicates
+    from imgidx.search.pixels import verifier
+
     if len(ids) < 2:
         return {}
     stamp = store.stamp
@@ -202,6 +214,8 @@ def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
 
 
 def _export_photo(home: Path, row, label: str, vector, group: int | None) -> ExportPhoto:
+    from imgidx.search.export import ExportPhoto
+
     return ExportPhoto(
         id=row["id"],
         label=label,
