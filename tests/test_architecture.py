@@ -669,3 +669,45 @@ def _pixels(photo):
         "14: long has 9 statements",
         "28: private _peek",
     ]
+
+
+WRITE_HOMES = ("indexer", "imgidx/ops")  # the build's pipeline and verify's repair; the operations
+STORE_CLASSES = ("Store", "Checks", "Catalog")  # the Store and what it inherits (its files are its own business)
+
+
+def store_writers() -> set[str]:
+    """The Store's public methods that change an index: a `self.transaction()`, a save or rebuild of the FAISS
+    index, a file removed, or a call of another such method (read from indexer/store/, to a fixed point)."""
+    bodies: dict[str, str] = {}
+    for rel, tree in sources().items():
+        if rel.startswith("indexer/store/"):
+            for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in STORE_CLASSES):
+                for fn in (f for f in cls.body if isinstance(f, ast.FunctionDef)):
+                    bodies[fn.name] = bodies.get(fn.name, "") + ast.unparse(fn)
+    writes = {
+        n for n, b in bodies.items() if re.search(r"self\.transaction\(\)|self\.faiss\.(save|rebuild)\(|\.unlink\(", b)
+    }
+    while more := {n for n, b in bodies.items() if any(f"self.{w}(" in b for w in writes)} - writes:
+        writes |= more
+    return {w for w in writes if not w.startswith("_")}
+
+
+def store_writes(trees: dict[str, ast.Module], writers: set[str]) -> list[str]:
+    return [
+        f"{rel}:{node.lineno}: {ast.unparse(node.func)}"
+        for rel, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in writers
+    ]
+
+
+def test_every_change_to_an_index_is_an_operation():
+    """ARCHITECTURE.md: outside indexer/ (the build's pipeline, verify's repair), only imgidx/ops/ calls a Store
+    method that writes: Index, the faces and search/ change an index through an operation."""
+    writers = store_writers()
+    assert {"set_flags", "add_reviews", "save_predictions", "set_meta", "rebuild_index", "add_photos"} <= writers
+    assert not {"vectors", "photo_rows", "reviews", "search", "meta", "counts"} & writers  # readers are not
+    assert store_writes(sources(outside=WRITE_HOMES), writers) == []
+    assert len(store_writes({k: v for k, v in sources().items() if k.startswith("imgidx/ops/")}, writers)) >= 10
+    sample = "with idx._writing() as store:\n    store.set_flags(c, info, ids)\nlabels.index(x)"
+    assert store_writes({"x.py": ast.parse(sample)}, writers) == ["x.py:2: store.set_flags"]
