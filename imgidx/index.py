@@ -185,7 +185,7 @@ class Index:
                 store,
                 k,
                 photo=photo,
-                id=None if id is None else _photo_id(id),
+                id=None if id is None else ops.check_photo_id(id),
                 vector=vector,
                 embed=self._model(store),
                 collection=collection,
@@ -195,12 +195,12 @@ class Index:
     def photo(self, id: int) -> PhotoInfo:  # noqa: A002
         """An indexed photo's record: its attribution, source, state, size, dates, tags and where it is flagged."""
         with self._reading() as store:
-            return ops.photo_info(store, _photo_id(id))
+            return ops.photo_info(store, ops.check_photo_id(id))
 
     def vectors(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """The stored unit vectors of indexed photos, in the order of `ids`."""
         with self._reading() as store:
-            return ops.stored_vectors(store, [_photo_id(i) for i in ids])
+            return ops.stored_vectors(store, [ops.check_photo_id(i) for i in ids])
 
     def collections(self) -> list[CollectionInfo]:
         """Each collection's name, its photos and how many of them a stored clean or a review flagged."""
@@ -260,7 +260,9 @@ class Index:
         later). Stored with who and when, apart from the automatic flags: apply runs and undo_clean/undo_duplicates
         leave it alone. source: the view it was made in ("clean" | "duplicates" | "audit")."""
         with self._writing() as store:
-            return ops.review(store, collection, _photo_id(photo_id), decision, reviewer=reviewer, source=source)
+            return ops.review(
+                store, collection, ops.check_photo_id(photo_id), decision, reviewer=reviewer, source=source
+            )
 
     def review_photos(
         self,
@@ -273,13 +275,13 @@ class Index:
     ) -> list[Review]:
         """review() on several photos at once: all are checked before any decision is stored."""
         with self._writing() as store:
-            ids = [_photo_id(p) for p in photo_ids]
+            ids = [ops.check_photo_id(p) for p in photo_ids]
             return ops.review_photos(store, collection, ids, decision, reviewer=reviewer, source=source)
 
     def undo_reviews(self, collection: str, photo_ids: Sequence[int]) -> list[Review | None]:
         """undo_review() on several photos at once; the decisions that count now."""
         with self._writing() as store:
-            return ops.undo_reviews(store, collection, [_photo_id(p) for p in photo_ids])
+            return ops.undo_reviews(store, collection, [ops.check_photo_id(p) for p in photo_ids])
 
     def review_next(
         self, collection: str, n: int = 10, *, method: str = "auto", classifier: str | None = "auto"
@@ -292,7 +294,7 @@ class Index:
     def undo_review(self, collection: str, photo_id: int) -> Review | None:
         """Withdraw the newest decision on a photo; returns the decision that counts now (None: the automatic one)."""
         with self._writing() as store:
-            return ops.undo_review(store, collection, _photo_id(photo_id))
+            return ops.undo_review(store, collection, ops.check_photo_id(photo_id))
 
     def reviews(self, collection: str, *, history: bool = False) -> list[Review]:
         """The decision that counts for each reviewed photo of `collection` (every decision, oldest first, with
@@ -401,7 +403,7 @@ class Index:
                 self._classifiers,
                 name,
                 photos=photos,
-                ids=None if ids is None else [_photo_id(i) for i in ids],
+                ids=ids,
                 collection=collection,
                 embed=self._model(store),
                 save=apply,
@@ -430,10 +432,4 @@ class Index:
     def describe(self, ids: Sequence[int]) -> list[Neighbour]:
         """Attribution records of indexed photos (score 0.0)."""
         with self._reading() as store:
-            return ops.describe(store, [(_photo_id(i), 0.0) for i in ids])
-
-
-def _photo_id(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgument(f"a photo id is a whole number; received {value!r}")
-    return int(value)
+            return ops.describe(store, [(ops.check_photo_id(i), 0.0) for i in ids])

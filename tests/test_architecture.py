@@ -574,14 +574,14 @@ def test_the_conflict_scan_finds_markers():
 FACE_STATEMENTS = 8  # statements of a public Index method (its docstring aside, nested ones counted)
 INDEX_OWN = {"exists", "embedder", "home"}  # the home's files, the model: what Index itself keeps
 INDEX_PRIVATE = {"_reading", "_writing", "_embedder", "_model", "_classifiers"}  # store access and the model
-INDEX_FUNCTIONS = {"open", "_photo_id"}  # the module's functions besides the class: a constructor, an id check
+INDEX_FUNCTIONS = {"open"}  # the module's one function besides the class
 
 
 def thick_faces(tree: ast.Module) -> list[str]:
     """What makes index.py more than a face: a public method of over FACE_STATEMENTS statements, one that does
     not call exactly one operation (`ops.NAME(...)`; `ops.check_*` argument checks aside), reads a Store's
     attribute or imports inside (the operations do that), a private helper beyond store access and the model, or
-    a module function beyond `open` and the id check."""
+    a module function beyond `open`."""
     found = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in INDEX_FUNCTIONS:

@@ -11,6 +11,9 @@ thread calls them on the store it keeps open. No model here: a caller that embed
     classify.py     train, and a saved classifier's predictions (photos, ids, a collection)
     dataset.py      duplicates (+ their reversible flags) and export
     maintenance.py  info, verify, repair, reindex
+
+Each module's main operation has the module's name (`ops.clean` is the function; its module, imgidx.ops.clean).
+`check_*`: the argument checks the faces share (`Index` calls them before or beside the operation).
 """
 
 from .audit import audit
@@ -31,6 +34,7 @@ from .dataset import duplicates, export_collections, flag_duplicates, undo_dupli
 from .maintenance import check_kind, info, reindex, repair, verify
 from .queries import (
     PhotoInput,
+    check_photo_id,
     collections,
     describe,
     labelled_ids,
@@ -51,6 +55,7 @@ __all__ = [
     "audit",
     "build",
     "check_kind",
+    "check_photo_id",
     "classify",
     "classify_stored",
     "clean",

@@ -14,7 +14,16 @@ from imgidx.indexer.store import Store
 from imgidx.search.knn import member_ids
 
 from ..results import ClassScore, Misclassification, Prediction, TrainReport
-from .queries import Embed, PhotoInput, describe, labelled_ids, photo_pixels, stored_vectors, two_or_more
+from .queries import (
+    Embed,
+    PhotoInput,
+    check_photo_id,
+    describe,
+    labelled_ids,
+    photo_pixels,
+    stored_vectors,
+    two_or_more,
+)
 
 
 def train(
@@ -82,7 +91,8 @@ def classify(
     save: bool = False,
 ) -> list[Prediction]:
     """Saved classifier `name`'s predictions for one of: photos (files or bytes, which `embed` turns into vectors),
-    indexed ids, or a collection's members. save=True stores those of indexed photos (a writable store)."""
+    indexed ids, or a collection's members. save=True stores those of indexed photos (a writable store).
+    classifiers: a search.classifier.Classifiers of the store's home (the caller keeps it between calls)."""
     model = classifiers.get(name, store.stamp.as_dict() if store.stamp else None)
     if photos is not None:
         keys: list[dict[str, Any]] = [{"path": str(p) if not isinstance(p, bytes) else None} for p in photos]
@@ -93,7 +103,7 @@ def classify(
             vectors = np.empty((0, model.dim), np.float32)
         predictions = predict(model, vectors, keys)
     else:
-        pids = member_ids(store, collection) if collection is not None else list(ids or [])
+        pids = member_ids(store, collection) if collection is not None else [check_photo_id(i) for i in ids or []]
         predictions = classify_stored(store, model, pids)
     if save:
         store.save_predictions(name, [(p.id, p.label, p.probability) for p in predictions])

@@ -22,6 +22,13 @@ PhotoInput = str | os.PathLike[str] | bytes  # a photo file, or its bytes
 Embed = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]  # pixels (N, 224, 224, 3) -> unit vectors
 
 
+def check_photo_id(value: object) -> int:
+    """A caller's photo id: a whole number (numpy's too), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"a photo id is a whole number; received {value!r}")
+    return int(value)
+
+
 # ---- vectors ----------------------------------------------------------------------------------------------------
 def stored_vectors(store: Store, ids: Sequence[int]) -> npt.NDArray[np.float32]:
     """The stored vectors of `ids`, in order; an id without a vector is NotFound."""
