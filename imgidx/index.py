@@ -62,6 +62,7 @@ class Index:
 
     @property
     def home(self) -> Path:
+        """The data home: the folder that holds the index, its photos and classifiers."""
         return self.settings.home
 
     @property
@@ -78,6 +79,7 @@ class Index:
 
     # ---- store access -------------------------------------------------------------------------------------------
     def exists(self) -> bool:
+        """Whether the home holds an index (a build made its catalogue); reads nothing else."""
         return db_file(self.home).exists()
 
     @contextmanager

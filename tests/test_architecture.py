@@ -578,7 +578,8 @@ INDEX_FUNCTIONS = {"open"}  # the module's one function besides the class
 
 
 def thick_faces(tree: ast.Module) -> list[str]:
-    """What makes index.py more than a face: a public method of over FACE_STATEMENTS statements, one that does
+    """What makes index.py more than a documented face: a public method without a docstring (they are the API's
+    documentation), of over FACE_STATEMENTS statements, one that does
     not call exactly one operation (`ops.NAME(...)`; `ops.check_*` argument checks aside), reads a Store's
     attribute or imports inside (the operations do that), a private helper beyond store access and the model, or
     a module function beyond `open`."""
@@ -594,6 +595,8 @@ def thick_faces(tree: ast.Module) -> list[str]:
             if fn.name not in INDEX_PRIVATE:
                 found.append(f"{fn.lineno}: private {fn.name}")
             continue
+        if not ast.get_docstring(fn):  # the docstrings are the API's documentation
+            found.append(f"{fn.lineno}: {fn.name} has no docstring")
         body = fn.body[1:] if ast.get_docstring(fn) else fn.body
         statements = [s for b in body for s in ast.walk(b) if isinstance(s, ast.stmt)]
         calls = [
@@ -652,6 +655,7 @@ class Index:
             g = 7
             return ops.x(store)
     def ok(self, kind):
+        """A face: checks, opens, calls one operation."""
         ops.check_kind(kind)
         with self._reading() as store:
             return ops.reindex(store, kind)
@@ -661,13 +665,15 @@ def _pixels(photo):
     pass
 '''
     assert thick_faces(ast.parse(code)) == [
-        "30: function _pixels",
+        "31: function _pixels",
         "3: info calls no operation",
         "6: info reads store.counts",
+        "8: clean has no docstring",
         "8: clean calls ['ops.clean_report', 'ops.apply_clean']",
         "9: clean imports from imgidx.search import outliers",
+        "14: long has no docstring",
         "14: long has 9 statements",
-        "28: private _peek",
+        "29: private _peek",
     ]
 
 
