@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -109,13 +109,6 @@ class Duplicates:
     confirmed_pairs: int = 0  # ... and confirmed
     mirror_checked_pairs: int = 0  # pairs under the cut asked whether they are mirror images
     mirrored_pairs: int = 0  # ... and kept apart as such
-    _by_id: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
-
-    def group_of(self, photo_id: int) -> int | None:
-        """Index in `groups` of the group holding photo_id, or None."""
-        if not self._by_id:
-            self._by_id.update({pid: g for g, grp in enumerate(self.groups) for pid in grp.ids})
-        return self._by_id.get(photo_id)
 
     @property
     def dropped(self) -> frozenset[int]:

@@ -1,5 +1,5 @@
 """A collection's members for a search (the one collection check). The search itself and its attribution records
-(imgidx.results.Neighbour) are the API's: imgidx/ops.py `nearest` and `describe`."""
+(imgidx.results.Neighbour) are the API's: imgidx/ops/queries.py `nearest` and `describe`."""
 
 from __future__ import annotations
 

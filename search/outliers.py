@@ -500,11 +500,6 @@ def _knn_distance(
     return out
 
 
-def _robust_z(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    median, scale = _median_scale(values)
-    return (values - median) / scale if scale > 0 else np.zeros_like(values)
-
-
 # ---- the inputs, read from an index (the only part of this module that touches a Store) ----------------------
 
 

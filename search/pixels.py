@@ -42,13 +42,6 @@ def thumbnail(data: bytes) -> npt.NDArray[np.float32]:
     return np.asarray(grey, dtype=np.float32)
 
 
-def thumbnail_of_array(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    from PIL import Image
-
-    img = Image.fromarray(pixels).convert("L").resize((SIDE, SIDE), Image.Resampling.BOX)
-    return np.asarray(img, dtype=np.float32)
-
-
 def similarity(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
     """Best normalised cross-correlation of one thumbnail, shrunk to each of SCALES, over every shift inside the
     other (both ways round): ~1 for the same picture, well below for a different one."""

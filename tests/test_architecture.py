@@ -72,21 +72,28 @@ def test_the_library_never_imports_a_face_and_the_service_never_the_cli():
 
 def layer(module: str) -> int:
     """0 imgidx.indexer (photos in; and imgidx._version, a constant), 1 imgidx.search (reading vectors), 2 the API
-    (imgidx/*.py), 3 the faces."""
+    (imgidx/*.py and the operations behind it, imgidx.ops), 3 the faces."""
     if module == "imgidx._version":
         return 0
     if module.startswith(FACES) or module in ENTRY_POINTS:
         return 3
     if module.startswith("imgidx.search"):
         return 1
-    return 0 if module.startswith("imgidx.indexer") else 2
+    if module.startswith("imgidx.indexer"):
+        return 0
+    # the API: imgidx itself, its modules (imgidx/*.py) and the operations' package; nothing else is left
+    assert module.count(".") <= 1 or module.startswith("imgidx.ops."), module
+    return 2
 
 
 def test_no_layer_imports_a_higher_one():
     """ARCHITECTURE.md: data flows one way; indexer/ knows nothing of search/, neither knows the API's records."""
     graph = import_graph()
     assert [(a, b) for a in graph for b in graph[a] if layer(b) > layer(a)] == []
-    assert layer("imgidx.search.knn") < layer("imgidx.results") < layer("imgidx.cli.app")
+    assert layer("imgidx.search.knn") < layer("imgidx.ops.dataset") == layer("imgidx.results") < layer("imgidx.cli.app")
+    assert layer("imgidx.indexer.store") < layer("imgidx.search.duplicates") < layer("imgidx.ops")
+    # the scan sees the operations' own imports: ops.dataset reads search/, and the API reads ops
+    assert "imgidx.search.duplicates" in graph["imgidx.ops.dataset"] and "imgidx.ops" in graph["imgidx.index"]
 
 
 @pytest.mark.parametrize("typing", [False, True], ids=["runtime", "with-annotations"])
@@ -561,3 +568,152 @@ def test_the_conflict_scan_finds_markers():
     marker = "<" * 7 + " HEAD\nours\n" + "=" * 7 + "\ntheirs\n" + ">" * 7 + " branch\n"
     assert conflict_lines("a\n" + marker) == [2, 4, 6]
     assert conflict_lines("# " + "=" * 7 + " a heading\n" + "=" * 20 + "\n") == []
+
+
+# ---- Index is a thin face: the operations live in imgidx/ops/ -----------------------------------------------------
+FACE_STATEMENTS = 8  # statements of a public Index method (its docstring aside, nested ones counted)
+INDEX_OWN = {"exists", "embedder", "home"}  # the home's files, the model: what Index itself keeps
+INDEX_PRIVATE = {"_reading", "_writing", "_embedder", "_model", "_classifiers"}  # store access and the model
+INDEX_FUNCTIONS = {"open"}  # the module's one function besides the class
+
+
+def thick_faces(tree: ast.Module) -> list[str]:
+    """What makes index.py more than a documented face: a public method without a docstring (they are the API's
+    documentation), of over FACE_STATEMENTS statements, one that does
+    not call exactly one operation (`ops.NAME(...)`; `ops.check_*` argument checks aside), reads a Store's
+    attribute or imports inside (the operations do that), a private helper beyond store access and the model, or
+    a module function beyond `open`."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in INDEX_FUNCTIONS:
+            found.append(f"{node.lineno}: function {node.name}")
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Index"]
+    for fn in cls.body:
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or fn.name.startswith("__"):
+            continue
+        if fn.name.startswith("_"):
+            if fn.name not in INDEX_PRIVATE:
+                found.append(f"{fn.lineno}: private {fn.name}")
+            continue
+        if not ast.get_docstring(fn):  # the docstrings are the API's documentation
+            found.append(f"{fn.lineno}: {fn.name} has no docstring")
+        body = fn.body[1:] if ast.get_docstring(fn) else fn.body
+        statements = [s for b in body for s in ast.walk(b) if isinstance(s, ast.stmt)]
+        calls = [
+            ast.unparse(c.func)
+            for b in body
+            for c in ast.walk(b)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and ast.unparse(c.func.value) == "ops"
+        ]
+        operations = [c for c in calls if not c.startswith("ops.check_")]
+        if len(statements) > FACE_STATEMENTS:
+            found.append(f"{fn.lineno}: {fn.name} has {len(statements)} statements")
+        if fn.name not in INDEX_OWN and len(operations) != 1:
+            found.append(f"{fn.lineno}: {fn.name} calls {operations or 'no operation'}")
+        for s in statements:
+            if isinstance(s, (ast.Import, ast.ImportFrom)):
+                found.append(f"{s.lineno}: {fn.name} imports {ast.unparse(s)}")
+        for a in (a for b in body for a in ast.walk(b) if isinstance(a, ast.Attribute)):
+            if isinstance(a.value, ast.Name) and a.value.id == "store":
+                found.append(f"{a.lineno}: {fn.name} reads store.{a.attr}")
+    return found
+
+
+def test_index_is_a_thin_face_over_the_operations():
+    """ARCHITECTURE.md: each public `Index` method checks what users pass, opens the store, calls one operation of
+    imgidx.ops and returns; the operations themselves live in imgidx/ops/, once each."""
+    tree = parsed()["imgidx/index.py"]
+    assert thick_faces(tree) == []
+    from imgidx import Index
+
+    public = {n for n in vars(Index) if not n.startswith("_")}
+    assert len(public - INDEX_OWN) >= 20  # the scan reads the methods users call
+
+
+def test_the_face_scan_finds_operation_bodies():
+    code = '''
+class Index:
+    def info(self):
+        """doc"""
+        with self._reading() as store:
+            counts = store.counts()
+            return counts
+    def clean(self, c):
+        from imgidx.search import outliers
+        with self._writing() as store:
+            report = ops.clean_report(store, c)
+            ops.apply_clean(store, report)
+            return report
+    def long(self):
+        with self._reading() as store:
+            a = 1
+            b = 2
+            c = 3
+            d = 4
+            e = 5
+            f = 6
+            g = 7
+            return ops.x(store)
+    def ok(self, kind):
+        """A face: checks, opens, calls one operation."""
+        ops.check_kind(kind)
+        with self._reading() as store:
+            return ops.reindex(store, kind)
+    def _peek(self):
+        pass
+def _pixels(photo):
+    pass
+'''
+    assert thick_faces(ast.parse(code)) == [
+        "31: function _pixels",
+        "3: info calls no operation",
+        "6: info reads store.counts",
+        "8: clean has no docstring",
+        "8: clean calls ['ops.clean_report', 'ops.apply_clean']",
+        "9: clean imports from imgidx.search import outliers",
+        "14: long has no docstring",
+        "14: long has 9 statements",
+        "29: private _peek",
+    ]
+
+
+WRITE_HOMES = ("indexer", "imgidx/ops")  # the build's pipeline and verify's repair; the operations
+STORE_CLASSES = ("Store", "Checks", "Catalog")  # the Store and what it inherits (its files are its own business)
+
+
+def store_writers() -> set[str]:
+    """The Store's public methods that change an index: a `self.transaction()`, a save or rebuild of the FAISS
+    index, a file removed, or a call of another such method (read from indexer/store/, to a fixed point)."""
+    bodies: dict[str, str] = {}
+    for rel, tree in sources().items():
+        if rel.startswith("indexer/store/"):
+            for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in STORE_CLASSES):
+                for fn in (f for f in cls.body if isinstance(f, ast.FunctionDef)):
+                    bodies[fn.name] = bodies.get(fn.name, "") + ast.unparse(fn)
+    writes = {
+        n for n, b in bodies.items() if re.search(r"self\.transaction\(\)|self\.faiss\.(save|rebuild)\(|\.unlink\(", b)
+    }
+    while more := {n for n, b in bodies.items() if any(f"self.{w}(" in b for w in writes)} - writes:
+        writes |= more
+    return {w for w in writes if not w.startswith("_")}
+
+
+def store_writes(trees: dict[str, ast.Module], writers: set[str]) -> list[str]:
+    return [
+        f"{rel}:{node.lineno}: {ast.unparse(node.func)}"
+        for rel, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in writers
+    ]
+
+
+def test_every_change_to_an_index_is_an_operation():
+    """ARCHITECTURE.md: outside indexer/ (the build's pipeline, verify's repair), only imgidx/ops/ calls a Store
+    method that writes: Index, the faces and search/ change an index through an operation."""
+    writers = store_writers()
+    assert {"set_flags", "add_reviews", "save_predictions", "set_meta", "rebuild_index", "add_photos"} <= writers
+    assert not {"vectors", "photo_rows", "reviews", "search", "meta", "counts"} & writers  # readers are not
+    assert store_writes(sources(outside=WRITE_HOMES), writers) == []
+    assert len(store_writes({k: v for k, v in sources().items() if k.startswith("imgidx/ops/")}, writers)) >= 10
+    sample = "with idx._writing() as store:\n    store.set_flags(c, info, ids)\nlabels.index(x)"
+    assert store_writes({"x.py": ast.parse(sample)}, writers) == ["x.py:2: store.set_flags"]

@@ -1,4 +1,4 @@
-"""search/dataset.py on a real store (SQLite + FAISS) with real files: duplicate groups with the pixel check,
+"""imgidx/ops/dataset.py on a real store (SQLite + FAISS) with real files: duplicate groups with the pixel check,
 --apply's reversible flags on every membership, and an export that leaves flagged photos out."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgidx import ops
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.records import Photo, Stamp
 from imgidx.indexer.store import Store
-from imgidx.search import dataset
 from tests.subproc import imgidx_env, run
 
 STAMP = Stamp(model="vgg16", layer="block5_pool", weights="sha256:" + "0" * 64, dim=16)
@@ -85,7 +85,7 @@ def names(store, ids):
 
 def test_groups_exact_and_verified_near_across_collections(home):
     with Store(home, readonly=True) as store:
-        result = dataset.duplicates(store)
+        result = ops.duplicates(store)
         groups = {tuple(names(store, g.ids)): g for g in result.groups}
         assert set(groups) == {("c0.jpg", "d0.jpg"), ("c1.jpg", "c1copy.jpg")}
         exact, near = groups[("c1.jpg", "c1copy.jpg")], groups[("c0.jpg", "d0.jpg")]
@@ -96,37 +96,37 @@ def test_groups_exact_and_verified_near_across_collections(home):
         # the cut the pixels decide: the crop (confirmed) and d3 vs d2 (refused)
         assert result.mirror_checked_pairs >= 1 and result.mirrored_pairs == 0
         assert result.verified_pairs >= 2 and result.confirmed_pairs == 1
-        without = dataset.duplicates(store, pixel_check=False)
+        without = ops.duplicates(store, pixel_check=False)
         assert [len(g.ids) for g in without.groups] == [2]  # only the exact pair under the vector cut
-        only_dog = dataset.duplicates(store, ["dog"])
+        only_dog = ops.duplicates(store, ["dog"])
         assert only_dog.groups == ()
         with pytest.raises(ConfigError, match="no collection 'bird'"):
-            dataset.duplicates(store, ["bird"])
+            ops.duplicates(store, ["bird"])
         json.dumps(result.as_dict())
 
 
 def test_apply_flags_every_membership_and_undo_restores(home):
     with Store(home) as store:
         before = {c: store.vector_ids(c, include_flagged=False) for c in ("cat", "dog")}
-        result = dataset.duplicates(store)
-        assert dataset.apply(store, result) == 2
+        result = ops.duplicates(store)
+        assert ops.flag_duplicates(store, result) == 2
         after = {c: store.vector_ids(c, include_flagged=False) for c in ("cat", "dog")}
         assert len(after["cat"]) == len(before["cat"]) - 1 and len(after["dog"]) == len(before["dog"]) - 1
-        reasons = dataset.flag_reasons(store, list(result.dropped))
-        assert all(r[0]["reason"] == f"duplicate of {r[0]['duplicate_of']}" for r in reasons.values())
+        gone = {pid for c in before for pid in set(before[c]) - set(after[c])}
+        assert gone == set(result.dropped)  # the non-kept photo of each group, on each of its collections
         # a rerun reports the same groups (flagged photos included) and flags nothing new
-        assert [g.ids for g in dataset.duplicates(store).groups] == [g.ids for g in result.groups]
-        assert dataset.undo(store) == 2
+        assert [g.ids for g in ops.duplicates(store).groups] == [g.ids for g in result.groups]
+        assert ops.undo_duplicates(store) == 2
         assert {c: store.vector_ids(c, include_flagged=False) for c in ("cat", "dog")} == before
 
 
 def test_export_leaves_flagged_out_and_keeps_groups_in_one_split(home, tmp_path):
     with Store(home) as store:
-        dataset.apply(store, dataset.duplicates(store))
+        ops.flag_duplicates(store, ops.duplicates(store))
         out = tmp_path / "out"
-        result = dataset.export_collections(store, out, format="imagefolder", split="0.5,0.5", seed=1, version="t")
+        result = ops.export_collections(store, out, format="imagefolder", split="0.5,0.5", seed=1, version="t")
         assert sum(sum(c.values()) for c in result.counts.values()) == 9  # 11 memberships - 2 flagged
-        everything = dataset.export_collections(store, tmp_path / "all", include_flagged=True, split="0.5,0.5")
+        everything = ops.export_collections(store, tmp_path / "all", include_flagged=True, split="0.5,0.5")
         assert sum(sum(c.values()) for c in everything.counts.values()) == 11
         rows = list(csv.DictReader(io.StringIO((tmp_path / "all" / "ATTRIBUTION.csv").read_text())))
         split_of = {}
@@ -135,7 +135,7 @@ def test_export_leaves_flagged_out_and_keeps_groups_in_one_split(home, tmp_path)
         assert len(split_of["c1.jpg"]) == 1  # the byte copies share a split
         c0, d0 = split_of["c0.jpg"], split_of["d0.jpg"]
         assert c0 == d0  # the crop in "dog" and its original in "cat" share a split
-        cc0 = dataset.export_collections(store, tmp_path / "cc0", licenses=[9], include_flagged=True, split="1")
+        cc0 = ops.export_collections(store, tmp_path / "cc0", licenses=[9], include_flagged=True, split="1")
         assert cc0.counts == {"train": {"cat": 1}}
         assert json.loads((tmp_path / "cc0" / "manifest.json").read_text())["filters"]["license"] == [9]
 
@@ -188,7 +188,7 @@ def test_index_api(home, tmp_path):
 
 def test_a_persons_keep_beats_a_duplicate_flag_in_export_and_reports(home, tmp_path):
     """A reviewed "keep" outranks duplicates' automatic flag, before and after a second --apply: export takes the
-    photo back, the flag reports leave it out, and undo leaves the person's decision alone."""
+    photo back, it stays among its collection's clean members, and undo leaves the person's decision alone."""
     import imgidx
 
     idx = imgidx.open(home)
@@ -203,7 +203,11 @@ def test_a_persons_keep_beats_a_duplicate_flag_in_export_and_reports(home, tmp_p
         assert sum(exported.counts["train"].values()) == 10  # 11 memberships, only `other` left out
         with Store(home, readonly=True) as store:
             assert kept in store.vector_ids(collection, include_flagged=False)
-            assert set(dataset.flag_reasons(store, [kept, other])) == {other}
+            memberships = store.collections_of([kept, other])
+            flagged = {
+                p for p, cs in memberships.items() for c in cs if p not in store.vector_ids(c, include_flagged=False)
+            }
+            assert flagged == {other}  # the keep hides the automatic flag; the other photo's flag counts
         idx.duplicates(apply=True)
     assert idx.undo_duplicates() == 2  # the automatic flags go; the review stays
     assert [r.photo_id for r in idx.reviews(collection)] == [kept]

@@ -21,7 +21,7 @@ from imgidx.ops import describe, nearest
 from imgidx.results import CleanReport, Neighbour
 from imgidx.search import classifier as classifiers
 from imgidx.search.classifier import Classifiers, LinearClassifier
-from imgidx.search.knn import check_collection
+from imgidx.search.knn import check_collection, member_ids
 
 from .service import BadRequest
 
@@ -132,11 +132,9 @@ class Queries:
 
     # ---- the review views: duplicates and audit (cached per index generation, like clean) -----------------
     def duplicates(self, store: Store, generation: int, name: str) -> dict:
-        from imgidx.search import dataset
-
         check_collection(store, name)
         return self._cached(
-            ("duplicates", generation, name), lambda: _duplicates_answer(store, dataset.duplicates(store, [name]))
+            ("duplicates", generation, name), lambda: _duplicates_answer(store, ops.duplicates(store, [name]))
         )
 
     def audit(self, store: Store, generation: int, name: str, k: int) -> dict:
@@ -170,14 +168,13 @@ class Queries:
 
     def classify_vector(self, store: Store, name: str, vec: npt.NDArray[np.float32]) -> dict:
         clf = self.classifier(store, name)
-        labels, probs = clf.predict(vec.reshape(1, -1))
-        return self._answer(name, clf, [{"label": str(labels[0]), "probability": round(float(probs[0]), 6)}])
+        [p] = ops.predict(clf, vec.reshape(1, -1), [{}])
+        return self._answer(name, clf, [p.as_dict(digits=6)])
 
     def classify_stored(self, store: Store, name: str, ids: list[int] | None, collection: str | None) -> dict:
         clf = self.classifier(store, name)
         if collection is not None:
-            check_collection(store, collection)
-            ids = store.vector_ids(collection)
+            ids = member_ids(store, collection)
         ids = list(dict.fromkeys(ids or []))
         if not ids:
             raise BadRequest(

@@ -382,20 +382,6 @@ class Catalog:
                 [(int(pid in flagged), json.dumps(data), collection, pid) for pid, data in info.items()],
             )
 
-    def flag_infos(self, ids: Sequence[int]) -> dict[int, list[dict]]:
-        """The stored clean_info of each membership of `ids` whose effective flag is set (a person's keep hides
-        the automatic flag): {photo id: [clean_info, ...]}, by collection name."""
-        out: dict[int, list[dict]] = {}
-        for chunk in chunks(list(dict.fromkeys(ids)), 900):
-            marks = ",".join("?" * len(chunk))
-            q = (
-                f"SELECT c.photo_id, c.clean_info FROM collections c WHERE c.photo_id IN ({marks}) "
-                f"AND {EFFECTIVE_FLAG} = 1 ORDER BY c.photo_id, c.name"
-            )
-            for pid, info in self.db.execute(q, chunk):
-                out.setdefault(pid, []).append(json.loads(info or "{}"))
-        return out
-
     def clear_duplicate_flags(self, collections: Sequence[str] = ()) -> int:
         """Remove the automatic flags duplicates --apply set (clean's stay; reviews stay): memberships unflagged."""
         sql = (

@@ -1,9 +1,11 @@
-"""From a store to the pure cores: duplicate groups of an index's photos (search/duplicates.py with the pixel check
-of search/pixels.py), flagging them reversibly, and exporting collections (search/export.py).
+"""duplicates and export on an open Store, from the store to the pure cores: duplicate groups of an index's photos
+(search/duplicates.py with the pixel check of search/pixels.py), flagging them reversibly, and exporting
+collections (search/export.py).
 
-What imgidx.Index.duplicates()/export() and the CLI call. Flags reuse clean's mechanism (collections.flagged on
-the membership, with a clean_info whose "reason" is "duplicate of ID"), set on every membership of the photo,
-so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in the schema changes.
+What imgidx.Index.duplicates()/export() and the service's duplicates view call. Flags reuse clean's mechanism
+(collections.flagged on the membership, with a clean_info whose "reason" is "duplicate of ID"), set on every
+membership of the photo, so the photo leaves `similar --in`, `train` and `export` everywhere; nothing in the
+schema changes.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from imgidx._version import __version__
 from imgidx.indexer.errors import ConfigError
 from imgidx.indexer.layout import local_file
 from imgidx.indexer.store import Store
 
-from .duplicates import DuplicateGroup, Duplicates, PhotoFacts, find_duplicates, keep_order
-from .export import SHARD_SIZE, ExportPhoto, ExportResult, export
-from .pixels import verifier
+if TYPE_CHECKING:  # imported where used: `import imgidx` stays light
+    from imgidx.search.duplicates import DuplicateGroup, Duplicates, PhotoFacts
+    from imgidx.search.export import ExportPhoto, ExportResult
 
 
 def photo_ids(store: Store, collections: Sequence[str] = (), *, include_flagged: bool = True) -> list[int]:
@@ -42,9 +46,13 @@ def duplicates(
     *,
     threshold: str | float = "auto",
     pixel_check: bool = True,
+    apply: bool = False,
 ) -> Duplicates:
     """Duplicate groups among the photos of `collections` (all when empty), flagged ones included (so a rerun
-    after --apply reports the same groups)."""
+    after apply reports the same groups); apply=True flags the others of each group (a writable store)."""
+    from imgidx.search.duplicates import find_duplicates, keep_order
+    from imgidx.search.pixels import verifier
+
     ids = photo_ids(store, collections)
     rows = store.photo_rows(ids)
     colls = store.collections_of(ids)
@@ -64,10 +72,15 @@ def duplicates(
         members = [_facts(rows[pid], colls[pid], store.home, read_size=True) for pid in g.ids]
         ordered = tuple(f.id for f in keep_order(members))
         groups.append(replace(g, keep=ordered[0], ids=ordered))
-    return replace(result, groups=tuple(groups), _by_id={})
+    result = replace(result, groups=tuple(groups))
+    if apply:
+        flag_duplicates(store, result)
+    return result
 
 
 def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> PhotoFacts:
+    from imgidx.search.duplicates import PhotoFacts
+
     width, height, size = row["width"], row["height"], None
     path = local_file(home, row["path"]) if read_size and row["path"] else None  # a Path only where it is read
     if path is not None:
@@ -92,7 +105,7 @@ def _facts(row, collections: Sequence[str], home: Path, *, read_size: bool) -> P
     )
 
 
-def apply(store: Store, result: Duplicates) -> int:
+def flag_duplicates(store: Store, result: Duplicates) -> int:
     """Flag every non-kept photo of every group on all its memberships; returns how many photos were flagged."""
     dropped = {pid: g for g in result.groups for pid in g.drop}
     memberships = store.collections_of(list(dropped))
@@ -114,8 +127,8 @@ def _reason(g: DuplicateGroup) -> dict:
     }
 
 
-def undo(store: Store, collections: Sequence[str] = ()) -> int:
-    """Unflag the photos --apply flagged as duplicates (clean's own flags stay); returns memberships unflagged."""
+def undo_duplicates(store: Store, collections: Sequence[str] = ()) -> int:
+    """Unflag the photos apply flagged as duplicates (clean's own flags stay); returns memberships unflagged."""
     return store.clear_duplicate_flags(collections)
 
 
@@ -130,7 +143,7 @@ def export_collections(
     licenses: Sequence[int] | None = None,
     include_flagged: bool = False,
     threshold: str | float = "auto",
-    version: str = "",
+    version: str = __version__,
     embed: bool = True,
     shard_size: int | None = None,
     command: str = "",
@@ -139,6 +152,8 @@ def export_collections(
     duplicate groups (computed here) keep every copy of a picture in one split. embed: parquet holds the image
     bytes; shard_size: webdataset samples per shard at most; command: what made it, for the dataset card (by
     default the Python call with these arguments)."""
+    from imgidx.search.export import SHARD_SIZE, export
+
     names = list(collections) or store.collection_names()
     photo_ids(store, names)  # unknown names: one error listing the known ones
     members = {c: store.vector_ids(c, include_flagged=include_flagged) for c in names}
@@ -184,6 +199,9 @@ def export_collections(
 
 def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
     """vectors: the rows of `ids`, in that order (as store.vectors returns them)."""
+    from imgidx.search.duplicates import PhotoFacts, find_duplicates
+    from imgidx.search.pixels import verifier
+
     if len(ids) < 2:
         return {}
     stamp = store.stamp
@@ -196,6 +214,8 @@ def _groups(store: Store, ids, rows, vectors, threshold) -> dict[int, int]:
 
 
 def _export_photo(home: Path, row, label: str, vector, group: int | None) -> ExportPhoto:
+    from imgidx.search.export import ExportPhoto
+
     return ExportPhoto(
         id=row["id"],
         label=label,
@@ -216,17 +236,6 @@ def _export_photo(home: Path, row, label: str, vector, group: int | None) -> Exp
         date_taken=row["date_taken"] or "",
         tags=tuple((row["tags"] or "").split()),
     )
-
-
-def flag_reasons(store: Store, ids: Sequence[int]) -> dict[int, list[dict]]:
-    """The duplicate flags of `ids` that count (for reports): {photo id: [clean_info, ...]}; a person's keep on a
-    membership hides its automatic flag, as everywhere else."""
-    out: dict[int, list[dict]] = {}
-    for pid, infos in store.flag_infos(ids).items():
-        dups = [data for data in infos if "duplicate_of" in data]
-        if dups:
-            out[pid] = dups
-    return out
 
 
 def file_reader(home: Path, rows: dict, ids: Sequence[int]) -> Callable[[int], bytes | None]:
