@@ -450,7 +450,7 @@ def test_a_home_calibrated_on_photos_seen_before_copies_that_model_from_the_memo
     def exported(home: str) -> bool:  # the quantizer's input: made only when a home calibrates
         return any((tmp_path / home / "cache" / "onnx").glob("*-fp32-*.onnx"))
 
-    def memoised() -> list[Path]:
+    def memoised() -> list:
         return sorted((memo / "onnx" / "by-photos").glob("*.onnx"))
 
     first = embedder("a")

@@ -166,7 +166,8 @@ def memo_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, tag:
     """A quantized file kept in the user cache by what made it, down to the calibration photos' pixels (`pixels`:
     their sha256): any data home whose calibration photos are the same pixels gets the same bytes from it."""
     safe = fingerprint.replace(":", "-")[:48]
-    return Path(cache_dir) / "onnx" / "by-photos" / f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}-{pixels}.onnx"
+    name = f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}-{pixels}.onnx"
+    return Path(cache_dir) / "onnx" / "by-photos" / name
 
 
 def keep_newest(folder: Path, n: int) -> None:
