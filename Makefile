@@ -17,7 +17,7 @@ $(BIN)/python:
 install: $(BIN)/python  ## create .venv and install imgidx with its dev tools and the Ray extra (editable)
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 
-test: install  ## the test suite CI runs (offline; real Keras; kill/resume on the defaults, in an index save, on a full disk; not network, not long)
+test: install  ## the test suite CI runs (offline; real Keras; a kill/resume of a build on every default; not network, not long)
 	$(BIN)/python -m pytest -m "not network and not ray and not torch" -q --durations=15
 
 test-fast: install  ## skip the tests that build the VGG16 graph

@@ -36,8 +36,9 @@ LONG = os.environ.get("IMGIDX_LONG_TESTS") == "1"
 # what a crash may leave behind: work not yet caught up, never damage
 CRASH_KINDS = {"index_behind", "index_missing", "state_behind_index", "temp_files", "file_without_photo"}
 KILLS = ("early", "files", "vectors", "save_tmp", "save_rename")
-# make test-long: 24 seeds, some killed twice. make test's random-point kill is the one on the path users run
-# (tests/test_resume_defaults.py, seed 0); a kill inside an index save and a full disk below stay in make test
+# make test-long: 24 seeds, some killed twice, the kills inside an index save and the full disks below (a full disk
+# while saving a photo stays in make test: tests/test_verify.py). make test's kill/resume is the one on the path
+# users run (tests/test_resume_defaults.py, seed 0): this module's clean Flickr build would cost it another ~15 s
 SEEDS = [pytest.param(s, marks=pytest.mark.long) for s in range(24)]
 
 
@@ -189,7 +190,10 @@ def test_kill_at_a_random_point_then_resume_equals_a_clean_build(world, tmp_path
 
 @pytest.mark.parametrize(
     ("kind", "evidence"),
-    [("save_tmp", "temp_files"), pytest.param("save_rename", "state_behind_index", marks=pytest.mark.long)],
+    [
+        pytest.param(k, e, marks=pytest.mark.long)
+        for k, e in (("save_tmp", "temp_files"), ("save_rename", "state_behind_index"))
+    ],
 )
 def test_kill_during_an_index_save_then_resume_equals_a_clean_build(world, tmp_path, kind, evidence):
     seed = next(s for s in range(1000) if random.Random(s).choice(KILLS) == kind)
@@ -213,7 +217,8 @@ def _limit_file_size(limit: int):
 
 
 # fails creating the database / after a few batches
-@pytest.mark.parametrize("limit", [40_000, pytest.param(400_000, marks=pytest.mark.long)])
+@pytest.mark.long
+@pytest.mark.parametrize("limit", [40_000, 400_000])
 def test_disk_full_is_one_clear_line_keeps_the_index_and_resumes(world, tmp_path, limit):
     """RLIMIT_FSIZE stands in for a full disk (writes fail with EFBIG, as with ENOSPC) without root or tmpfs.
     SQLite's WAL is the first file to hit it; a full disk while saving a photo is in test_verify.py."""
