@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imgidx.indexer.config import Settings
+from imgidx.indexer.embedders.onnx_export import memo_folder
+
 from .common import OUT, Others, photo_files, rate, table
 
 SMALL, LARGE = 64, 320
@@ -49,7 +52,7 @@ def build_seconds(folder: Path, options: list[str], layer: str, weights: str, en
         cmd = [sys.executable, "-m", "imgidx", "--home", str(home)]
         build = [*cmd, "build", "--from-dir", str(folder), "--layer", layer, "--weights", weights, *options, "--json"]
         # the same first photos in both homes: without this the second would copy the first's int8 model
-        shutil.rmtree(Path(env["XDG_CACHE_HOME"]) / "imgidx" / "onnx" / "by-photos", ignore_errors=True)
+        shutil.rmtree(memo_folder(Settings.from_env(env).cache_dir), ignore_errors=True)
         start = time.perf_counter()
         done = subprocess.run(build, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start

@@ -432,6 +432,7 @@ def test_a_home_calibrated_on_photos_seen_before_copies_that_model_from_the_memo
     calibration photos are the same pixels as one of the last MEMO_KEEP homes' gets that model from the user cache
     (a rebuild from scratch, a second home of the same folder): the same bytes calibrating would make, without the
     fp32 export or the quantizer. Other photos calibrate; older entries leave the memo; a damaged one is not used."""
+    from imgidx.indexer.embedders.onnx_export import memo_folder
     from imgidx.indexer.embedders.onnx_runtime import CALIBRATION_PHOTOS, MEMO_KEEP
 
     toy, memo = _toy(small_model("gap")), tmp_path / "user-cache"
@@ -451,7 +452,7 @@ def test_a_home_calibrated_on_photos_seen_before_copies_that_model_from_the_memo
         return any((tmp_path / home / "cache" / "onnx").glob("*-fp32-*.onnx"))
 
     def memoised() -> list:
-        return sorted((memo / "onnx" / "by-photos").glob("*.onnx"))
+        return sorted(memo_folder(memo).glob("*.onnx"))
 
     first = embedder("a")
     model_a, record = first.int8_file().read_bytes(), first.calibration_record()

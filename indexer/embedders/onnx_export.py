@@ -151,23 +151,30 @@ def cache_dir(home: Path) -> Path:
 
 
 def cache_path(home: Path, *, model: str, layer: str, precision: str, fingerprint: str) -> Path:
-    safe = fingerprint.replace(":", "-")[:48]  # sha256:<64 hex> -> enough of it for a name; the sidecar has it all
-    return cache_dir(home) / f"{model}-{layer}-{precision}-{safe}-x{EXPORTER_VERSION}.onnx"
+    return cache_dir(home) / f"{model}-{layer}-{precision}-{_name(fingerprint)}-x{EXPORTER_VERSION}.onnx"
 
 
 def shared_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, tag: str) -> Path:
     """A quantized file shared by every data home of this user (`cache_dir`: the user cache, e.g. ~/.cache/imgidx):
     `tag` names what else decides its bytes (recipe version, calibration size, ONNX Runtime version)."""
-    safe = fingerprint.replace(":", "-")[:48]
-    return Path(cache_dir) / "onnx" / f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}.onnx"
+    return Path(cache_dir) / "onnx" / f"{model}-{layer}-int8-{_name(fingerprint)}-x{EXPORTER_VERSION}-{tag}.onnx"
+
+
+def _name(fingerprint: str) -> str:
+    """sha256:<64 hex> -> enough of it for a file name; the sidecar has it all."""
+    return fingerprint.replace(":", "-")[:48]
+
+
+def memo_folder(cache_dir: Path) -> Path:
+    """The user cache's quantized models by calibration photos (memo_path), at most MEMO_KEEP of them."""
+    return Path(cache_dir) / "onnx" / "by-photos"
 
 
 def memo_path(cache_dir: Path, *, model: str, layer: str, fingerprint: str, tag: str, pixels: str) -> Path:
     """A quantized file kept in the user cache by what made it, down to the calibration photos' pixels (`pixels`:
     their sha256): any data home whose calibration photos are the same pixels gets the same bytes from it."""
-    safe = fingerprint.replace(":", "-")[:48]
-    name = f"{model}-{layer}-int8-{safe}-x{EXPORTER_VERSION}-{tag}-{pixels}.onnx"
-    return Path(cache_dir) / "onnx" / "by-photos" / name
+    name = f"{model}-{layer}-int8-{_name(fingerprint)}-x{EXPORTER_VERSION}-{tag}-{pixels}.onnx"
+    return memo_folder(cache_dir) / name
 
 
 def keep_newest(folder: Path, n: int) -> None:
@@ -190,14 +197,16 @@ def touch(path: Path) -> None:
 
 
 def copy(source: Path, target: Path, meta: dict) -> None:
-    """The cached model at `source` also at `target` with its own sidecar (`meta` + the bytes' sha256): a hard
-    link where the file system allows (no second copy on disk), else the bytes written atomically."""
+    """The cached model at `source` (checked by `cached`, or just written) also at `target`, with its own sidecar
+    (`meta` + the sha256 and size `source`'s sidecar vouches for): a hard link where the file system allows (no
+    second copy on disk, nothing read again), else the bytes written atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         target.unlink()  # not a valid cached model (the caller checked): stale, replaced here
     if atomic.link_new(source, target):
         atomic.fsync_dir(target.parent)
-        side = {**meta, "sha256": _sha256(target), "bytes": target.stat().st_size}
+        checked = sidecar(source)
+        side = {**meta, "sha256": checked["sha256"], "bytes": checked["bytes"]}
         atomic.write_text(_sidecar(target), json.dumps(side, indent=1, sort_keys=True))
     else:
         write(target, source.read_bytes(), meta)

@@ -124,50 +124,33 @@ class OnnxEmbedder:
         return ox.get_or_build(self._path("fp32"), self._meta("fp32"), self._export)
 
     def int8_file(self) -> Path:
-        """The quantized graph of this home, made once from CALIBRATION_PHOTOS of its photos. With a shared folder,
-        the one there for the same weights, layer, recipe, calibration size and ONNX Runtime (made by an earlier
-        build, in any home) is copied in instead, and a new one is left there. The home keeps its own copy, so
-        every int8 vector of an index comes from one quantized model even after the user cache is cleared."""
+        """The quantized graph of this home, made once from CALIBRATION_PHOTOS of its photos, or copied from the
+        user cache: with a shared folder, the one model there for the same weights, layer, recipe, calibration size
+        and ONNX Runtime (made by an earlier build, in any home); else the memo's model calibrated on the same
+        pixels (the calibration is deterministic: the same bytes calibrating would make). A model made here is left
+        in that cache too. The home keeps its own copy, so every int8 vector of an index comes from one quantized
+        model even after the user cache is cleared."""
         meta = self._meta("int8")
         path = self._path("int8")
         if ox.cached(path, meta):
             return path
-        if self.shared is None:
-            return self._calibrated(path, meta)
-        shared = ox.shared_path(
-            self.shared, model=self.name, layer=self.layer, fingerprint=self.weights.fingerprint, tag=_shared_tag()
-        )
-        if not ox.cached(shared, meta):
-            data, calibration = self._quantize()
-            ox.write(shared, data, {**meta, "calibration": calibration})
-        else:
-            data = shared.read_bytes()
-        ox.write(path, data, {**meta, "calibration": ox.sidecar(shared).get("calibration", {})})
-        return path
-
-    def _calibrated(self, path: Path, meta: dict) -> Path:
-        """This home's int8 model from its own calibration photos: the memo's copy when those photos were seen
-        before (same pixels, same bytes: the calibration is deterministic), else quantized now and memoised."""
-        pixels = self._calibration_pixels()
-        memo = None
-        if self.memo is not None:
-            memo = ox.memo_path(
-                self.memo,
-                model=self.name,
-                layer=self.layer,
-                fingerprint=self.weights.fingerprint,
-                tag=_shared_tag(),
-                pixels=calibration_fingerprint(pixels),
-            )
-            if ox.cached(memo, meta):
-                ox.touch(memo)
-                ox.copy(memo, path, {**meta, "calibration": ox.sidecar(memo).get("calibration", {})})
-                return path
+        pixels, cache = None, None
+        where = {"model": self.name, "layer": self.layer, "fingerprint": self.weights.fingerprint, "tag": _shared_tag()}
+        if self.shared is not None:
+            cache = ox.shared_path(self.shared, **where)
+        elif self.memo is not None:  # named by the pixels: read them first
+            pixels = self._calibration_pixels()
+            cache = ox.memo_path(self.memo, **where, pixels=calibration_fingerprint(pixels))
+        if cache is not None and ox.cached(cache, meta):
+            ox.touch(cache)
+            ox.copy(cache, path, {**meta, "calibration": ox.sidecar(cache).get("calibration", {})})
+            return path
         data, calibration = self._quantize(pixels)
         ox.write(path, data, {**meta, "calibration": calibration})
-        if memo is not None:
-            ox.copy(path, memo, {**meta, "calibration": calibration})
-            ox.keep_newest(memo.parent, MEMO_KEEP)
+        if cache is not None:
+            ox.copy(path, cache, {**meta, "calibration": calibration})
+            if self.shared is None:
+                ox.keep_newest(cache.parent, MEMO_KEEP)
         return path
 
     def calibration_record(self) -> dict | None:
