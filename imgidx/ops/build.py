@@ -83,6 +83,11 @@ def build(
             save_every=settings.save_every,
             on_progress=_progress(total, on_progress),
         )
+        if getattr(embedder, "runtime", "keras") == "onnx":
+            # export (int8: calibrate) once, before the loader threads start decoding (on a few cores they would
+            # share them with the calibration, and its cost would grow with the build) and before Ray's actors,
+            # which load the cached files
+            embedder.load()
         if engine == "ray":
             report = _ingest_ray(store, ids, embedder, settings, batch_size, ray_address, **options)
         else:
@@ -177,18 +182,12 @@ def _progress(total: int, on_progress: Callable[[int, int], None] | None) -> Cal
 def _ingest_local(store: Store, ids: Sequence[int], embedder, fetcher, decode_workers: int | None, **options):
     from imgidx.indexer.pipeline import ingest  # here: commands that need no network start faster
 
-    if getattr(embedder, "runtime", "keras") == "onnx":
-        # export (int8: calibrate) before the loader threads start decoding: on a few cores they would share them
-        # with the calibration, and its cost would grow with the size of the build
-        embedder.load()
     return ingest(store, ids, embedder, fetcher, decode_workers=decode_workers, **options)
 
 
 def _ingest_ray(store: Store, ids: Sequence[int], embedder, settings, batch_size, address: str | None, **options):
     from imgidx.indexer.engines.ray_engine import ingest_ray
 
-    if getattr(embedder, "runtime", "keras") == "onnx":
-        embedder.load()  # export (and int8: calibrate) once here; the actors load the cached files
     weights = _weights_for_workers(embedder)
     return ingest_ray(
         store, ids, embedder, settings, weights=weights, batch_size=batch_size, address=address, **options
