@@ -210,6 +210,40 @@ def test_a_corrupt_database_is_reported_not_repaired(home, where):
         assert "sqlite_corrupt" in r.stdout or (r.stderr.startswith("error: cannot open") and ".recover" in r.stderr)
 
 
+KILLED_WRITER = """
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=DELETE")  # a rollback journal, as in a new home's switch to WAL
+db.execute("PRAGMA cache_size=10")  # small: the transaction spills into the database file before its commit
+db.execute("BEGIN")
+db.execute("UPDATE photos SET title='half-written'")
+db.execute("CREATE TABLE junk AS WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<400) "
+           "SELECT randomblob(20000) FROM c")
+os._exit(9)  # SIGKILL's effect: no rollback, no unlock, the journal stays hot
+"""
+
+
+def test_a_writer_killed_mid_transaction_leaves_a_home_that_reads_as_its_last_commit(home):
+    """A hot journal makes every read-only SQLite connection fail (SQLITE_READONLY_ROLLBACK): verify, similar and the
+    service open read-only, so the store finishes the rollback itself, as any SQLite writer would."""
+    import subprocess
+    import sys
+
+    db = home / "imgidx.sqlite"
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(db)], check=False)
+    assert (home / "imgidx.sqlite-journal").stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError) as plain:  # what a bare read-only open meets: the state is real
+        sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM photos").fetchone()
+    assert plain.value.sqlite_errorname == "SQLITE_READONLY_ROLLBACK"
+    r = cli("--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["problems"] == [], r.stdout + r.stderr
+    assert not (home / "imgidx.sqlite-journal").exists()
+    with Store(home, readonly=True) as s:  # the last commit, not the half-written transaction
+        assert [r[0] for r in s.db.execute("SELECT DISTINCT title FROM photos")] == [""]
+        assert s.counts()["states"] == {"indexed": 6}
+        assert not s.db.execute("SELECT 1 FROM sqlite_master WHERE name='junk'").fetchone()
+
+
 def test_repair_refuses_while_a_build_holds_the_lock(home):
     with build_lock(home):
         r = cli("--repair")

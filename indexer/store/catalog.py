@@ -34,6 +34,8 @@ EFFECTIVE_FLAG = (
 )
 DECISIONS = ("flag", "keep")
 REVIEW_SOURCES = ("clean", "duplicates", "audit")
+# SQLITE_READONLY_RECOVERY, SQLITE_READONLY_ROLLBACK: what a read-only connection meets where a writer was killed
+WRITER_KILLED_MID_TRANSACTION = (264, 776)
 
 PHOTO_FIELDS = (
     "url",
@@ -68,19 +70,53 @@ class Catalog:
     # ---- connection and schema -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         try:
-            if self.readonly:
-                db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=self.timeout)
-            else:
-                db = sqlite3.connect(self.db_path, timeout=self.timeout)
+            return self._open()
+        except sqlite3.OperationalError as e:
+            if not (self.readonly and getattr(e, "sqlite_errorcode", None) in WRITER_KILLED_MID_TRANSACTION):
+                raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
+        self._finish_a_killed_writers_transaction()
+        try:
+            return self._open()
+        except sqlite3.OperationalError as e:
+            raise write_error(self.db_path, e) from None
+
+    def _finish_a_killed_writers_transaction(self) -> None:
+        """A writer killed inside a rollback-journal transaction (a new home's switch to WAL) leaves a hot journal,
+        and one killed while the WAL index was being rebuilt leaves that to redo: only a read-write connection may
+        finish either. Opening one is SQLite's own recovery (it rolls the journal back under its locks, safe beside a
+        running build); the data is what the last commit left."""
+        if not (os.access(self.db_path, os.W_OK) and os.access(self.home, os.W_OK)):
+            raise StoreError(
+                f"{self.db_path}: the last process writing it was killed in the middle of a transaction, and rolling "
+                f"that back needs write access to {self.home}; open the index once as a user who can write there (any "
+                "reading rolls it back; nothing committed is lost)"
+            )
+        db = sqlite3.connect(self.db_path, timeout=self.timeout)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the first read rolls back / recovers
+        except sqlite3.DatabaseError as e:
+            raise write_error(self.db_path, e) from None
+        finally:
+            db.close()
+
+    def _open(self) -> sqlite3.Connection:
+        if self.readonly:
+            db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=self.timeout)
+        else:
+            db = sqlite3.connect(self.db_path, timeout=self.timeout)
+        try:
+            if not self.readonly:
                 db.execute("PRAGMA journal_mode=WAL")
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
             if self.readonly and schema.needs_upgrade(db):
                 self._upgrade()  # an older store a reader meets first (the service): migrate it once, briefly
             schema.ensure(db, self.db_path, readonly=self.readonly)
-        except sqlite3.OperationalError as e:
-            raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
+        except sqlite3.OperationalError:
+            db.close()
+            raise
         except sqlite3.DatabaseError as e:
+            db.close()
             raise StoreError(
                 f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
                 "fixed.sqlite`, put fixed.sqlite in its place, then verify the home with repair"
