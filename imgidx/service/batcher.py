@@ -28,6 +28,11 @@ class Busy(Exception):
     """The queue is full: the caller should answer 503 and let the client retry."""
 
 
+# items waiting before submit() refuses (the service answers 503 with Retry-After): below server.MAX_CONNECTIONS,
+# or the queue could never fill and a flood would meet the connection limit's 503, without Retry-After
+MAX_QUEUE = 512
+
+
 class MicroBatcher(Generic[T, R]):
     def __init__(
         self,
@@ -35,7 +40,7 @@ class MicroBatcher(Generic[T, R]):
         *,
         max_batch: int = 32,
         max_wait_s: float = 0.005,
-        max_queue: int = 1024,
+        max_queue: int = MAX_QUEUE,
         name: str = "batcher",
         on_batch: Callable[[int, float], None] | None = None,
     ):

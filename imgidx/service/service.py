@@ -34,7 +34,7 @@ from imgidx.indexer.records import Stamp
 from imgidx.indexer.store import Store
 from imgidx.indexer.store.faiss_index import holds_committed
 
-from .batcher import MicroBatcher
+from .batcher import MAX_QUEUE, MicroBatcher
 from .metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ class Unavailable(ServiceError):
 class ServeOptions:
     max_batch: int = 32  # images per model call
     max_wait_s: float = 0.005  # how long a lone upload waits for company
-    # uploads waiting for the model before we answer 503: below the connection limit (server.MAX_CONNECTIONS),
-    # or the queue could never fill and a flood would get the connection limit's 503, without Retry-After
-    max_queue: int = 512
+    max_queue: int = MAX_QUEUE  # uploads waiting for the model before we answer 503 (batcher.MAX_QUEUE)
     refresh_s: float = 2.0  # how often to look for a build's new commits
     max_k: int = 1000
 
