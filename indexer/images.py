@@ -52,6 +52,16 @@ def pixels(img: Image.Image, size: int = TARGET_SIZE) -> npt.NDArray:
         return np.array(center_square(img, size).convert("RGB"), dtype=np.uint8)
 
 
+def thumbnail(data: bytes, size: int) -> Image.Image:
+    """An RGB picture whose longest side is `size` px (never enlarged), EXIF-rotated, colours and transparency as
+    the index sees them (to_rgb). The same decoder, format list and bomb limits as prepare, and as total: ImageError
+    with a one-line reason, never another exception (the web page's thumbnails and the contact sheets use it)."""
+    with total("cannot be made into a thumbnail"):
+        img = decode(data, size)
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)  # first: the conversions below run on the small copy
+        return to_rgb(img)
+
+
 @contextlib.contextmanager
 def total(what: str) -> Iterator[None]:
     """Whatever Pillow or numpy raise on one image (a mode they cannot convert, a read-only buffer, a broken frame

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from imgidx.indexer import atomic
+from imgidx.indexer.errors import ImageError
+from imgidx.indexer.images import thumbnail
 
 THUMB_PX = 160  # longest side of an embedded thumbnail
 
@@ -79,21 +79,13 @@ def thumbnail_uri(path: str | os.PathLike[str] | None) -> tuple[str | None, str]
     if path is None or str(path) == "":
         return None, "no local file"
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at reduced size, much faster for big photos
-            oriented = ImageOps.exif_transpose(img)
-            oriented.thumbnail((THUMB_PX, THUMB_PX))
-            rgba = oriented.convert("RGBA")
+        flat = thumbnail(Path(path).read_bytes(), THUMB_PX)  # transparent areas on white, as the index sees them
     except FileNotFoundError:
         return None, "file not found"
-    except UnidentifiedImageError:
-        return None, "not an image"
-    except Image.DecompressionBombError:
-        return None, "image too large to decode"
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
-        return None, f"unreadable image: {exc}"
-    flat = Image.new("RGB", rgba.size, "white")  # transparent areas become white, not black
-    flat.paste(rgba, mask=rgba.getchannel("A"))
+    except OSError as e:
+        return None, f"unreadable file ({type(e).__name__})"
+    except ImageError as e:
+        return None, e.reason
     buffer = io.BytesIO()
     flat.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), ""

@@ -91,6 +91,25 @@ def test_only_the_listed_formats_are_decoded():
         prepare(buf.getvalue())
 
 
+def test_thumbnails_refuse_what_the_index_refuses_with_its_reason(tmp_path, bombs):
+    """The web page's thumbnails and the contact sheets decode through the index's decoder: the same format list and
+    bomb limits (Pillow's own limit would let the 337 MiB float TIFF through), the same reason."""
+    from imgidx.search.sheet import thumbnail_uri
+    from imgidx.service.thumbs import ThumbnailError, make_thumbnail
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto 64 64 lineto stroke\nshowpage\n"
+    for name, data, reason in [
+        ("bomb.tif", bombs["tiff32f"], "too many bytes when decoded"),
+        ("x.eps", eps, "not a recognised image format"),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ThumbnailError, match=f"^{name} cannot be made into a thumbnail \\({reason}"):
+            make_thumbnail(path, 256)
+        uri, why = thumbnail_uri(path)
+        assert uri is None and why.startswith(reason), why
+
+
 def _kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

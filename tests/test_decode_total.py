@@ -101,11 +101,13 @@ def test_anything_pillow_raises_becomes_the_photos_reason(monkeypatch):
     assert images.total  # the one guard both prepare and pixels go through
 
 
-def test_the_service_thumbnails_every_odd_file_or_refuses_it(tmp_path):
-    """GET /photos/ID/image?size= of an indexed odd photo: a JPEG, or the 404 with a reason (never a 500)."""
+def test_the_service_and_the_contact_sheets_thumbnail_every_odd_file_or_refuse_it(tmp_path):
+    """GET /photos/ID/image?size= of an indexed odd photo: a JPEG, or the 404 with a reason (never a 500); a
+    contact sheet's card: the thumbnail, or a grey box that says why. Both refuse exactly what the index refuses."""
+    from imgidx.search.sheet import thumbnail_uri
     from imgidx.service.thumbs import ThumbnailError, make_thumbnail
 
-    refused = {}
+    refused, boxed = {}, {}
     for name, data in corpus().items():
         path = tmp_path / name
         path.write_bytes(data)
@@ -115,7 +117,14 @@ def test_the_service_thumbnails_every_odd_file_or_refuses_it(tmp_path):
         except ThumbnailError as e:
             one_line(str(e))
             refused[name] = str(e)
-    assert not {n: r for n, r in refused.items() if not n.startswith("truncated_")}
+        uri, why = thumbnail_uri(path)
+        if uri is None:
+            one_line(why)
+            boxed[name] = why
+        else:
+            assert uri.startswith("data:image/jpeg;base64,") and not why
+    by_index = {name for name, data in corpus().items() if outcome(data) is not None}
+    assert set(refused) == set(boxed) == by_index and all(n.startswith("truncated_") for n in by_index)
 
 
 @pytest.mark.long  # a build over the whole corpus, a server, every refused file: make test-long (CI runs it)

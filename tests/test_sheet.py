@@ -72,7 +72,7 @@ def test_only_web_page_links_become_links(photos):
 
 @pytest.mark.parametrize(
     ("key", "reason"),
-    [("missing", "file not found"), ("text", "not an image"), ("truncated", "unreadable image")],
+    [("missing", "file not found"), ("text", "not a recognised image format"), ("truncated", "corrupt or truncated")],
 )
 def test_unusable_files_become_grey_boxes_that_say_why(photos, key, reason):
     uri, why = thumbnail_uri(photos[key])

@@ -7,10 +7,10 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from imgidx.indexer.errors import ImageError
-from imgidx.indexer.images import FORMATS, to_rgb, total
+from imgidx.indexer.images import FORMATS, thumbnail
 
 MIN_SIZE, MAX_SIZE = 16, 1024
 MEDIA_TYPES = {
@@ -43,19 +43,14 @@ def media_type(path: Path) -> str:
 def make_thumbnail(path: Path, size: int) -> bytes:
     """A JPEG whose longest side is `size` px (never enlarged), EXIF-rotated, transparency on white."""
     try:
-        with Image.open(path, formats=FORMATS) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster for big photos
-            img = ImageOps.exif_transpose(img)
-            img.thumbnail((size, size), Image.Resampling.LANCZOS)
-            with total("cannot be converted"):  # any mode as the index saw it (16-bit, float, CMYK, ...)
-                img = to_rgb(img)
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=85)
-            return buf.getvalue()
+        img = thumbnail(path.read_bytes(), size)
     except ImageError as e:
         raise ThumbnailError(f"{path.name} cannot be made into a thumbnail ({e.reason})") from None
-    except Exception as e:  # noqa: BLE001 - one odd file is a refused thumbnail, never a 500
-        raise ThumbnailError(f"{path.name} cannot be made into a thumbnail ({type(e).__name__})") from None
+    except OSError as e:  # the file went away or cannot be read: one refused thumbnail, never a 500
+        raise ThumbnailError(f"{path.name} cannot be read ({type(e).__name__})") from None
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 class ThumbnailCache:
