@@ -107,8 +107,8 @@ def test_the_service_and_the_contact_sheets_thumbnail_every_odd_file_or_refuse_i
     from imgidx.search.sheet import thumbnail_uri
     from imgidx.service.thumbs import ThumbnailError, make_thumbnail
 
-    refused, boxed = {}, {}
-    for name, data in corpus().items():
+    refused, boxed, files = {}, {}, corpus()
+    for name, data in files.items():
         path = tmp_path / name
         path.write_bytes(data)
         try:
@@ -123,7 +123,7 @@ def test_the_service_and_the_contact_sheets_thumbnail_every_odd_file_or_refuse_i
             boxed[name] = why
         else:
             assert uri.startswith("data:image/jpeg;base64,") and not why
-    by_index = {name for name, data in corpus().items() if outcome(data) is not None}
+    by_index = {name for name, data in files.items() if outcome(data) is not None}
     assert set(refused) == set(boxed) == by_index and all(n.startswith("truncated_") for n in by_index)
 
 

@@ -223,7 +223,7 @@ os._exit(9)  # SIGKILL's effect: no rollback, no unlock, the journal stays hot
 """
 
 
-def test_a_writer_killed_mid_transaction_leaves_a_home_that_reads_as_its_last_commit(home):
+def test_a_writer_killed_mid_transaction_leaves_a_home_that_reads_as_its_last_commit(home, monkeypatch):
     """A hot journal makes every read-only SQLite connection fail (SQLITE_READONLY_ROLLBACK): verify, similar and the
     service open read-only, so the store finishes the rollback itself, as any SQLite writer would."""
     import subprocess
@@ -235,6 +235,11 @@ def test_a_writer_killed_mid_transaction_leaves_a_home_that_reads_as_its_last_co
     with pytest.raises(sqlite3.OperationalError) as plain:  # what a bare read-only open meets: the state is real
         sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM photos").fetchone()
     assert plain.value.sqlite_errorname == "SQLITE_READONLY_ROLLBACK"
+    with monkeypatch.context() as m:  # a home this user cannot write (root ignores permissions: os.access stands in)
+        m.setattr("os.access", lambda *a, **k: False)
+        with pytest.raises(StoreError, match="killed in the middle of a transaction.*nothing committed is lost"):
+            Store(home, readonly=True)
+    assert (home / "imgidx.sqlite-journal").exists()  # left for a user who can write there
     r = cli("--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["problems"] == [], r.stdout + r.stderr
     assert not (home / "imgidx.sqlite-journal").exists()

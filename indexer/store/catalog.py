@@ -8,6 +8,7 @@ one-line StoreError of faiss_index.write_error (the transaction is rolled back),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -34,8 +35,6 @@ EFFECTIVE_FLAG = (
 )
 DECISIONS = ("flag", "keep")
 REVIEW_SOURCES = ("clean", "duplicates", "audit")
-# SQLITE_READONLY_RECOVERY, SQLITE_READONLY_ROLLBACK: what a read-only connection meets where a writer was killed
-WRITER_KILLED_MID_TRANSACTION = (264, 776)
 
 PHOTO_FIELDS = (
     "url",
@@ -70,34 +69,20 @@ class Catalog:
     # ---- connection and schema -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         try:
-            return self._open()
+            try:
+                return self._open()
+            except sqlite3.OperationalError as e:
+                if not (self.readonly and _a_writer_was_killed(e)):
+                    raise
+                self._roll_back_a_killed_writer()
+                return self._open()
         except sqlite3.OperationalError as e:
-            if not (self.readonly and getattr(e, "sqlite_errorcode", None) in WRITER_KILLED_MID_TRANSACTION):
-                raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
-        self._finish_a_killed_writers_transaction()
-        try:
-            return self._open()
-        except sqlite3.OperationalError as e:
-            raise write_error(self.db_path, e) from None
-
-    def _finish_a_killed_writers_transaction(self) -> None:
-        """A writer killed inside a rollback-journal transaction (a new home's switch to WAL) leaves a hot journal,
-        and one killed while the WAL index was being rebuilt leaves that to redo: only a read-write connection may
-        finish either. Opening one is SQLite's own recovery (it rolls the journal back under its locks, safe beside a
-        running build); the data is what the last commit left."""
-        if not (os.access(self.db_path, os.W_OK) and os.access(self.home, os.W_OK)):
-            raise StoreError(
-                f"{self.db_path}: the last process writing it was killed in the middle of a transaction, and rolling "
-                f"that back needs write access to {self.home}; open the index once as a user who can write there (any "
-                "reading rolls it back; nothing committed is lost)"
-            )
-        db = sqlite3.connect(self.db_path, timeout=self.timeout)
-        try:
-            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the first read rolls back / recovers
+            raise write_error(self.db_path, e) from None  # a full disk while creating it, or locked
         except sqlite3.DatabaseError as e:
-            raise write_error(self.db_path, e) from None
-        finally:
-            db.close()
+            raise StoreError(
+                f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
+                "fixed.sqlite`, put fixed.sqlite in its place, then verify the home with repair"
+            ) from None
 
     def _open(self) -> sqlite3.Connection:
         if self.readonly:
@@ -112,16 +97,24 @@ class Catalog:
             if self.readonly and schema.needs_upgrade(db):
                 self._upgrade()  # an older store a reader meets first (the service): migrate it once, briefly
             schema.ensure(db, self.db_path, readonly=self.readonly)
-        except sqlite3.OperationalError:
+        except BaseException:
             db.close()
             raise
-        except sqlite3.DatabaseError as e:
-            db.close()
-            raise StoreError(
-                f"cannot open {self.db_path}: {e}; recover it with `sqlite3 {self.db_path} .recover | sqlite3 "
-                "fixed.sqlite`, put fixed.sqlite in its place, then verify the home with repair"
-            ) from None
         return db
+
+    def _roll_back_a_killed_writer(self) -> None:
+        """A writer killed inside a rollback-journal transaction (a new home's switch to WAL) leaves a hot journal,
+        and one killed while the WAL index was being rebuilt leaves that to redo: only a read-write connection may
+        finish either. Opening one is SQLite's own recovery (it rolls the journal back under its locks, safe beside a
+        running build); the data is what the last commit left."""
+        if not (os.access(self.db_path, os.W_OK) and os.access(self.home, os.W_OK)):
+            raise StoreError(
+                f"{self.db_path}: the last process writing it was killed in the middle of a transaction, and rolling "
+                f"that back needs write access to {self.home}; open the index once as a user who can write there (any "
+                "reading rolls it back; nothing committed is lost)"
+            )
+        with contextlib.closing(sqlite3.connect(self.db_path, timeout=self.timeout)) as db:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the first read rolls back / recovers
 
     def _upgrade(self) -> None:
         """Bring an older schema up to date through a short read-write connection (when the file is writable;
@@ -597,3 +590,10 @@ def stamp_mismatch_message(have: Stamp, want: Stamp, home: Path) -> str:
 def chunks(seq: Sequence, n: int):
     for i in range(0, len(seq), n):
         yield list(seq[i : i + n])
+
+
+def _a_writer_was_killed(e: sqlite3.OperationalError) -> bool:
+    """What a read-only connection meets where a writer was killed mid-transaction: SQLITE_READONLY_RECOVERY or
+    _ROLLBACK (Python 3.11+ has the code; before, a read-only connection's only reason to write is that)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return code in (264, 776) if code is not None else "readonly database" in str(e)
